@@ -1,0 +1,411 @@
+// test_image.cpp — image preprocessing against the fixtures' golden pixels (mistral-common + OpenCV), the size
+// rule, RGB-on-white compositing, the [IMG] token layout and every load error.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <stb_image.h>
+
+#include "image.h"
+
+using namespace mistral;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<uint8_t> read_bytes(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    REQUIRE(f.good());
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const fs::path& p, const uint8_t* data, size_t n) {
+    std::ofstream f(p, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(data), std::streamsize(n));
+    REQUIRE(f.good());
+}
+
+// Just enough of safetensors for the goldens: F32 tensors by name (the engine's loader is tested elsewhere).
+struct Golden {
+    std::vector<uint8_t> bytes;
+    nlohmann::json header;
+    size_t data_start = 0;
+
+    explicit Golden(const fs::path& p) : bytes(read_bytes(p)) {
+        REQUIRE(bytes.size() >= 8);
+        uint64_t len = 0;
+        for (int i = 7; i >= 0; --i) len = (len << 8) | bytes[size_t(i)];
+        REQUIRE(8 + len <= bytes.size());
+        header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + std::ptrdiff_t(len));
+        data_start = 8 + len;
+    }
+    bool has(const std::string& name) const { return header.contains(name); }
+    std::vector<float> f32(const std::string& name, std::vector<int64_t>& shape) const {
+        const auto& t = header.at(name);
+        REQUIRE(t.at("dtype") == "F32");
+        shape = t.at("shape").get<std::vector<int64_t>>();
+        const size_t b = t.at("data_offsets")[0], e = t.at("data_offsets")[1];
+        std::vector<float> v((e - b) / 4);
+        std::memcpy(v.data(), bytes.data() + data_start + b, e - b);
+        return v;
+    }
+};
+
+// Every image of every case in one golden file: load, preprocess, compare with NAME.pixels.I.
+void check_golden(const fs::path& json_path, const fs::path& st_path, const fs::path& model_dir, int min_images) {
+    std::ifstream jf(json_path);
+    REQUIRE(jf.good());
+    const auto cases = nlohmann::json::parse(jf).at("cases");
+    const Golden g(st_path);
+    int checked = 0;
+    for (const auto& c : cases) {
+        int index = 0;
+        for (const auto& part : c.at("parts")) {
+            if (part[0] != "i") continue;
+            const std::string name = c.at("name").get<std::string>() + ".pixels." + std::to_string(index++);
+            const std::string file = part[1];
+            CAPTURE(name);
+            REQUIRE(g.has(name));
+            std::vector<int64_t> shape;
+            const std::vector<float> want = g.f32(name, shape);
+            const Image img = load_image((model_dir / file).string(), ImageOptions{});
+            REQUIRE(shape == std::vector<int64_t>{3, img.height, img.width});
+            REQUIRE(img.pixels.size() == want.size());
+            float max_diff = 0;
+            for (size_t i = 0; i < want.size(); ++i)
+                max_diff = std::max(max_diff, std::fabs(img.pixels[i] - want[i]));
+            MESSAGE(name << " (" << file << ", " << img.width << "x" << img.height
+                         << "): max |diff| = " << max_diff);
+            CHECK(max_diff <= 1e-5f);  // brief: 1e-4; measured ≤ 1.5e-6 (float source positions: 1.8e-5)
+            ++checked;
+        }
+    }
+    CHECK(checked >= min_images);
+}
+
+// The expected normalised value of one 0..255 channel value, in float32 as the reference pixels were made.
+float normalised(int v, int c) {
+    const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+    const float stdev[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    return (float(v) / 255.0f - mean[c]) / stdev[c];
+}
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const std::runtime_error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+fs::path temp_file(const std::string& name) { return fs::temp_directory_path() / ("fp4_test_image_" + name); }
+
+// Offsets into a PNG: 8-byte signature, IHDR chunk (length, type, then width and height big-endian).
+void set_png_size(std::vector<uint8_t>& png, uint32_t w, uint32_t h) {
+    REQUIRE(std::memcmp(&png[12], "IHDR", 4) == 0);
+    for (int i = 0; i < 4; ++i) {
+        png[16 + size_t(i)] = uint8_t(w >> (24 - 8 * i));
+        png[20 + size_t(i)] = uint8_t(h >> (24 - 8 * i));
+    }
+}
+
+// A bottom-up 24-bit BMP of interleaved RGB pixels.
+std::vector<uint8_t> make_bmp(int w, int h, const std::vector<uint8_t>& rgb) {
+    const int stride = (w * 3 + 3) / 4 * 4;
+    std::vector<uint8_t> b(54 + size_t(stride) * h, 0);
+    auto le32 = [&](size_t at, uint32_t v) {
+        for (int i = 0; i < 4; ++i) b[at + size_t(i)] = uint8_t(v >> (8 * i));
+    };
+    b[0] = 'B', b[1] = 'M';
+    le32(2, uint32_t(b.size()));
+    le32(10, 54);
+    le32(14, 40);
+    le32(18, uint32_t(w));
+    le32(22, uint32_t(h));
+    b[26] = 1, b[28] = 24;
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+            for (int c = 0; c < 3; ++c)
+                b[54 + size_t(h - 1 - y) * stride + size_t(x) * 3 + size_t(2 - c)] =
+                    rgb[(size_t(y) * w + x) * 3 + c];
+    return b;
+}
+
+// A 1x1 GIF89a whose single pixel is palette colour 0 = (200, 30, 60), transparent or not.
+std::vector<uint8_t> make_gif(bool transparent) {
+    return {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0,          // screen, 2-colour global table
+            200, 30, 60, 0, 0, 255,                                         // palette
+            0x21, 0xF9, 4, uint8_t(transparent ? 1 : 0), 0, 0, 0, 0,        // graphic control: key = index 0
+            0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0,                                // image descriptor
+            2, 2, 0x44, 0x01, 0,                                            // LZW: one pixel of index 0
+            0x3B};
+}
+
+}  // namespace
+
+TEST_CASE("golden pixels: tiny-a") {
+    check_golden("tests/data/tiny-a/golden.json", "tests/data/tiny-a/golden.safetensors", "tests/data/tiny-a", 4);
+}
+
+TEST_CASE("golden pixels: tiny-kjv") {
+    check_golden("tests/data/tiny-kjv/golden/golden.json", "tests/data/tiny-kjv/golden/golden.safetensors",
+                 "tests/data/tiny-kjv", 6);
+}
+
+TEST_CASE("jpeg decodes (no golden: stb_image's decoder differs slightly from Pillow's libjpeg)") {
+    const Image img = load_image("tests/data/tiny-a/images/photo.jpg", ImageOptions{});
+    CHECK(img.width == 224);  // 200x150 → 8x6 cells
+    CHECK(img.height == 168);
+    CHECK(img.pixels.size() == size_t(3) * 224 * 168);
+    const auto [lo, hi] = std::minmax_element(img.pixels.begin(), img.pixels.end());
+    CHECK(*lo > -2.5f);  // cubic overshoot stays small: 0..255 maps to about −1.8..2.2
+    CHECK(*hi < 2.5f);
+}
+
+TEST_CASE("size rule") {
+    const ImageOptions o;  // max side 1024, 28-px cells
+    auto grid = [](int w, int h, int max_side) {
+        ImageOptions opt;
+        opt.max_image_size = max_side;
+        const ImageGrid g = image_grid(w, h, opt);
+        return std::make_pair(g.cols, g.rows);
+    };
+    CHECK(grid(60, 45, 1024) == std::make_pair(3, 2));      // 84x56
+    CHECK(grid(1100, 300, 1024) == std::make_pair(37, 10));  // 1024x279 → 1036x280
+    CHECK(grid(112, 112, 1024) == std::make_pair(4, 4));
+    CHECK(grid(333, 251, 1024) == std::make_pair(12, 9));
+    CHECK(grid(1, 1, 1024) == std::make_pair(1, 1));
+    CHECK(grid(28, 29, 1024) == std::make_pair(1, 2));
+    // spec/mistral-format.md §4.2 examples (max side 1540)
+    CHECK(grid(1024, 768, 1540) == std::make_pair(37, 28));
+    CHECK(grid(1920, 1080, 1540) == std::make_pair(55, 31));
+    CHECK(grid(4000, 3000, 1540) == std::make_pair(55, 42));
+    CHECK(grid(1540, 1540, 1540) == std::make_pair(55, 55));
+    CHECK(grid(4620, 1682, 1540) == std::make_pair(55, 21));  // round(560.67) = 561, HF's floor would give 20
+    // Python round is half-to-even: 57/2 = 28.5 → 28 (one row); round-half-up would give 29 (two rows).
+    CHECK(grid(2048, 57, 1024) == std::make_pair(37, 1));
+    CHECK(grid(2048, 59, 1024) == std::make_pair(37, 2));  // 29.5 → 30
+    // A side that rounds to 0 pixels gets no cell; mistral-common rejects it, so do we.
+    CHECK(contains(error_of([&] { image_grid(5000, 2, o); }), "too thin"));
+
+    const Image small = load_image("tests/data/tiny-a/images/small.png", o);
+    CHECK(small.width == 84);
+    CHECK(small.height == 56);
+    CHECK(small.cols() == 3);
+    CHECK(small.rows() == 2);
+    const Image wide = load_image("tests/data/tiny-a/images/wide.png", o);
+    CHECK(wide.width == 1036);
+    CHECK(wide.height == 280);
+    const Image odd = load_image("tests/data/tiny-a/images/odd.png", o);
+    CHECK(odd.width == 336);
+    CHECK(odd.height == 252);
+}
+
+TEST_CASE("uniform grey survives the cubic resize (weights sum to 1)") {
+    const int w = 208, h = 320;  // → 224x336 (8x12 cells)
+    const std::vector<uint8_t> grey(size_t(w) * h * 3, 128);
+    const Image img = preprocess(grey.data(), w, h, 3, ImageOptions{});
+    REQUIRE(img.width == 224);
+    REQUIRE(img.height == 336);
+    const size_t n = size_t(img.width) * img.height;
+    for (int c = 0; c < 3; ++c) {
+        float worst = 0;
+        for (size_t i = 0; i < n; ++i)
+            worst = std::max(worst, std::fabs(img.pixels[c * n + i] - normalised(128, c)));
+        CHECK(worst < 1e-6f);
+    }
+    CHECK(normalised(128, 0) == doctest::Approx(0.076336).epsilon(1e-5));
+    CHECK(normalised(128, 1) == doctest::Approx(0.168897).epsilon(1e-5));
+    CHECK(normalised(128, 2) == doctest::Approx(0.339949).epsilon(1e-5));
+}
+
+TEST_CASE("resize_cubic: identity, edges and OpenCV's kernel") {
+    const std::vector<float> src = {0, 10, 20, 30};
+    CHECK(resize_cubic(src.data(), 4, 1, 4, 1) == src);
+    // 4 → 8 (scale 0.5): output 0 sits at source −0.25 → taps −2..1 clamped to 0,0,0,1, t = 0.75.
+    const std::vector<float> up = resize_cubic(src.data(), 4, 1, 8, 1);
+    REQUIRE(up.size() == 8);
+    // Keys weights at t = 0.75 (A = −0.75): −0.03515625, 0.26171875, 0.87890625, −0.10546875.
+    CHECK(up[0] == doctest::Approx(10 * -0.10546875));
+    CHECK(up[0] < 0);  // overshoot below the data survives (no clamping on float)
+    // symmetric data → symmetric output
+    for (int i = 0; i < 8; ++i) CHECK(up[size_t(i)] + up[size_t(7 - i)] == doctest::Approx(30));
+    // 2-D: the vertical pass follows the horizontal one on a 2x2 → 4x4 upscale
+    const std::vector<float> sq = {0, 100, 100, 0};
+    const std::vector<float> big = resize_cubic(sq.data(), 2, 2, 4, 4);
+    REQUIRE(big.size() == 16);
+    CHECK(big[0] == doctest::Approx(big[15]));
+    CHECK(big[3] == doctest::Approx(big[12]));
+}
+
+TEST_CASE("alpha is composited on white with Pillow's rounding") {
+    // 28x28 uniform images: the resize is the identity, so the composite itself is visible.
+    const int n = 28 * 28;
+    auto first = [](const Image& img, int c) { return img.pixels[size_t(c) * 28 * 28]; };
+    std::vector<uint8_t> rgba;
+    for (int i = 0; i < n; ++i) rgba.insert(rgba.end(), {10, 200, 77, 128});
+    const Image a = preprocess(rgba.data(), 28, 28, 4, ImageOptions{});
+    // (255·127 + v·128 + 128) → DIV255: 10 → 132, 200 → 227, 77 → 166
+    CHECK(first(a, 0) == normalised(132, 0));
+    CHECK(first(a, 1) == normalised(227, 1));
+    CHECK(first(a, 2) == normalised(166, 2));
+
+    std::vector<uint8_t> clear;
+    for (int i = 0; i < n; ++i) clear.insert(clear.end(), {0, 0, 0, 0});
+    const Image w = preprocess(clear.data(), 28, 28, 4, ImageOptions{});
+    for (int c = 0; c < 3; ++c) CHECK(first(w, c) == normalised(255, c));
+
+    std::vector<uint8_t> grey_alpha;
+    for (int i = 0; i < n; ++i) grey_alpha.insert(grey_alpha.end(), {50, 1});
+    const Image ga = preprocess(grey_alpha.data(), 28, 28, 2, ImageOptions{});
+    for (int c = 0; c < 3; ++c) CHECK(first(ga, c) == normalised(254, c));  // 255·254 + 50 = 64820 → 254
+
+    const std::vector<uint8_t> grey(size_t(n), 90);
+    const Image g = preprocess(grey.data(), 28, 28, 1, ImageOptions{});
+    for (int c = 0; c < 3; ++c) CHECK(first(g, c) == normalised(90, c));
+}
+
+TEST_CASE("other formats and PNG colour keys") {
+    const ImageOptions o;
+    SUBCASE("BMP decodes to the same pixels as the raw RGB") {
+        std::vector<uint8_t> rgb(size_t(30) * 20 * 3);
+        for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 37 % 251);
+        const std::vector<uint8_t> bmp = make_bmp(30, 20, rgb);
+        const Image a = load_image_memory(bmp.data(), bmp.size(), o, "test.bmp");
+        const Image b = preprocess(rgb.data(), 30, 20, 3, o);
+        CHECK(a.width == 56);
+        CHECK(a.pixels == b.pixels);
+    }
+    SUBCASE("GIF: first frame, transparency composited on white") {
+        const std::vector<uint8_t> solid = make_gif(false), clear = make_gif(true);
+        const Image s = load_image_memory(solid.data(), solid.size(), o, "solid.gif");
+        const Image c = load_image_memory(clear.data(), clear.size(), o, "clear.gif");
+        CHECK(s.width == 28);
+        CHECK(s.height == 28);
+        // 1x1 → 28x28: every tap reads the one pixel; the float weights sum to 1 within rounding.
+        auto near = [](float v) { return doctest::Approx(v).epsilon(1e-6); };
+        CHECK(s.pixels[0] == near(normalised(200, 0)));
+        CHECK(s.pixels[size_t(28) * 28] == near(normalised(30, 1)));
+        CHECK(s.pixels[size_t(2) * 28 * 28] == near(normalised(60, 2)));
+        for (int ch = 0; ch < 3; ++ch) CHECK(c.pixels[size_t(ch) * 28 * 28] == near(normalised(255, ch)));
+    }
+    SUBCASE("an RGB PNG's tRNS colour key is ignored, as Pillow keeps mode RGB") {
+        std::vector<uint8_t> png = read_bytes("tests/data/tiny-a/images/small.png");
+        const Image plain = load_image_memory(png.data(), png.size(), o, "small.png");
+        int w = 0, h = 0, n = 0;
+        stbi_uc* px = stbi_load_from_memory(png.data(), int(png.size()), &w, &h, &n, 3);
+        REQUIRE(px);
+        const uint8_t r = px[0], g = px[1], b = px[2];  // colour key = the first pixel's colour
+        stbi_image_free(px);
+        // stb_image does not check chunk CRCs, so a zero CRC will do; IHDR ends at byte 8 + 25.
+        const uint8_t trns[] = {0, 0, 0, 6, 't', 'R', 'N', 'S', 0, r, 0, g, 0, b, 0, 0, 0, 0};
+        png.insert(png.begin() + 33, std::begin(trns), std::end(trns));
+        px = stbi_load_from_memory(png.data(), int(png.size()), &w, &h, &n, 4);
+        REQUIRE(px);
+        CHECK(px[3] == 0);  // stb_image itself would make the keyed pixels transparent
+        stbi_image_free(px);
+        const Image keyed = load_image_memory(png.data(), png.size(), o, "keyed.png");
+        CHECK(keyed.pixels == plain.pixels);
+    }
+}
+
+TEST_CASE("image token layout") {
+    const std::vector<int32_t> one = image_token_layout(1, 3, 10, 12, 13);
+    CHECK(one == std::vector<int32_t>{10, 10, 10, 13});
+    const std::vector<int32_t> two = image_token_layout(2, 3, 10, 12, 13);
+    CHECK(two == std::vector<int32_t>{10, 10, 10, 12, 10, 10, 10, 13});
+    const std::vector<int32_t> wide = image_token_layout(10, 37, 10, 12, 13);
+    CHECK(wide.size() == 380);
+    CHECK(std::count(wide.begin(), wide.end(), 10) == 370);
+    CHECK(std::count(wide.begin(), wide.end(), 12) == 9);
+    CHECK(wide.back() == 13);
+    CHECK(wide[37] == 12);
+    CHECK_THROWS_AS(image_token_layout(0, 3, 10, 12, 13), std::runtime_error);
+}
+
+TEST_CASE("load errors name the file") {
+    const ImageOptions o;
+    SUBCASE("missing file") {
+        const std::string e = error_of([&] { load_image("tests/data/no-such-image.png", o); });
+        CHECK(contains(e, "no-such-image.png"));
+        CHECK(contains(e, "cannot open"));
+    }
+    SUBCASE("directory") {
+        const std::string e = error_of([&] { load_image("tests/data", o); });
+        CHECK(contains(e, "tests/data"));
+    }
+    SUBCASE("not an image") {
+        const std::string e = error_of([&] { load_image("tests/data/tiny-a/golden.json", o); });
+        CHECK(contains(e, "golden.json"));
+        CHECK(contains(e, "not an image"));
+        const fs::path empty = temp_file("empty.png");
+        write_bytes(empty, nullptr, 0);
+        CHECK(contains(error_of([&] { load_image(empty.string(), o); }), "not an image"));
+        fs::remove(empty);
+    }
+    SUBCASE("truncated png and jpeg") {
+        for (const std::string name : {"small.png", "wide.png", "photo.jpg"}) {
+            const std::vector<uint8_t> full = read_bytes(fs::path("tests/data/tiny-a/images") / name);
+            for (size_t keep : {full.size() / 2, full.size() - 20, size_t(100)}) {
+                CAPTURE(name);
+                CAPTURE(keep);
+                const fs::path p = temp_file("cut_" + name);
+                write_bytes(p, full.data(), keep);
+                const std::string e = error_of([&] { load_image(p.string(), o); });
+                CHECK(contains(e, p.string()));
+                CHECK(contains(e, "corrupt or truncated"));
+                fs::remove(p);
+            }
+        }
+    }
+    SUBCASE("0x0") {
+        std::vector<uint8_t> png = read_bytes("tests/data/tiny-a/images/small.png");
+        set_png_size(png, 0, 0);
+        const fs::path p = temp_file("zero.png");
+        write_bytes(p, png.data(), png.size());
+        const std::string e = error_of([&] { load_image(p.string(), o); });
+        CHECK(contains(e, p.string()));
+        CHECK(contains(e, "empty image"));
+        fs::remove(p);
+        CHECK(contains(error_of([&] { preprocess(png.data(), 0, 0, 3, o); }), "empty image"));
+    }
+    SUBCASE("pixel budget is checked from the header, before decoding") {
+        std::vector<uint8_t> png = read_bytes("tests/data/tiny-a/images/small.png");
+        set_png_size(png, 10000, 10000);  // the pixel data could never fill this
+        const fs::path p = temp_file("huge.png");
+        write_bytes(p, png.data(), png.size());
+        const std::string e = error_of([&] { load_image(p.string(), o); });
+        CHECK(contains(e, p.string()));
+        CHECK(contains(e, "exceeds the limit"));
+        fs::remove(p);
+        ImageOptions tight;
+        tight.max_pixels = 1000;  // small.png has 2700
+        const std::string e2 = error_of([&] { load_image("tests/data/tiny-a/images/small.png", tight); });
+        CHECK(contains(e2, "exceeds the limit"));
+    }
+    SUBCASE("unsupported channel count") {
+        const std::vector<uint8_t> px(28 * 28 * 5, 0);
+        CHECK(contains(error_of([&] { preprocess(px.data(), 28, 28, 5, o); }), "unsupported channel count 5"));
+        CHECK(contains(error_of([&] { preprocess(px.data(), 28, 28, 0, o); }), "unsupported channel count 0"));
+    }
+    SUBCASE("bytes from memory carry their name") {
+        const uint8_t junk[] = {'h', 'e', 'l', 'l', 'o'};
+        const std::string e = error_of([&] { load_image_memory(junk, sizeof junk, o, "upload #3"); });
+        CHECK(contains(e, "upload #3"));
+        CHECK(contains(e, "not an image"));
+    }
+}
