@@ -68,20 +68,13 @@ inline float e2m1_to_f32(uint8_t code) {
 }
 
 // Nearest E2M1 code with ties to the even code (0.25→0, 0.75→1, 1.25→1, 1.75→2, 2.5→2, 3.5→4, 5→4),
-// clamped to ±6.
+// clamped to ±6. As compressed-tensors' cast_to_fp4 (|x| rounded, times torch.sign(x)): a negative
+// value that rounds to zero keeps the sign bit (code 8), while −0 itself gives code 0.
+// Branch-free so that loops over it vectorize.
 inline uint8_t f32_to_e2m1(float f) {
-    uint8_t sign = std::signbit(f) ? 8 : 0;
     float a = std::fabs(f);
-    uint8_t m;
-    if (a <= 0.25f) m = 0;
-    else if (a < 0.75f) m = 1;
-    else if (a <= 1.25f) m = 2;
-    else if (a < 1.75f) m = 3;
-    else if (a <= 2.5f) m = 4;
-    else if (a < 3.5f) m = 5;
-    else if (a <= 5.0f) m = 6;
-    else m = 7;
-    return sign | m;
+    int m = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) + (a > 5.0f);
+    return uint8_t(((f < 0.0f) << 3) | m);
 }
 
 // Reference dequantization of one NVFP4 row of K elements (K a multiple of 16).
