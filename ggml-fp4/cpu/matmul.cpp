@@ -1,0 +1,112 @@
+// matmul.cpp — the matmul driver: packs x, picks the kernel set's GEMV (few rows) or panel GEMM (many
+// rows) path for the weight type, spreads the work over the thread pool, applies NVFP4's global scale.
+#include "cpu/matmul.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace fp4::cpu {
+
+const Kernels& kernels_for(Isa isa) {
+    switch (isa) {
+        case Isa::Avx512: return kernels_avx512();
+        case Isa::Avx2: return kernels_avx2();
+        case Isa::Scalar: break;
+    }
+    return kernels_scalar();
+}
+
+void pack_x_nibble_order(const float* x, int64_t K, int64_t kpad, float* out) {
+    for (int64_t b = 0; b < kpad; b += 128)
+        for (int j = 0; j < 8; ++j)
+            for (int d = 0; d < 16; ++d) {
+                int64_t k = b + 8 * d + j;
+                out[b + 16 * j + d] = k < K ? x[k] : 0.0f;
+            }
+}
+
+void pack_x_natural(const float* x, int64_t K, int64_t kpad, float* out) {
+    std::memcpy(out, x, size_t(K) * sizeof(float));
+    std::fill(out + K, out + kpad, 0.0f);
+}
+
+namespace {
+
+struct Path {
+    GemvFn gemv;
+    DecodeFn decode;
+};
+
+Path path_for(const Kernels& kern, Type t) {
+    switch (t) {
+        case Type::F32: return {kern.gemv_f32, kern.decode_f32};
+        case Type::F16: return {kern.gemv_f16, kern.decode_f16};
+        case Type::BF16: return {kern.gemv_bf16, kern.decode_bf16};
+        case Type::NVFP4: return {kern.gemv_nvfp4, kern.decode_nvfp4};
+        default: throw std::invalid_argument(std::string("MUL_MAT: unsupported weight type ") + type_name(t));
+    }
+}
+
+// Output columns [n0, n1) of rows [m0, m1) divided by the NVFP4 global scale.
+void apply_gscale(float gscale, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    if (gscale == 1.0f) return;
+    for (int64_t m = m0; m < m1; ++m)
+        for (int64_t n = n0; n < n1; ++n) y[m * ldy + n] /= gscale;
+}
+
+}  // namespace
+
+void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, const Tensor& w, const float* x,
+             int64_t M, float* y) {
+    if (!w.data || (w.type == Type::NVFP4 && !w.scale))
+        throw std::invalid_argument("MUL_MAT: weight '" + w.name + "' has no storage");
+    const Path path = path_for(kern, w.type);
+    const WeightRef wr{w.type, static_cast<const uint8_t*>(w.data), static_cast<const uint8_t*>(w.scale), w.rows(),
+                       w.ne[0]};
+    const int64_t N = wr.N, K = wr.K;
+    const bool nvfp4 = w.type == Type::NVFP4;
+    const float gscale = nvfp4 ? w.gscale : 1.0f;
+    const int64_t block = nvfp4 ? kern.nvfp4_block : 16;
+    const int64_t kpad = (K + block - 1) / block * block;
+    auto pack = nvfp4 ? kern.pack_nvfp4_x : pack_x_natural;
+
+    const int nth = pool.size();
+    const size_t x_bytes = align_up(size_t(M * kpad) * sizeof(float));
+    const size_t panel_floats = size_t(kPanelRows * kPanelCols);
+    const bool gemv = M <= kGemvRows;
+    auto* base = static_cast<char*>(scratch.grow(x_bytes + (gemv ? 0 : nth * panel_floats * sizeof(float))));
+    float* xp = reinterpret_cast<float*>(base);
+    pool.parallel_for(M, [&](int64_t m0, int64_t m1) {
+        for (int64_t m = m0; m < m1; ++m) pack(x + m * K, K, kpad, xp + m * kpad);
+    });
+
+    if (gemv) {
+        const int64_t chunk = std::max<int64_t>(16, N / (int64_t(nth) * 16));
+        pool.parallel_chunks((N + chunk - 1) / chunk, [&](int64_t c, int) {
+            const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
+            path.gemv(wr, n0, n1, xp, kpad, int(M), y, N);
+            apply_gscale(gscale, y, N, 0, M, n0, n1);
+        });
+        return;
+    }
+
+    float* panels = reinterpret_cast<float*>(base + x_bytes);
+    const int64_t n_chunks = (N + kPanelRows - 1) / kPanelRows;
+    const int64_t m_blocks = (M + kRowBlock - 1) / kRowBlock;
+    pool.parallel_chunks(m_blocks * n_chunks, [&](int64_t c, int ith) {
+        const int64_t m0 = c / n_chunks * kRowBlock, m1 = std::min(M, m0 + kRowBlock);
+        const int64_t n0 = c % n_chunks * kPanelRows;
+        const int nr = int(std::min<int64_t>(kPanelRows, N - n0));
+        float* panel = panels + ith * panel_floats;
+        for (int64_t m = m0; m < m1; ++m) std::fill(y + m * N + n0, y + m * N + n0 + nr, 0.0f);
+        for (int64_t k0 = 0; k0 < kpad; k0 += kPanelCols) {
+            const int64_t kb = std::min(kPanelCols, kpad - k0);
+            path.decode(wr, n0, nr, k0, kb, panel, kPanelCols);
+            kern.gemm_panel(panel, kPanelCols, nr, xp + m0 * kpad + k0, kpad, m1 - m0, kb, y + m0 * N + n0, N);
+        }
+        apply_gscale(gscale, y, N, m0, m1, n0, n0 + nr);
+    });
+}
+
+}  // namespace fp4::cpu

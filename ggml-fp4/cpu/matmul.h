@@ -1,0 +1,76 @@
+// matmul.h — the CPU matrix product y = x·Wᵀ: the table of kernels each instruction set provides
+// (matmul_scalar.cpp, matmul_avx2.cpp, matmul_avx512.cpp) and the driver that threads them.
+//
+// How the kernels see the data:
+//  * x is first copied into a zero-padded buffer with rows of `kpad` floats (kpad a multiple of 16;
+//    of `nvfp4_block` for NVFP4 weights, whose kernels may also want x reordered by `pack_nvfp4_x`).
+//  * Few rows (M <= kGemvRows, decode): `gemv_*` decodes each weight row in registers and dots it with
+//    every x row. Memory bound; the weights stream through once.
+//  * More rows (prefill): `decode_*` expands a panel of kPanelRows weight rows × a block of columns to
+//    F32 (in x's column order) in L1, and `gemm_panel` multiplies it with a block of x rows, so every
+//    weight is decoded once per block of kRowBlock x rows.
+//  * NVFP4: kernels compute Σ_k e2m1·e4m3·x; the division by the global scale happens once per output.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/buffer.h"
+#include "cpu/cpu_features.h"
+#include "cpu/thread_pool.h"
+#include "fp4.h"
+
+namespace fp4::cpu {
+
+constexpr int kGemvRows = 4;      // at most this many x rows take the fused GEMV path
+constexpr int kPanelRows = 4;     // weight rows decoded together
+constexpr int64_t kPanelCols = 2048;  // columns per decoded panel (a multiple of 128)
+constexpr int64_t kRowBlock = 64;     // x rows that share one decoded panel
+// Streaming kernels prefetch weight bytes this far ahead (NVFP4 scales: an eighth of it), which
+// keeps enough cache misses in flight for one core to approach its share of DRAM bandwidth.
+constexpr int kPrefetchBytes = 4096;
+
+// A weight matrix of N rows × K columns as stored (NVFP4: codes, E4M3 scales, global scale).
+struct WeightRef {
+    Type type;
+    const uint8_t* data;
+    const uint8_t* scale;
+    int64_t N, K;
+};
+
+// y[m·ldy + n] = Σ_k W[n, k]·x[m·ldx + k] for n in [n0, n1), m < M <= kGemvRows.
+using GemvFn = void (*)(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, int M, float* y,
+                        int64_t ldy);
+// panel[r·ldp + j] = W[n0 + r, k0 + j] (in x's column order) for r < nr, j < kb; zero past K.
+using DecodeFn = void (*)(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp);
+// y[m·ldy + r] += Σ_{j<kb} panel[r·ldp + j]·x[m·ldx + j] for m < M, r < nr; kb a multiple of 16.
+using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t M,
+                             int64_t kb, float* y, int64_t ldy);
+
+struct Kernels {
+    Isa isa;
+    int64_t nvfp4_block;                                   // kpad multiple for NVFP4 weights
+    void (*pack_nvfp4_x)(const float* x, int64_t K, int64_t kpad, float* out);  // x row -> NVFP4 order
+    GemvFn gemv_f32, gemv_f16, gemv_bf16, gemv_nvfp4;
+    DecodeFn decode_f32, decode_f16, decode_bf16, decode_nvfp4;
+    GemmPanelFn gemm_panel;
+    // Vector helpers for attention: Σ a·b, and y += alpha·x.
+    float (*dot)(const float* a, const float* b, int64_t n);
+    void (*axpy)(float alpha, const float* x, float* y, int64_t n);
+};
+
+const Kernels& kernels_scalar();
+const Kernels& kernels_avx2();
+const Kernels& kernels_avx512();
+const Kernels& kernels_for(Isa isa);
+
+// The column order of the SIMD NVFP4 kernels: within each block of 128 columns, lane d (0..15) of
+// vector j (0..7) holds column 8d + j, i.e. nibble j of the d-th 32-bit word of the block's codes.
+void pack_x_nibble_order(const float* x, int64_t K, int64_t kpad, float* out);
+// Natural column order, zero padded.
+void pack_x_natural(const float* x, int64_t K, int64_t kpad, float* out);
+
+// y [M, N] = x [M, K] · Wᵀ for a weight tensor of any supported type.
+void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, const Tensor& w, const float* x,
+             int64_t M, float* y);
+
+}  // namespace fp4::cpu

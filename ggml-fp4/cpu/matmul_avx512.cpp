@@ -1,0 +1,268 @@
+// matmul_avx512.cpp — AVX-512 matmul kernels (built with -mavx512f/bw/vl/dq/vbmi). NVFP4 codes are
+// decoded in registers: each 32-bit word holds 8 nibbles, and vpermps with a 16-entry F32 table of the
+// E2M1 values turns nibble j of 16 words into 16 floats at once; x is pre-ordered to match
+// (pack_x_nibble_order). BF16/F16 weights are widened to F32 in registers; all products and sums are F32.
+
+// GCC 12 reports its own intrinsics' _mm*_undefined_*() placeholders as uninitialized (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "cpu/matmul.h"
+
+namespace fp4::cpu {
+namespace {
+
+alignas(64) constexpr float kE2M1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                         -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
+
+// ---- NVFP4 ----------------------------------------------------------------------------------------
+
+// 16 E4M3 scale bytes -> 16 floats. The byte's exponent and mantissa placed at the F32 exponent and
+// mantissa positions give value·2^-120, subnormals included. (0x7f, E4M3's NaN, decodes as 480;
+// scales never hold it.)
+inline __m512 e4m3x16(__m128i bytes) {
+    const __m512i b = _mm512_cvtepu8_epi32(bytes);
+    const __m512i mag = _mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(0x7f)), 20);
+    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(0x80)), 24);
+    return _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)), _mm512_set1_ps(0x1p120f));
+}
+
+// The scales of 128-column block `half` of 16 decoded ones, laid out like its code words: lane d
+// (columns 8d .. 8d+7) holds the scale of group d/2.
+inline __m512 block_scales(__m512 scales16, int half) {
+    const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm512_permutexvar_ps(_mm512_add_epi32(pairs, _mm512_set1_epi32(8 * half)), scales16);
+}
+
+// Calls body(codes, scale, k) for each 128-column block of row n in columns [k0, k1) (k0 a multiple of
+// 128): its 64 code bytes as 16 words and its scales (see block_scales), the last block masked past K.
+// Blocks go in pairs so that one decode serves the 16 scales of both.
+template <class Body>
+inline void for_each_block(const WeightRef& w, int64_t n, int64_t k0, int64_t k1, Body body) {
+    const uint8_t* codes = w.data + n * (w.K / 2) + k0 / 2;
+    const uint8_t* scales = w.scale + n * (w.K / 16) + k0 / 16;
+    const int64_t end = std::min(k1, w.K);
+    int64_t k = k0;
+    for (; k + 256 <= end; k += 256, codes += 128, scales += 16) {
+        _mm_prefetch((const char*)codes + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch((const char*)codes + 64 + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch((const char*)scales + kPrefetchBytes / 8, _MM_HINT_T0);
+        const __m512 s = e4m3x16(_mm_loadu_si128((const __m128i*)scales));
+        body(_mm512_loadu_si512(codes), block_scales(s, 0), k);
+        body(_mm512_loadu_si512(codes + 64), block_scales(s, 1), k + 128);
+    }
+    if (k < end) {
+        const int64_t left = end - k;  // a multiple of 16, below 256
+        const __m512 s = e4m3x16(_mm_maskz_loadu_epi8(first_lanes(left / 16), scales));
+        body(_mm512_maskz_loadu_epi32(first_lanes(left / 8), codes), block_scales(s, 0), k);
+        if (left > 128)
+            body(_mm512_maskz_loadu_epi32(first_lanes((left - 128) / 8), codes + 64), block_scales(s, 1), k + 128);
+    }
+}
+
+// Nibble j of every word, as E2M1 values.
+template <int J>
+inline __m512 nibbles(__m512i codes, __m512 lut) {
+    return _mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4 * J), lut);
+}
+
+// t[m] = Σ_j nibbles_j ⊙ (vector j of x row m's block); the caller applies the block's scales.
+template <int MR, int J = 0>
+inline void dot_block(__m512i codes, __m512 lut, const float* x, int64_t ldx, __m512* t) {
+    const __m512 w = nibbles<J>(codes, lut);
+    for (int m = 0; m < MR; ++m) {
+        const __m512 xv = _mm512_loadu_ps(x + m * ldx + 16 * J);
+        t[m] = J == 0 ? _mm512_mul_ps(w, xv) : _mm512_fmadd_ps(w, xv, t[m]);
+    }
+    if constexpr (J < 7) dot_block<MR, J + 1>(codes, lut, x, ldx, t);
+}
+
+template <int MR>
+void gemv_nvfp4_rows(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, float* y,
+                     int64_t ldy) {
+    const __m512 lut = _mm512_load_ps(kE2M1);
+    for (int64_t n = n0; n < n1; ++n) {
+        __m512 acc[MR];
+        for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
+        for_each_block(w, n, 0, w.K, [&](__m512i codes, __m512 scale, int64_t k) {
+            __m512 t[MR];
+            dot_block<MR>(codes, lut, x + k, ldx, t);
+            for (int m = 0; m < MR; ++m) acc[m] = _mm512_fmadd_ps(t[m], scale, acc[m]);
+        });
+        for (int m = 0; m < MR; ++m) y[m * ldy + n] = _mm512_reduce_add_ps(acc[m]);
+    }
+}
+
+template <int J = 0>
+inline void store_block(__m512i codes, __m512 scale, __m512 lut, float* out) {
+    _mm512_storeu_ps(out + 16 * J, _mm512_mul_ps(nibbles<J>(codes, lut), scale));
+    if constexpr (J < 7) store_block<J + 1>(codes, scale, lut, out);
+}
+
+void decode_nvfp4(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp) {
+    const __m512 lut = _mm512_load_ps(kE2M1);
+    for (int r = 0; r < nr; ++r)  // kpad rounds K up to 128: no block lies wholly past K
+        for_each_block(w, n0 + r, k0, k0 + kb, [&](__m512i codes, __m512 scale, int64_t k) {
+            store_block(codes, scale, lut, panel + r * ldp + (k - k0));
+        });
+}
+
+// ---- dense weights: 16 columns widened to F32, masked past K --------------------------------------
+
+struct F32 {
+    static constexpr int kBytes = 4;
+    static __m512 load(const uint8_t* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+};
+struct F16 {
+    static constexpr int kBytes = 2;
+    static __m512 load(const uint8_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+};
+struct BF16 {
+    static constexpr int kBytes = 2;
+    static __m512 load(const uint8_t* p, __mmask16 m) {
+        const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    }
+};
+
+template <class T, int MR>
+void gemv_dense_rows(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, float* y,
+                     int64_t ldy) {
+    for (int64_t n = n0; n < n1; ++n) {
+        const uint8_t* row = w.data + n * w.K * T::kBytes;
+        __m512 acc[MR][2];
+        for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+        int64_t k = 0;
+        for (; k + 32 <= w.K; k += 32) {
+            _mm_prefetch((const char*)row + k * T::kBytes + kPrefetchBytes, _MM_HINT_T0);
+            if constexpr (T::kBytes == 4) _mm_prefetch((const char*)row + k * 4 + 64 + kPrefetchBytes, _MM_HINT_T0);
+            for (int h = 0; h < 2; ++h) {
+                const __m512 wv = T::load(row + (k + 16 * h) * T::kBytes, 0xffff);
+                for (int m = 0; m < MR; ++m)
+                    acc[m][h] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + m * ldx + k + 16 * h), acc[m][h]);
+            }
+        }
+        for (; k < w.K; k += 16) {
+            const __m512 wv = T::load(row + k * T::kBytes, first_lanes(w.K - k));
+            for (int m = 0; m < MR; ++m) acc[m][0] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + m * ldx + k), acc[m][0]);
+        }
+        for (int m = 0; m < MR; ++m) y[m * ldy + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]));
+    }
+}
+
+template <class T>
+void decode_dense(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp) {
+    for (int r = 0; r < nr; ++r) {
+        const uint8_t* row = w.data + (n0 + r) * w.K * T::kBytes;
+        for (int64_t j = 0; j < kb; j += 16) {
+            const int64_t k = k0 + j;
+            const __m512 v = k < w.K ? T::load(row + k * T::kBytes, first_lanes(w.K - k)) : _mm512_setzero_ps();
+            _mm512_storeu_ps(panel + r * ldp + j, v);
+        }
+    }
+}
+
+// ---- shared -----------------------------------------------------------------------------------------
+
+using GemvRowsFn = void (*)(const WeightRef&, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+
+// Instantiates a kernel for M = 1 .. kGemvRows activation rows.
+template <GemvRowsFn K1, GemvRowsFn K2, GemvRowsFn K3, GemvRowsFn K4>
+void gemv_by_rows(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, int M, float* y,
+                  int64_t ldy) {
+    switch (M) {
+        case 1: return K1(w, n0, n1, x, ldx, y, ldy);
+        case 2: return K2(w, n0, n1, x, ldx, y, ldy);
+        case 3: return K3(w, n0, n1, x, ldx, y, ldy);
+        default: return K4(w, n0, n1, x, ldx, y, ldy);
+    }
+}
+static_assert(kGemvRows == 4, "gemv_by_rows instantiates 1..4 rows");
+
+template <class T>
+constexpr GemvFn gemv_dense = gemv_by_rows<gemv_dense_rows<T, 1>, gemv_dense_rows<T, 2>, gemv_dense_rows<T, 3>,
+                                           gemv_dense_rows<T, 4>>;
+constexpr GemvFn gemv_nvfp4 =
+    gemv_by_rows<gemv_nvfp4_rows<1>, gemv_nvfp4_rows<2>, gemv_nvfp4_rows<3>, gemv_nvfp4_rows<4>>;
+
+// MR x rows × NR panel rows, accumulated over kb columns in 16-lane vectors.
+template <int MR, int NR>
+void panel_tile(const float* panel, int64_t ldp, const float* x, int64_t ldx, int64_t kb, float* y, int64_t ldy) {
+    __m512 acc[MR][NR];
+    for (int m = 0; m < MR; ++m)
+        for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kb; k += 16) {
+        __m512 p[NR];
+        for (int r = 0; r < NR; ++r) p[r] = _mm512_loadu_ps(panel + r * ldp + k);
+        for (int m = 0; m < MR; ++m) {
+            const __m512 xv = _mm512_loadu_ps(x + m * ldx + k);
+            for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_fmadd_ps(xv, p[r], acc[m][r]);
+        }
+    }
+    for (int m = 0; m < MR; ++m)
+        for (int r = 0; r < NR; ++r) y[m * ldy + r] += _mm512_reduce_add_ps(acc[m][r]);
+}
+
+// MR x rows against all nr panel rows, four at a time.
+template <int MR>
+void panel_rows(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t kb, float* y,
+                int64_t ldy) {
+    int r = 0;
+    for (; r + 4 <= nr; r += 4) panel_tile<MR, 4>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
+    switch (nr - r) {
+        case 3: return panel_tile<MR, 3>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
+        case 2: return panel_tile<MR, 2>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
+        case 1: return panel_tile<MR, 1>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
+    }
+}
+
+void gemm_panel(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t M, int64_t kb,
+                float* y, int64_t ldy) {
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) panel_rows<4>(panel, ldp, nr, x + m * ldx, ldx, kb, y + m * ldy, ldy);
+    for (; m < M; ++m) panel_rows<1>(panel, ldp, nr, x + m * ldx, ldx, kb, y + m * ldy, ldy);
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = first_lanes(n - i);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+void axpy(float alpha, const float* x, float* y, int64_t n) {
+    const __m512 a = _mm512_set1_ps(alpha);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = first_lanes(n - i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+}  // namespace
+
+const Kernels& kernels_avx512() {
+    static const Kernels k{Isa::Avx512,
+                           128,
+                           pack_x_nibble_order,
+                           gemv_dense<F32>,
+                           gemv_dense<F16>,
+                           gemv_dense<BF16>,
+                           gemv_nvfp4,
+                           decode_dense<F32>,
+                           decode_dense<F16>,
+                           decode_dense<BF16>,
+                           decode_nvfp4,
+                           gemm_panel,
+                           dot,
+                           axpy};
+    return k;
+}
+
+}  // namespace fp4::cpu

@@ -1,0 +1,582 @@
+// test_ops.cpp — every CPU-backend op against a plain scalar reference written here, on random data
+// with odd and model-like sizes, for each kernel set this machine runs (scalar, AVX2, AVX-512); plus
+// KV-cache behaviour (decode == prefill, sequences isolated) and the arena's buffer reuse.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <tuple>
+#include <string>
+#include <vector>
+
+#include "cpu/buffer.h"
+#include "cpu/cpu_backend.h"
+#include "cpu/graph_plan.h"
+#include "fp4.h"
+#include "numeric.h"
+
+using namespace fp4;
+using cpu::Isa;
+
+namespace {
+
+std::vector<Isa> machine_isas() {
+    std::vector<Isa> out;
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+        if (cpu::isa_supported(isa)) out.push_back(isa);
+    return out;
+}
+
+struct Rng {
+    std::mt19937 gen{1234};
+    float uniform(float lo = -1.0f, float hi = 1.0f) { return std::uniform_real_distribution<float>(lo, hi)(gen); }
+    int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(gen); }
+    std::vector<float> floats(size_t n, float lo = -1.0f, float hi = 1.0f) {
+        std::vector<float> v(n);
+        for (float& x : v) x = uniform(lo, hi);
+        return v;
+    }
+};
+
+// A weight/table of N rows × K columns with host bytes, and its values as F32 (the reference).
+struct HostWeight {
+    std::unique_ptr<Tensor> t;
+    std::vector<uint8_t> bytes, scales;
+    std::vector<float> values;
+};
+
+HostWeight make_weight(Type type, int64_t N, int64_t K, Rng& rng) {
+    HostWeight w;
+    w.t = make_tensor(type, {K, N}, "w");
+    w.values.resize(size_t(N * K));
+    w.bytes.resize(w.t->nbytes());
+    if (type == Type::NVFP4) {
+        for (auto& b : w.bytes) b = uint8_t(rng.integer(0, 255));
+        w.scales.resize(w.t->scale_bytes());
+        for (auto& s : w.scales) {  // mostly normal E4M3 scales, some subnormal or zero; never NaN
+            const int r = rng.integer(0, 9);
+            s = uint8_t(r == 0 ? rng.integer(0, 7) : rng.integer(0x20, 0x50));
+        }
+        w.t->gscale = 2688.0f / 3.0f;
+        for (int64_t n = 0; n < N; ++n)
+            dequant_nvfp4_row(&w.bytes[size_t(n * K / 2)], &w.scales[size_t(n * K / 16)], w.t->gscale, K,
+                              &w.values[size_t(n * K)]);
+        w.t->scale = w.scales.data();
+    } else {
+        for (size_t i = 0; i < w.values.size(); ++i) {
+            const float v = rng.uniform();
+            if (type == Type::F32) {
+                std::memcpy(&w.bytes[4 * i], &v, 4);
+                w.values[i] = v;
+            } else {
+                const uint16_t h = type == Type::BF16 ? f32_to_bf16(v) : uint16_t(0);
+                uint16_t bits = h;
+                if (type == Type::F16) {  // a random finite half: sign, exponent 1..29, mantissa
+                    bits = uint16_t((rng.integer(0, 1) << 15) | (rng.integer(1, 16) << 10) | rng.integer(0, 1023));
+                }
+                std::memcpy(&w.bytes[2 * i], &bits, 2);
+                w.values[i] = type == Type::BF16 ? bf16_to_f32(bits) : f16_to_f32(bits);
+            }
+        }
+    }
+    w.t->data = w.bytes.data();
+    return w;
+}
+
+std::vector<float> read_output(Backend& be, const Tensor* t) {
+    std::vector<float> out(size_t(t->nelements()));
+    be.read(*t, out.data(), out.size() * 4);
+    return out;
+}
+
+// Checks |got − want| <= tol·(scale + |want|) element-wise (scale: a per-element magnitude, e.g. Σ|a·b|).
+void check_close(const std::vector<float>& got, const std::vector<double>& want, double tol,
+                 const std::vector<double>& scale = {}) {
+    REQUIRE(got.size() == want.size());
+    size_t bad = 0;
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        const double bound = tol * ((scale.empty() ? 0.0 : scale[i]) + std::fabs(want[i])) + 1e-30;
+        const double err = std::fabs(double(got[i]) - want[i]);
+        worst = std::max(worst, err / bound * tol);
+        if (!(err <= bound)) ++bad;
+    }
+    INFO("worst relative error " << worst);
+    CHECK(bad == 0);
+}
+
+std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+const char* type_label(Type t) { return type_name(t); }
+
+}  // namespace
+
+TEST_CASE("MUL_MAT matches a double reference for every weight type, shape and kernel set") {
+    struct Shape { int64_t M, N, K; };
+    const Shape shapes[] = {{1, 37, 48},  {5, 37, 48},   {3, 19, 16},    {4, 64, 256},   {7, 33, 400},
+                            {2, 5, 1040}, {70, 9, 272},  {16, 40, 2320}, {64, 24, 512},  {1, 300, 5120},
+                            {8, 31, 37},  {13, 17, 588}, {1, 7, 3}};
+    for (Isa isa : machine_isas()) {
+        auto be = cpu::make_backend(2, isa);
+        for (Type type : {Type::F32, Type::F16, Type::BF16, Type::NVFP4})
+            for (const Shape& s : shapes) {
+                if (type == Type::NVFP4 && s.K % 16) continue;
+                CAPTURE(cpu::isa_name(isa));
+                CAPTURE(type_label(type));
+                CAPTURE(s.M);
+                CAPTURE(s.N);
+                CAPTURE(s.K);
+                Rng rng;
+                HostWeight w = make_weight(type, s.N, s.K, rng);
+                std::vector<float> x = rng.floats(size_t(s.M * s.K));
+                be->upload_weight(*w.t);
+                Graph g;
+                Tensor* xt = g.input(Type::F32, {s.K, s.M}, x.data(), "x");
+                Tensor* y = g.mark_output(g.mul_mat(w.t.get(), xt));
+                be->compute(g);
+                std::vector<double> want(size_t(s.M * s.N)), mag(want.size());
+                for (int64_t m = 0; m < s.M; ++m)
+                    for (int64_t n = 0; n < s.N; ++n) {
+                        double acc = 0, abs = 0;
+                        for (int64_t k = 0; k < s.K; ++k) {
+                            const double p = double(w.values[size_t(n * s.K + k)]) * x[size_t(m * s.K + k)];
+                            acc += p, abs += std::fabs(p);
+                        }
+                        want[size_t(m * s.N + n)] = acc, mag[size_t(m * s.N + n)] = abs;
+                    }
+                check_close(read_output(*be, y), want, 1e-5, mag);
+            }
+    }
+}
+
+TEST_CASE("MUL_MAT results do not depend on the thread count") {
+    Rng rng;
+    HostWeight w = make_weight(Type::NVFP4, 53, 384, rng);
+    auto be = make_cpu_backend(1);
+    be->upload_weight(*w.t);
+    for (int64_t M : {1, 3, 9}) {
+        std::vector<float> x = rng.floats(size_t(M * 384));
+        Graph g;
+        Tensor* y = g.mark_output(g.mul_mat(w.t.get(), g.input(Type::F32, {384, M}, x.data())));
+        std::vector<std::vector<float>> results;
+        for (int threads : {1, 2, 5, 2}) {
+            be->set_threads(threads);
+            be->compute(g);
+            results.push_back(read_output(*be, y));
+        }
+        for (size_t i = 1; i < results.size(); ++i) CHECK(results[0] == results[i]);
+    }
+}
+
+TEST_CASE("GET_ROWS decodes F32, BF16, F16 and NVFP4 tables exactly") {
+    for (Isa isa : machine_isas())
+        for (Type type : {Type::F32, Type::BF16, Type::F16, Type::NVFP4}) {
+            CAPTURE(cpu::isa_name(isa));
+            CAPTURE(type_label(type));
+            auto be = cpu::make_backend(2, isa);
+            Rng rng;
+            HostWeight table = make_weight(type, 29, 48, rng);
+            be->upload_weight(*table.t);
+            const std::vector<int32_t> ids = {3, 0, 28, 3, 17};
+            Graph g;
+            Tensor* y = g.mark_output(g.get_rows(table.t.get(), g.input(Type::I32, {5}, ids.data())));
+            be->compute(g);
+            std::vector<float> got = read_output(*be, y), want;
+            for (int32_t id : ids) want.insert(want.end(), &table.values[size_t(id * 48)], &table.values[size_t(id * 48 + 48)]);
+            CHECK(got == want);
+        }
+}
+
+TEST_CASE("GET_ROWS rejects an id outside the table") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    HostWeight table = make_weight(Type::F32, 4, 16, rng);
+    be->upload_weight(*table.t);
+    const int32_t ids[] = {4};
+    Graph g;
+    g.mark_output(g.get_rows(table.t.get(), g.input(Type::I32, {1}, ids)));
+    CHECK_THROWS_AS(be->compute(g), std::out_of_range);
+}
+
+TEST_CASE("RMS_NORM with F32 and BF16 weights") {
+    for (Type wtype : {Type::F32, Type::BF16}) {
+        auto be = make_cpu_backend(2);
+        Rng rng;
+        const int64_t M = 6, D = 333;
+        HostWeight w = make_weight(wtype, 1, D, rng);
+        std::vector<float> x = rng.floats(size_t(M * D), -3, 3);
+        Graph g;
+        Tensor* y = g.mark_output(g.rms_norm(g.input(Type::F32, {D, M}, x.data()), w.t.get(), 1e-5f));
+        be->compute(g);
+        std::vector<double> want(x.size());
+        for (int64_t m = 0; m < M; ++m) {
+            double ss = 0;
+            for (int64_t i = 0; i < D; ++i) ss += double(x[size_t(m * D + i)]) * x[size_t(m * D + i)];
+            const double inv = 1.0 / std::sqrt(ss / D + 1e-5);
+            for (int64_t i = 0; i < D; ++i) want[size_t(m * D + i)] = x[size_t(m * D + i)] * inv * w.values[size_t(i)];
+        }
+        check_close(read_output(*be, y), want, 1e-6);
+    }
+}
+
+// Reference rotation of lanes (i, i + Dh/2) of each head by angle[i].
+static std::vector<double> rotate_ref(const std::vector<float>& x, int64_t M, int H, int Dh,
+                                      const std::vector<std::vector<double>>& angle) {
+    std::vector<double> y(x.size());
+    for (int64_t m = 0; m < M; ++m)
+        for (int h = 0; h < H; ++h)
+            for (int i = 0; i < Dh / 2; ++i) {
+                const size_t a = size_t(m * H * Dh + h * Dh + i), b = a + size_t(Dh / 2);
+                const double c = std::cos(angle[size_t(m)][size_t(i)]), s = std::sin(angle[size_t(m)][size_t(i)]);
+                y[a] = x[a] * c - x[b] * s;
+                y[b] = x[b] * c + x[a] * s;
+            }
+    return y;
+}
+
+TEST_CASE("ROPE rotates half-split lanes by pos / theta^(2j/Dh)") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    const int H = 3, Dh = 24;
+    const float theta = 1e6f;
+    const std::vector<int32_t> pos = {0, 1, 7, 100, 4095};
+    const int64_t M = int64_t(pos.size());
+    std::vector<float> x = rng.floats(size_t(M * H * Dh));
+    Graph g;
+    Tensor* y = g.mark_output(
+        g.rope(g.input(Type::F32, {H * Dh, M}, x.data()), g.input(Type::I32, {M}, pos.data()), H, Dh, theta));
+    be->compute(g);
+    std::vector<std::vector<double>> angle(size_t(M), std::vector<double>(Dh / 2));
+    for (int64_t m = 0; m < M; ++m)
+        for (int j = 0; j < Dh / 2; ++j) {
+            const float inv_freq = 1.0f / std::pow(theta, float(2 * j) / float(Dh));  // float, as torch
+            angle[size_t(m)][size_t(j)] = double(float(pos[size_t(m)]) * inv_freq);
+        }
+    std::vector<float> got = read_output(*be, y);
+    check_close(got, rotate_ref(x, M, H, Dh, angle), 1e-5, std::vector<double>(x.size(), 1.0));
+    for (int i = 0; i < H * Dh; ++i) CHECK(got[size_t(i)] == x[size_t(i)]);  // pos 0 is the identity
+}
+
+TEST_CASE("ROPE_2D uses even frequencies for rows and odd ones for columns") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    const int H = 2, Dh = 16;
+    const float theta = 10000.0f;
+    const std::vector<int32_t> rc = {0, 0, 0, 5, 3, 0, 7, 11};
+    const int64_t M = 4;
+    std::vector<float> x = rng.floats(size_t(M * H * Dh));
+    Graph g;
+    Tensor* y = g.mark_output(
+        g.rope_2d(g.input(Type::F32, {H * Dh, M}, x.data()), g.input(Type::I32, {2, M}, rc.data()), H, Dh, theta));
+    be->compute(g);
+    std::vector<std::vector<double>> angle(size_t(M), std::vector<double>(Dh / 2));
+    for (int64_t m = 0; m < M; ++m)
+        for (int i = 0; i < Dh / 4; ++i) {
+            auto freq = [&](int j) { return 1.0f / std::pow(theta, float(2 * j) / float(Dh)); };
+            angle[size_t(m)][size_t(i)] = double(float(rc[size_t(2 * m)]) * freq(2 * i));
+            angle[size_t(m)][size_t(Dh / 4 + i)] = double(float(rc[size_t(2 * m + 1)]) * freq(2 * i + 1));
+        }
+    check_close(read_output(*be, y), rotate_ref(x, M, H, Dh, angle), 1e-5, std::vector<double>(x.size(), 1.0));
+}
+
+// Reference attention of one query row over key/value rows [0, n) (row stride ld), one head.
+static void attend_ref(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int Dh, double scale,
+                       double* out) {
+    std::vector<double> s(static_cast<size_t>(n));
+    double mx = -1e300, sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        double d = 0;
+        for (int j = 0; j < Dh; ++j) d += double(q[j]) * k[i * ld + j];
+        s[size_t(i)] = d * scale;
+        mx = std::max(mx, s[size_t(i)]);
+    }
+    for (auto& e : s) sum += (e = std::exp(e - mx));
+    for (int j = 0; j < Dh; ++j) {
+        double acc = 0;
+        for (int64_t i = 0; i < n; ++i) acc += s[size_t(i)] / sum * v[i * ld + j];
+        out[j] = acc;
+    }
+}
+
+namespace {
+
+// A KV cache for S sequences of C positions on a backend, and one-call attention through it.
+struct CachedAttention {
+    int Hq = 4, Hkv = 2, Dh = 20, C = 16, S = 2;
+    float scale = 0.3f;
+    Backend& be;
+    std::unique_ptr<Tensor> kc, vc;
+
+    explicit CachedAttention(Backend& backend) : be(backend) {
+        kc = make_tensor(Type::F32, {int64_t(Hkv) * Dh, int64_t(S) * C}, "kcache");
+        vc = make_tensor(Type::F32, {int64_t(Hkv) * Dh, int64_t(S) * C}, "vcache");
+        be.alloc_persistent(*kc);
+        be.alloc_persistent(*vc);
+    }
+
+    std::vector<float> run(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                           const std::vector<int32_t>& pos, const std::vector<int32_t>& seq) {
+        const int64_t M = int64_t(pos.size());
+        Graph g;
+        Tensor* y = g.mark_output(g.attn_cached(g.input(Type::F32, {int64_t(Hq) * Dh, M}, q.data()),
+                                                g.input(Type::F32, {int64_t(Hkv) * Dh, M}, k.data()),
+                                                g.input(Type::F32, {int64_t(Hkv) * Dh, M}, v.data()), kc.get(),
+                                                vc.get(), g.input(Type::I32, {M}, pos.data()),
+                                                g.input(Type::I32, {M}, seq.data()), Hq, Hkv, Dh, C, scale));
+        be.compute(g);
+        return read_output(be, y);
+    }
+};
+
+// Rows [r0, r1) of a row-major matrix of width w.
+std::vector<float> rows(const std::vector<float>& a, int64_t w, int64_t r0, int64_t r1) {
+    return {a.begin() + r0 * w, a.begin() + r1 * w};
+}
+
+}  // namespace
+
+TEST_CASE("ATTN_CACHED: causal GQA prefill matches the reference, decode steps match prefill") {
+    for (Isa isa : machine_isas()) {
+        CAPTURE(cpu::isa_name(isa));
+        auto be = cpu::make_backend(2, isa);
+        Rng rng;
+        CachedAttention att(*be);
+        const int64_t T = 9, wq = int64_t(att.Hq) * att.Dh, wk = int64_t(att.Hkv) * att.Dh;
+        std::vector<float> q = rng.floats(size_t(T * wq), -2, 2), k = rng.floats(size_t(T * wk), -2, 2),
+                           v = rng.floats(size_t(T * wk));
+        std::vector<int32_t> pos(T), seq(T, 1);
+        for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(t);
+        const std::vector<float> prefill = att.run(q, k, v, pos, seq);
+
+        std::vector<double> want(size_t(T * wq));
+        for (int64_t t = 0; t < T; ++t)
+            for (int h = 0; h < att.Hq; ++h) {
+                const int64_t kv = h / (att.Hq / att.Hkv) * att.Dh;
+                attend_ref(&q[size_t(t * wq + h * att.Dh)], &k[size_t(kv)], &v[size_t(kv)], wk, t + 1, att.Dh,
+                           att.scale, &want[size_t(t * wq + h * att.Dh)]);
+            }
+        check_close(prefill, want, 1e-5, std::vector<double>(want.size(), 1.0));
+
+        // The same sequence again in a fresh cache: 4 tokens of prefill, then one token per step.
+        CachedAttention again(*be);
+        std::vector<float> stepped = again.run(rows(q, wq, 0, 4), rows(k, wk, 0, 4), rows(v, wk, 0, 4),
+                                               {0, 1, 2, 3}, {1, 1, 1, 1});
+        for (int64_t t = 4; t < T; ++t) {
+            std::vector<float> out = again.run(rows(q, wq, t, t + 1), rows(k, wk, t, t + 1), rows(v, wk, t, t + 1),
+                                               {int32_t(t)}, {1});
+            stepped.insert(stepped.end(), out.begin(), out.end());
+        }
+        check_close(stepped, to_double(prefill), 1e-6, std::vector<double>(want.size(), 1.0));
+
+        // The cache holds the new rows at seq·C + pos.
+        std::vector<float> cache(size_t(att.S * att.C * wk));
+        be->read(*again.kc, cache.data(), cache.size() * 4);
+        CHECK(std::vector<float>(cache.begin() + att.C * wk, cache.begin() + (att.C + T) * wk) == k);
+        CHECK(std::all_of(cache.begin(), cache.begin() + att.C * wk, [](float f) { return f == 0.0f; }));
+    }
+}
+
+TEST_CASE("ATTN_CACHED: two sequences in one batch do not see each other") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    CachedAttention both(*be), a(*be), b(*be);
+    const int64_t wq = int64_t(both.Hq) * both.Dh, wk = int64_t(both.Hkv) * both.Dh;
+    // Rows alternate between sequence 0 (3 tokens) and sequence 1 (4 tokens).
+    const std::vector<int32_t> seq = {0, 1, 0, 1, 0, 1, 1}, pos = {0, 0, 1, 1, 2, 2, 3};
+    const int64_t M = int64_t(seq.size());
+    std::vector<float> q = rng.floats(size_t(M * wq)), k = rng.floats(size_t(M * wk)), v = rng.floats(size_t(M * wk));
+    const std::vector<float> mixed = both.run(q, k, v, pos, seq);
+    for (int32_t s : {0, 1}) {
+        std::vector<float> qs, ks, vs, want_rows;
+        std::vector<int32_t> ps, ss;
+        for (int64_t m = 0; m < M; ++m)
+            if (seq[size_t(m)] == s) {
+                for (auto [dst, src, w] : {std::tuple{&qs, &q, wq}, {&ks, &k, wk}, {&vs, &v, wk}}) {
+                    auto r = rows(*src, w, m, m + 1);
+                    dst->insert(dst->end(), r.begin(), r.end());
+                }
+                ps.push_back(pos[size_t(m)]);
+                ss.push_back(0);
+                auto r = rows(mixed, wq, m, m + 1);
+                want_rows.insert(want_rows.end(), r.begin(), r.end());
+            }
+        CachedAttention& alone = s == 0 ? a : b;
+        check_close(alone.run(qs, ks, vs, ps, ss), to_double(want_rows), 1e-6, std::vector<double>(want_rows.size(), 1.0));
+    }
+}
+
+TEST_CASE("ATTN_CACHED rejects positions outside the cache") {
+    auto be = make_cpu_backend(2);
+    CachedAttention att(*be);
+    std::vector<float> q(size_t(att.Hq * att.Dh)), kv(size_t(att.Hkv * att.Dh));
+    CHECK_THROWS_AS(att.run(q, kv, kv, {att.C}, {0}), std::out_of_range);
+    CHECK_THROWS_AS(att.run(q, kv, kv, {0}, {att.S}), std::out_of_range);
+}
+
+TEST_CASE("ATTN_FULL is bidirectional attention per head") {
+    for (Isa isa : machine_isas()) {
+        CAPTURE(cpu::isa_name(isa));
+        auto be = cpu::make_backend(2, isa);
+        Rng rng;
+        const int H = 3, Dh = 36;
+        const int64_t M = 11, w = int64_t(H) * Dh;
+        std::vector<float> q = rng.floats(size_t(M * w), -2, 2), k = rng.floats(size_t(M * w), -2, 2),
+                           v = rng.floats(size_t(M * w));
+        Graph g;
+        Tensor* y = g.mark_output(g.attn_full(g.input(Type::F32, {w, M}, q.data()), g.input(Type::F32, {w, M}, k.data()),
+                                              g.input(Type::F32, {w, M}, v.data()), H, Dh, 0.125f));
+        be->compute(g);
+        std::vector<double> want(size_t(M * w));
+        for (int64_t m = 0; m < M; ++m)
+            for (int h = 0; h < H; ++h)
+                attend_ref(&q[size_t(m * w + h * Dh)], &k[size_t(h * Dh)], &v[size_t(h * Dh)], w, M, Dh, 0.125,
+                           &want[size_t(m * w + h * Dh)]);
+        check_close(read_output(*be, y), want, 1e-5, std::vector<double>(want.size(), 1.0));
+    }
+}
+
+TEST_CASE("SWIGLU, GELU and ADD element-wise") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    const int64_t M = 3, F = 1001;
+    std::vector<float> a = rng.floats(size_t(M * F), -8, 8), b = rng.floats(size_t(M * F), -8, 8);
+    Graph g;
+    Tensor* ta = g.input(Type::F32, {F, M}, a.data());
+    Tensor* tb = g.input(Type::F32, {F, M}, b.data());
+    Tensor* sw = g.mark_output(g.swiglu(ta, tb));
+    Tensor* ge = g.mark_output(g.gelu(ta));
+    Tensor* ad = g.mark_output(g.add(ta, tb));
+    be->compute(g);
+    std::vector<double> want_sw(a.size()), want_ge(a.size()), want_ad(a.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+        const double x = a[i];
+        want_sw[i] = x / (1.0 + std::exp(-x)) * b[i];
+        want_ge[i] = 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+        want_ad[i] = double(a[i] + b[i]);
+    }
+    check_close(read_output(*be, sw), want_sw, 1e-6, std::vector<double>(a.size(), 1e-3));
+    // 1 + erf(x/√2) cancels for negative x in float (as in PyTorch): an absolute bound there.
+    check_close(read_output(*be, ge), want_ge, 1e-6, std::vector<double>(a.size(), 1.0));
+    check_close(read_output(*be, ad), want_ad, 0.0);
+}
+
+TEST_CASE("IM2COL_PATCH, PATCH_MERGE, SCATTER_ROWS and VIEW_ROWS move data exactly") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    SUBCASE("im2col") {
+        const int64_t C = 3, H = 6, W = 9, p = 3;
+        std::vector<float> px = rng.floats(size_t(C * H * W));
+        Graph g;
+        Tensor* y = g.mark_output(g.im2col_patch(g.input(Type::F32, {W, H, C}, px.data()), int(p)));
+        be->compute(g);
+        std::vector<float> got = read_output(*be, y);
+        REQUIRE(y->ne[0] == C * p * p);
+        REQUIRE(y->ne[1] == (H / p) * (W / p));
+        for (int64_t py = 0; py < H / p; ++py)
+            for (int64_t pxl = 0; pxl < W / p; ++pxl)
+                for (int64_t c = 0; c < C; ++c)
+                    for (int64_t ky = 0; ky < p; ++ky)
+                        for (int64_t kx = 0; kx < p; ++kx)
+                            CHECK(got[size_t((py * (W / p) + pxl) * C * p * p + (c * p + ky) * p + kx)] ==
+                                  px[size_t((c * H + py * p + ky) * W + pxl * p + kx)]);
+    }
+    SUBCASE("patch merge") {
+        const int64_t h = 4, w = 6, C = 5;
+        std::vector<float> x = rng.floats(size_t(h * w * C));
+        Graph g;
+        Tensor* y = g.mark_output(g.patch_merge(g.input(Type::F32, {C, h * w}, x.data()), int(h), int(w)));
+        be->compute(g);
+        std::vector<float> got = read_output(*be, y);
+        for (int64_t R = 0; R < h / 2; ++R)
+            for (int64_t Cc = 0; Cc < w / 2; ++Cc)
+                for (int64_t c = 0; c < C; ++c)
+                    for (int a = 0; a < 2; ++a)
+                        for (int b = 0; b < 2; ++b)
+                            CHECK(got[size_t((R * (w / 2) + Cc) * 4 * C + 4 * c + 2 * a + b)] ==
+                                  x[size_t(((2 * R + a) * w + 2 * Cc + b) * C + c)]);
+    }
+    SUBCASE("scatter and view") {
+        const int64_t T = 7, D = 5;
+        std::vector<float> base = rng.floats(size_t(T * D)), repl = rng.floats(size_t(2 * D));
+        const int32_t idx[] = {6, 2};
+        Graph g;
+        Tensor* tb = g.input(Type::F32, {D, T}, base.data());
+        Tensor* sc = g.mark_output(g.scatter_rows(tb, g.input(Type::F32, {D, 2}, repl.data()), g.input(Type::I32, {2}, idx)));
+        Tensor* view = g.mark_output(g.view_rows(sc, 2, 3));
+        be->compute(g);
+        std::vector<float> want = base;
+        std::copy(repl.begin(), repl.begin() + D, want.begin() + 6 * D);
+        std::copy(repl.begin() + D, repl.end(), want.begin() + 2 * D);
+        CHECK(read_output(*be, sc) == want);
+        CHECK(read_output(*be, view) == std::vector<float>(want.begin() + 2 * D, want.begin() + 5 * D));
+    }
+}
+
+TEST_CASE("buffers are reused by liveness without corrupting outputs or views") {
+    Rng rng;
+    const int64_t D = 64, M = 4;
+    std::vector<float> x = rng.floats(size_t(M * D));
+    Graph g;
+    Tensor* in = g.input(Type::F32, {D, M}, x.data());
+    Tensor* a = g.add(in, in);                  // 2x
+    Tensor* view = g.view_rows(a, 1, 2);        // keeps `a` alive until its last reader
+    Tensor* mid = g.mark_output(g.gelu(a));     // an output in the middle of the graph
+    Tensor* t = mid;
+    for (int i = 0; i < 10; ++i) t = g.add(t, in);  // a chain of short-lived intermediates
+    Tensor* last = g.mark_output(t);
+    Tensor* late = g.mark_output(g.add(view, view));  // reads `a` through the view at the very end
+    // in, a, mid, the chain (two buffers at a time), last and late: far fewer than the 15 tensors.
+    CHECK(cpu::plan_graph(g).arena_bytes <= 8 * cpu::align_up(size_t(M * D * 4)));
+    auto be = make_cpu_backend(2);
+    be->compute(g);
+    std::vector<float> want_mid(x.size()), want_last(x.size()), want_late;
+    for (size_t i = 0; i < x.size(); ++i) {
+        const float twice = x[i] + x[i];
+        want_mid[i] = 0.5f * twice * (1.0f + std::erf(twice * float(M_SQRT1_2)));
+        float v = want_mid[i];
+        for (int r = 0; r < 10; ++r) v = v + x[i];
+        want_last[i] = v;
+    }
+    for (int64_t i = D; i < 3 * D; ++i) want_late.push_back((x[size_t(i)] + x[size_t(i)]) * 2.0f);
+    check_close(read_output(*be, mid), to_double(want_mid), 1e-6, std::vector<double>(x.size(), 1e-6));
+    CHECK(read_output(*be, last) == want_last);
+    CHECK(read_output(*be, late) == want_late);
+    std::vector<float> scratch(size_t(M * D));
+    CHECK_THROWS(be->read(*a, scratch.data(), scratch.size() * 4));  // not an output: its memory was reused
+}
+
+TEST_CASE("persistent tensors are zeroed, aligned, writable and readable") {
+    auto be = make_cpu_backend(2);
+    auto cache = make_tensor(Type::F32, {24, 10}, "cache");
+    be->alloc_persistent(*cache);
+    CHECK(reinterpret_cast<uintptr_t>(cache->data) % 64 == 0);
+    std::vector<float> got(240, 1.0f);
+    be->read(*cache, got.data(), got.size() * 4);
+    CHECK(std::all_of(got.begin(), got.end(), [](float f) { return f == 0.0f; }));
+    std::vector<float> src(240);
+    for (size_t i = 0; i < src.size(); ++i) src[i] = float(i);
+    be->write(*cache, src.data(), src.size() * 4);
+    be->read(*cache, got.data(), got.size() * 4);
+    CHECK(got == src);
+    CHECK_THROWS(be->write(*cache, src.data(), src.size() * 8));
+    CHECK(be->memory_used() >= 240 * 4);
+    be->free_persistent(*cache);
+    CHECK(cache->data == nullptr);
+    CHECK(be->memory_used() == 0);
+    CHECK_THROWS(be->free_persistent(*cache));
+}
+
+TEST_CASE("FP4_CPU_ISA names the kernel set") {
+    for (Isa isa : machine_isas()) {
+        setenv("FP4_CPU_ISA", cpu::isa_name(isa), 1);
+        CHECK(cpu::isa_from_env() == isa);
+        CHECK(std::string(make_cpu_backend(1)->name()).find(cpu::isa_name(isa)) != std::string::npos);
+    }
+    setenv("FP4_CPU_ISA", "sse9", 1);
+    CHECK_THROWS(cpu::isa_from_env());
+    unsetenv("FP4_CPU_ISA");
+}

@@ -1,0 +1,123 @@
+// microbench — the CPU backend's speed against the machine's memory: (a) plain read and copy bandwidth
+// over a buffer much larger than the caches, (b) the NVFP4 matmul and (c) the BF16 matmul of a given
+// shape, each reported as time, weight bandwidth (and its share of the read bandwidth) and GFLOP/s.
+// Weights rotate through enough copies to exceed the last-level cache, so they stream from DRAM.
+// FP4_CPU_ISA=scalar|avx2|avx512 picks the kernel set.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <vector>
+
+#include "cpu/bandwidth.h"
+#include "cpu/buffer.h"
+#include "cpu/thread_pool.h"
+#include "fp4.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Fills with pseudo-random bytes (xorshift), each thread its own range.
+void fill_random(fp4::cpu::ThreadPool& pool, uint8_t* p, size_t n, uint64_t seed) {
+    pool.parallel_for(int64_t(n / 8), [&](int64_t b, int64_t e) {
+        uint64_t s = seed * 0x9E3779B97F4A7C15ull + uint64_t(b) + 1;
+        for (int64_t i = b; i < e; ++i) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            std::memcpy(p + 8 * i, &s, 8);
+        }
+    });
+}
+
+// One weight matrix with its own storage, and a graph computing x·Wᵀ with it.
+struct WeightCopy {
+    std::unique_ptr<fp4::Tensor> w;
+    fp4::cpu::AlignedBuffer codes, scales;
+    fp4::Graph graph;
+};
+
+struct MatmulResult {
+    double ms, weight_gbs, gflops;
+};
+
+MatmulResult measure_matmul(fp4::Backend& be, fp4::cpu::ThreadPool& pool, fp4::Type type, int64_t N, int64_t K,
+                            int64_t M, size_t min_total_bytes, double min_seconds) {
+    const size_t weight_bytes = fp4::row_bytes(type, K) * size_t(N) + (type == fp4::Type::NVFP4 ? size_t(N * K / 16) : 0);
+    const size_t n_copies = std::max<size_t>(1, (min_total_bytes + weight_bytes - 1) / weight_bytes);
+    std::vector<float> x(size_t(M * K));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 13) - 6) * 0.125f;
+    std::vector<std::unique_ptr<WeightCopy>> copies;
+    for (size_t c = 0; c < n_copies; ++c) {
+        auto wc = std::make_unique<WeightCopy>();
+        wc->w = fp4::make_tensor(type, {K, N}, "w");
+        const size_t code_bytes = wc->w->nbytes();
+        auto* data = static_cast<uint8_t*>(wc->codes.grow(code_bytes));
+        fill_random(pool, data, code_bytes, c + 2);
+        if (type == fp4::Type::BF16)  // keep the values finite: exponent bits of every bf16 in [0x3c, 0x3f]
+            for (size_t i = 1; i < code_bytes; i += 2) data[i] = uint8_t(0x3c | (data[i] & 0x83));
+        wc->w->data = data;
+        if (type == fp4::Type::NVFP4) {
+            auto* s = static_cast<uint8_t*>(wc->scales.grow(wc->w->scale_bytes()));
+            for (size_t i = 0; i < wc->w->scale_bytes(); ++i) s[i] = uint8_t(0x30 + i % 16);
+            wc->w->scale = s;
+            wc->w->gscale = 1000.0f;
+        }
+        be.upload_weight(*wc->w);
+        wc->graph.mark_output(wc->graph.mul_mat(wc->w.get(), wc->graph.input(fp4::Type::F32, {K, M}, x.data())));
+        copies.push_back(std::move(wc));
+    }
+    for (auto& wc : copies) be.compute(wc->graph);  // warm-up: page in, size the arena
+    size_t runs = 0;
+    const auto t0 = Clock::now();
+    do {
+        be.compute(copies[runs % copies.size()]->graph);
+        ++runs;
+    } while (seconds_since(t0) < min_seconds || runs < copies.size());
+    const double s = seconds_since(t0) / double(runs);
+    return {s * 1e3, double(weight_bytes) / s / 1e9, 2.0 * double(M * N * K) / s / 1e9};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"microbench: memory bandwidth and CPU matmul speed"};
+    int threads = 0;
+    int64_t N = 32768, K = 5120;
+    std::vector<int64_t> rows = {1};
+    double buffer_mib = 1024, seconds = 2.0;
+    app.add_option("-t,--threads", threads, "threads (default: all cores)");
+    app.add_option("-N", N, "weight rows (outputs)");
+    app.add_option("-K", K, "weight columns (inputs), a multiple of 16");
+    app.add_option("--rows", rows, "activation rows M, one run each (e.g. --rows 1,16,64)")->delimiter(',');
+    app.add_option("--buffer-mib", buffer_mib, "bandwidth buffer and minimum weight working set, MiB");
+    app.add_option("--seconds", seconds, "minimum time per measurement");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        auto be = fp4::make_cpu_backend(threads);
+        fp4::cpu::ThreadPool pool(threads);
+        const size_t bytes = size_t(buffer_mib * 1024 * 1024);
+        const fp4::cpu::MemoryBandwidth bw = fp4::cpu::measure_memory_bandwidth(pool, bytes, 5);
+        std::printf("backend %s, %d threads\n", be->name(), pool.size());
+        std::printf("memory  %.0f MiB: read %.1f GB/s, copy %.1f GB/s (read + written bytes)\n", buffer_mib,
+                    bw.read / 1e9, bw.copy / 1e9);
+        for (fp4::Type type : {fp4::Type::NVFP4, fp4::Type::BF16})
+            for (int64_t M : rows) {
+                const MatmulResult r = measure_matmul(*be, pool, type, N, K, M, bytes, seconds);
+                std::printf("%-5s N=%lld K=%lld M=%lld: %8.3f ms  %6.1f GB/s weights (%3.0f%% of read)  %7.1f GFLOP/s\n",
+                            fp4::type_name(type), (long long)N, (long long)K, (long long)M, r.ms, r.weight_gbs,
+                            100.0 * r.weight_gbs * 1e9 / bw.read, r.gflops);
+            }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
