@@ -1,0 +1,80 @@
+// args.cpp — shared options, backend choice, model loading with progress, and the error convention.
+#include "args.h"
+
+#include <cstdio>
+#include <thread>
+
+#include "checkpoint.h"
+#include "log.h"
+
+namespace common {
+
+void add_common_options(CLI::App& app, CommonOptions& o, bool model_required) {
+    CLI::Option* m = app.add_option("-m,--model", o.model, "model folder (Hugging Face layout: config.json, "
+                                                           "*.safetensors, tekken.json)");
+    if (model_required) m->required();
+    app.add_option("--device", o.device, "where to run: auto (CUDA when a GPU is present), cuda or cpu")
+        ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
+        ->capture_default_str();
+    app.add_option("-t,--threads", o.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
+    app.add_option("-c,--ctx-size", o.ctx, "context size in tokens (0: the tool's default)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--seed", o.seed, "random seed")->capture_default_str();
+    app.add_flag("-v,--verbose", o.verbose, "more logging on stderr")->each([](const std::string&) {
+        set_log_level(LogLevel::Debug);
+    });
+}
+
+std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o) {
+    if (o.device != "cpu") {
+        std::string why;
+        if (auto be = fp4::make_cuda_backend(&why)) return be;
+        if (o.device == "cuda") throw std::runtime_error("--device cuda: " + why);
+        log_debug("no CUDA backend (%s); using the CPU", why.c_str());
+    }
+    int n = o.threads > 0 ? o.threads : int(std::thread::hardware_concurrency());
+    return fp4::make_cpu_backend(n > 0 ? n : 1);
+}
+
+std::unique_ptr<mistral::Model> load_model(const CommonOptions& o, bool text_only) {
+    mistral::LoadOptions lo;
+    lo.text_only = text_only;
+    std::unique_ptr<ProgressBar> check_bar;
+    lo.progress = [&](size_t done, size_t total) {
+        if (!check_bar) check_bar = std::make_unique<ProgressBar>("check", double(total) / 1e9, " GB");
+        check_bar->update(double(done) / 1e9);
+    };
+    std::shared_ptr<mistral::Checkpoint> ckpt = mistral::Checkpoint::open(o.model, lo);
+    if (check_bar) check_bar->finish();
+    if (o.verbose)
+        for (const std::string& line : ckpt->describe()) log_debug("%s", line.c_str());
+    auto backend = make_backend(o);
+    mistral::Weights w = std::move(ckpt->weights());
+    const double gb = double(w.bytes()) / 1e9;
+    ProgressBar bar(std::string("load ") + backend->name(), gb, " GB");
+    auto model = std::make_unique<mistral::Model>(ckpt->config(), std::move(w), ckpt, std::move(backend),
+                                                  [&](size_t done, size_t) { bar.update(double(done) / 1e9); });
+    bar.finish();
+    const mistral::Config& c = model->config();
+    log_info("model: %s, %d layers, hidden %lld, vocab %lld, %s%s, %.2f GB of weights on %s", o.model.c_str(),
+             c.text.n_layer, (long long)c.text.hidden, (long long)c.text.vocab,
+             c.quant_format.empty() ? "dense" : c.quant_format.c_str(), c.has_vision ? ", vision" : "", gb,
+             model->backend().name());
+    return model;
+}
+
+int run_main(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        return body();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+}
+
+}  // namespace common

@@ -1,0 +1,37 @@
+// args.h — the options every binary shares (-m, --device, -t, -c, --seed, -v), backend selection, model
+// loading with a progress bar, and the error convention: one `error: ...` line and exit code 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "context.h"
+
+namespace common {
+
+struct CommonOptions {
+    std::string model;         // model folder
+    std::string device = "auto";
+    int threads = 0;           // 0: all cores
+    int ctx = 0;               // 0: the binary's default
+    uint64_t seed = 0xC0FFEE;
+    bool verbose = false;
+};
+
+// Adds -m/--model (required unless `model_required` is false), --device, -t, -c, --seed, -v.
+void add_common_options(CLI::App& app, CommonOptions& o, bool model_required = true);
+
+// auto: CUDA when a GPU is present, else the CPU. An explicit `cuda` without a GPU is an error.
+std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o);
+
+// Opens the checkpoint in o.model, validates it and uploads it to a backend, drawing a progress bar.
+std::unique_ptr<mistral::Model> load_model(const CommonOptions& o, bool text_only = false);
+
+// Runs `body`, turning any exception into `error: <what>` on stderr and exit code 1; CLI11 parse
+// errors print CLI11's message.
+int run_main(CLI::App& app, int argc, char** argv, const std::function<int()>& body);
+
+}  // namespace common

@@ -1,0 +1,140 @@
+// context.cpp — weight upload, KV cache allocation, and running text and vision graphs on a backend.
+#include "context.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace mistral {
+
+Model::Model(Config cfg, Weights weights, std::shared_ptr<void> storage, std::unique_ptr<fp4::Backend> backend,
+             const std::function<void(size_t, size_t)>& progress)
+    : cfg_(std::move(cfg)), weights_(std::move(weights)), storage_(std::move(storage)), backend_(std::move(backend)) {
+    const size_t total = weights_.bytes();
+    size_t done = 0;
+    for (fp4::Tensor* t : weights_.all()) {
+        backend_->upload_weight(*t);
+        done += t->nbytes() + t->scale_bytes();
+        if (progress) progress(done, total);
+    }
+}
+
+Batch Batch::sequence(const std::vector<int32_t>& ids, int32_t p0, int32_t s, int64_t n_logits) {
+    Batch b;
+    b.ids = ids;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        b.pos.push_back(p0 + int32_t(i));
+        b.seq.push_back(s);
+    }
+    b.logits_count = std::min<int64_t>(n_logits, int64_t(ids.size()));
+    b.logits_first = int64_t(ids.size()) - b.logits_count;
+    return b;
+}
+
+Context::Context(Model& model, int n_ctx, int n_seq) : model_(model) {
+    const TextConfig& c = model.config().text;
+    if (n_ctx <= 0 || n_seq <= 0) throw std::runtime_error("context size and sequence count must be positive");
+    if (n_ctx > c.max_pos)
+        throw std::runtime_error("context size " + std::to_string(n_ctx) + " exceeds the model's maximum of " +
+                                 std::to_string(c.max_pos) + " tokens");
+    cache_.n_ctx = n_ctx;
+    cache_.n_seq = n_seq;
+    const fp4::Type type = model.backend().cache_type();
+    const int64_t width = int64_t(c.n_kv_head) * c.head_dim, rows = int64_t(n_ctx) * n_seq;
+    for (int il = 0; il < c.n_layer; ++il) {
+        cache_.k.push_back(fp4::make_tensor(type, {width, rows}, "k_cache." + std::to_string(il)));
+        cache_.v.push_back(fp4::make_tensor(type, {width, rows}, "v_cache." + std::to_string(il)));
+        model.backend().alloc_persistent(*cache_.k.back());
+        model.backend().alloc_persistent(*cache_.v.back());
+    }
+}
+
+Context::~Context() {
+    for (auto* list : {&cache_.k, &cache_.v})
+        for (auto& t : *list) model_.backend().free_persistent(*t);
+}
+
+BatchResult Context::eval(const Batch& b) {
+    const Config& cfg = model_.config();
+    const int64_t T = int64_t(b.ids.size());
+    if (T == 0) throw std::runtime_error("empty batch");
+    if (b.pos.size() != b.ids.size() || b.seq.size() != b.ids.size())
+        throw std::runtime_error("batch: ids, pos and seq differ in length");
+    for (int64_t t = 0; t < T; ++t) {
+        if (b.ids[t] < 0 || b.ids[t] >= cfg.text.vocab)
+            throw std::runtime_error("token id " + std::to_string(b.ids[t]) + " is outside the vocabulary (0.." +
+                                     std::to_string(cfg.text.vocab - 1) + ")");
+        if (b.pos[t] < 0 || b.pos[t] >= cache_.n_ctx)
+            throw std::runtime_error("position " + std::to_string(b.pos[t]) + " does not fit the context of " +
+                                     std::to_string(cache_.n_ctx) + " tokens (raise -c)");
+        if (b.seq[t] < 0 || b.seq[t] >= cache_.n_seq) throw std::runtime_error("sequence id out of range");
+    }
+    if (b.logits_first < 0 || b.logits_count < 0 || b.logits_first + b.logits_count > T)
+        throw std::runtime_error("batch: logits rows out of range");
+
+    std::vector<int32_t> slots;
+    for (int64_t t = 0; t < T; ++t)
+        if (b.ids[t] == cfg.image_token) slots.push_back(int32_t(t));
+    const int64_t n_img = int64_t(b.image_rows.size()) / cfg.text.hidden;
+    if (n_img != int64_t(slots.size()))
+        throw std::runtime_error("the batch has " + std::to_string(slots.size()) + " [IMG] tokens but " +
+                                 std::to_string(n_img) + " image rows");
+
+    TextInputs in;
+    in.n_tokens = T;
+    in.ids = b.ids.data();
+    in.pos = b.pos.data();
+    in.seq = b.seq.data();
+    in.n_image_rows = n_img;
+    in.image_rows = b.image_rows.data();
+    in.image_slots = slots.data();
+    in.logits_first = b.logits_first;
+    in.logits_count = b.logits_count;
+
+    fp4::Graph g;
+    TextOutputs out = build_text_graph(g, cfg, model_.weights(), cache_, in, b.want_hidden);
+    fp4::Backend& be = model_.backend();
+    be.compute(g);
+
+    BatchResult r;
+    if (out.logits) {
+        r.logits.resize(size_t(out.logits->nelements()));
+        be.read(*out.logits, r.logits.data(), r.logits.size() * sizeof(float));
+    }
+    for (fp4::Tensor* h : out.hidden) {
+        r.hidden.emplace_back(size_t(h->nelements()));
+        be.read(*h, r.hidden.back().data(), r.hidden.back().size() * sizeof(float));
+    }
+    return r;
+}
+
+std::vector<float> Context::encode_images(const std::vector<Image>& images) {
+    const Config& cfg = model_.config();
+    if (!images.empty() && !cfg.has_vision) throw std::runtime_error("this model has no vision tower");
+    std::vector<float> rows;
+    for (const Image& im : images) {
+        const int p = cfg.vision.patch, gh = im.height / p, gw = im.width / p;
+        std::vector<int32_t> pos_rc;
+        pos_rc.reserve(size_t(gh) * gw * 2);
+        for (int y = 0; y < gh; ++y)
+            for (int x = 0; x < gw; ++x) pos_rc.insert(pos_rc.end(), {y, x});
+        fp4::Graph g;
+        fp4::Tensor* out = build_vision_graph(g, cfg, model_.weights(), im.pixels.data(), im.height, im.width,
+                                              pos_rc.data());
+        model_.backend().compute(g);
+        const size_t at = rows.size();
+        rows.resize(at + size_t(out->nelements()));
+        model_.backend().read(*out, rows.data() + at, size_t(out->nelements()) * sizeof(float));
+    }
+    return rows;
+}
+
+void check_image_tokens(const Config& cfg, const std::vector<int32_t>& ids, const std::vector<Image>& images) {
+    int64_t n_tok = 0, n_rows = 0;
+    for (int32_t id : ids) n_tok += id == cfg.image_token;
+    for (const Image& im : images) n_rows += int64_t(im.rows()) * im.cols();
+    if (n_tok != n_rows)
+        throw std::runtime_error("the prompt has " + std::to_string(n_tok) + " [IMG] tokens but the " +
+                                 std::to_string(images.size()) + " image(s) given need " + std::to_string(n_rows));
+}
+
+}  // namespace mistral

@@ -1,0 +1,76 @@
+// context.h — a model bound to a backend (weights uploaded once) and an inference context over it:
+// the KV cache of one or more sequences, text passes (prefill, decode, batched decode) and image encoding.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fp4.h"
+#include "image.h"
+#include "mistral3.h"
+#include "mistral3_graph.h"
+
+namespace mistral {
+
+class Model {
+public:
+    // Uploads every weight to `backend`; `storage` keeps the bytes the weights point at alive (the
+    // checkpoint's mappings, or synthetic buffers). `progress(done, total)` reports uploaded bytes.
+    Model(Config cfg, Weights weights, std::shared_ptr<void> storage, std::unique_ptr<fp4::Backend> backend,
+          const std::function<void(size_t, size_t)>& progress = {});
+
+    const Config& config() const { return cfg_; }
+    const Weights& weights() const { return weights_; }
+    fp4::Backend& backend() { return *backend_; }
+
+private:
+    Config cfg_;
+    Weights weights_;
+    std::shared_ptr<void> storage_;
+    std::unique_ptr<fp4::Backend> backend_;
+};
+
+// One pass over a batch of tokens. Every token belongs to a sequence and sits at a position; tokens of
+// one sequence must come in order and be contiguous with what the cache already holds for it.
+struct Batch {
+    std::vector<int32_t> ids, pos, seq;
+    std::vector<float> image_rows;   // [n, D] rows replacing the batch's [IMG] tokens, in order
+    int64_t logits_first = 0, logits_count = 0;
+    bool want_hidden = false;
+
+    // Tokens `ids` of sequence `s` starting at position `p0`, logits for the last `n_logits` of them.
+    static Batch sequence(const std::vector<int32_t>& ids, int32_t p0, int32_t s = 0, int64_t n_logits = 1);
+};
+
+struct BatchResult {
+    std::vector<float> logits;                // [logits_count, vocab]
+    std::vector<std::vector<float>> hidden;   // [n_layer + 1][T·D] when asked
+};
+
+class Context {
+public:
+    Context(Model& model, int n_ctx, int n_seq = 1);
+    ~Context();
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    int n_ctx() const { return cache_.n_ctx; }
+    int n_seq() const { return cache_.n_seq; }
+    Model& model() { return model_; }
+
+    BatchResult eval(const Batch& b);
+
+    // Projected rows [rows·cols, D] of each image, concatenated in order.
+    std::vector<float> encode_images(const std::vector<Image>& images);
+
+private:
+    Model& model_;
+    KvCache cache_;
+};
+
+// Checks that the [IMG] tokens of `ids` equal the images' rows·cols in total (a clear error otherwise).
+void check_image_tokens(const Config& cfg, const std::vector<int32_t>& ids, const std::vector<Image>& images);
+
+}  // namespace mistral

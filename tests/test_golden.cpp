@@ -1,0 +1,179 @@
+// test_golden.cpp — the model path against the Hugging Face transformers goldens: pixels, image features,
+// hidden states and logits of every case (NVFP4 and BF16 checkpoints) and greedy continuations, on the CPU
+// (1e-3) and, when a GPU is present, on CUDA (2e-2); KV-cache decode against a full recompute.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "checkpoint.h"
+#include "context.h"
+#include "golden.h"
+#include "tokenizer.h"
+
+using namespace mistral;
+
+namespace {
+
+struct Variant {
+    const char* root;     // folder the case parts' image paths are relative to
+    const char* model;    // checkpoint folder
+    const char* golden;   // golden.safetensors / golden.json folder
+    const char* suffix;   // nvfp4 or bf16
+};
+
+const Variant kVariants[] = {
+    {"tests/data/tiny-a", "tests/data/tiny-a/nvfp4", "tests/data/tiny-a", "nvfp4"},
+    {"tests/data/tiny-a", "tests/data/tiny-a/bf16", "tests/data/tiny-a", "bf16"},
+    {"tests/data/tiny-kjv", "tests/data/tiny-kjv/nvfp4", "tests/data/tiny-kjv/golden", "nvfp4"},
+    {"tests/data/tiny-kjv", "tests/data/tiny-kjv/bf16", "tests/data/tiny-kjv/golden", "bf16"},
+};
+
+std::unique_ptr<Model> open_model(const std::string& dir, std::unique_ptr<fp4::Backend> backend) {
+    std::shared_ptr<Checkpoint> ck = Checkpoint::open(dir, LoadOptions{});
+    Weights w = std::move(ck->weights());
+    return std::make_unique<Model>(ck->config(), std::move(w), ck, std::move(backend));
+}
+
+std::unique_ptr<Model> open_cpu_model(const std::string& dir) { return open_model(dir, fp4::make_cpu_backend(2)); }
+
+int32_t argmax(const float* v, int64_t n) {
+    return int32_t(std::max_element(v, v + n) - v);
+}
+
+// Runs every case of every variant on backends made by `make`; logits, features and hidden states
+// within `tol` relative.
+void check_goldens(const std::function<std::unique_ptr<fp4::Backend>()>& make, double tol) {
+    for (const Variant& var : kVariants) {
+        Golden gold(var.golden);
+        auto model = open_model(var.model, make());
+        const Config& cfg = model->config();
+        Tokenizer tok(var.model);
+        ImageOptions io;
+        if (tok.image()) io.max_image_size = tok.image()->max_image_size;
+        io.patch = cfg.vision.patch;
+        io.merge = cfg.spatial_merge;
+        const std::string sfx = var.suffix;
+        const int64_t V = cfg.text.vocab;
+
+        for (const auto& c : gold.cases()) {
+            const std::string name = c["name"];
+            INFO(std::string(var.model) << " case " << name);
+            std::vector<int32_t> ids = gold.i32(name + ".ids");
+            std::vector<Image> images;
+            for (const auto& part : c["parts"])
+                if (part[0] == "i") images.push_back(load_image(std::string(var.root) + "/" + std::string(part[1]), io));
+
+            for (size_t i = 0; i < images.size(); ++i)
+                CHECK(max_abs_diff(images[i].pixels, gold.f32(name + ".pixels." + std::to_string(i))) <= 1e-4);
+
+            Context ctx(*model, 1024);
+            Batch b = Batch::sequence(ids, 0, 0, int64_t(ids.size()));
+            b.image_rows = ctx.encode_images(images);
+            if (gold.has(name + ".image_features"))
+                CHECK(rel_err(b.image_rows, gold.f32(name + ".image_features")) <= tol);
+            b.want_hidden = sfx == "nvfp4";
+            BatchResult r = ctx.eval(b);
+
+            for (size_t l = 0; b.want_hidden && l < r.hidden.size(); ++l) {
+                const std::string key = name + ".hidden_nvfp4." + std::to_string(l);
+                if (gold.has(key)) CHECK_MESSAGE(rel_err(r.hidden[l], gold.f32(key)) <= tol, key);
+            }
+            std::vector<float> want = gold.f32(name + ".logits_" + sfx);
+            const int64_t R = int64_t(want.size()) / V;
+            std::vector<float> got(r.logits.end() - R * V, r.logits.end());
+            const double err = rel_err(got, want);
+            MESSAGE(model->backend().name() << " " << var.model << " " << name << " logits rel err " << err);
+            CHECK(err <= tol);
+
+            if (sfx == "nvfp4" && gold.has(name + ".greedy_nvfp4")) {
+                std::vector<int32_t> expect = gold.i32(name + ".greedy_nvfp4"), got_ids;
+                int32_t next = argmax(&r.logits[size_t(ids.size() - 1) * V], V);
+                int32_t p = int32_t(ids.size());
+                while (got_ids.size() < expect.size()) {
+                    got_ids.push_back(next);
+                    if (next == tok.eos()) break;
+                    BatchResult s = ctx.eval(Batch::sequence({next}, p++));
+                    next = argmax(s.logits.data(), V);
+                }
+                CHECK(got_ids == expect);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("every golden case matches transformers on the CPU") {
+    check_goldens([] { return fp4::make_cpu_backend(2); }, 1e-3);
+}
+
+TEST_CASE("every golden case matches transformers on CUDA") {
+    std::string why;
+    if (!fp4::make_cuda_backend(&why)) {
+        MESSAGE("skipped: " << why);
+        return;
+    }
+    check_goldens([] { return fp4::make_cuda_backend(nullptr); }, 2e-2);
+}
+
+TEST_CASE("decode through the KV cache equals a full recompute") {
+    auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
+    const int64_t V = model->config().text.vocab;
+    Golden gold("tests/data/tiny-kjv/golden");
+    std::vector<int32_t> ids = gold.i32("psalm.ids");
+
+    Context step(*model, 256);
+    std::vector<float> stepwise;
+    BatchResult r = step.eval(Batch::sequence(ids, 0));
+    stepwise.insert(stepwise.end(), r.logits.begin(), r.logits.end());
+    std::vector<int32_t> all = ids;
+    for (int i = 0; i < 12; ++i) {
+        int32_t next = argmax(r.logits.data(), V);
+        all.push_back(next);
+        r = step.eval(Batch::sequence({next}, int32_t(all.size() - 1)));
+        stepwise.insert(stepwise.end(), r.logits.begin(), r.logits.end());
+    }
+    Context full(*model, 256);
+    BatchResult f = full.eval(Batch::sequence(all, 0, 0, 13));
+    CHECK(rel_err(stepwise, f.logits) <= 1e-5);
+}
+
+TEST_CASE("two sequences decoded in one batch match each decoded alone") {
+    auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
+    Golden gold("tests/data/tiny-kjv/golden");
+    std::vector<int32_t> a = gold.i32("psalm.ids"), bb = gold.i32("raw.ids");
+    Context solo(*model, 64);
+    std::vector<float> la = solo.eval(Batch::sequence(a, 0)).logits;
+    Context solo2(*model, 64);
+    std::vector<float> lb = solo2.eval(Batch::sequence(bb, 0)).logits;
+
+    Context both(*model, 64, 2);
+    both.eval(Batch::sequence(std::vector<int32_t>(a.begin(), a.end() - 1), 0, 0, 0));
+    both.eval(Batch::sequence(std::vector<int32_t>(bb.begin(), bb.end() - 1), 0, 1, 0));
+    Batch step;
+    step.ids = {a.back(), bb.back()};
+    step.pos = {int32_t(a.size() - 1), int32_t(bb.size() - 1)};
+    step.seq = {0, 1};
+    step.logits_first = 0;
+    step.logits_count = 2;
+    std::vector<float> l2 = both.eval(step).logits;
+    const size_t V = size_t(model->config().text.vocab);
+    CHECK(rel_err(std::vector<float>(l2.begin(), l2.begin() + V), la) <= 1e-5);
+    CHECK(rel_err(std::vector<float>(l2.begin() + V, l2.end()), lb) <= 1e-5);
+}
+
+TEST_CASE("a wrong image count and a prompt beyond the context are clear errors") {
+    auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
+    Golden gold("tests/data/tiny-kjv/golden");
+    std::vector<int32_t> ids = gold.i32("shape_red_circle.ids");
+    CHECK_THROWS_WITH_AS(check_image_tokens(model->config(), ids, {}), doctest::Contains("[IMG] tokens"),
+                         std::runtime_error);
+    Context ctx(*model, 4);
+    CHECK_THROWS_WITH_AS(ctx.eval(Batch::sequence(gold.i32("psalm.ids"), 0)), doctest::Contains("context"),
+                         std::runtime_error);
+    Context ctx2(*model, 64);
+    CHECK_THROWS_WITH_AS(ctx2.eval(Batch::sequence(ids, 0)), doctest::Contains("image rows"), std::runtime_error);
+}
