@@ -1,0 +1,252 @@
+// attention.cu — ATTN_CACHED and ATTN_FULL, softmax in F32.
+//  * Few query rows (decode, or rows of different sequences): flash-decoding. A block takes one
+//    (row, head, slice of the keys); each warp runs an online softmax over 32 keys at a time (one key per
+//    lane for the scores, one head dimension per lane for the values); warps merge in shared memory and
+//    slices merge in a second small kernel when the keys were split.
+//  * Many query rows of one sequence (prefill) and ATTN_FULL: scores = Q·Kᵀ and out = P·V as batched
+//    GEMMs through cuBLAS in TF32 (one batch per KV head covers its GQA group), with a masked row softmax
+//    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
+//    looks at the keys its last position can see.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels.cuh"
+
+namespace fp4::cuda {
+
+constexpr int kAttnWarps = 4;
+constexpr int kGemmRowsMin = 16;                 // query rows from which the GEMM path is used
+constexpr size_t kScoreBytes = size_t(256) << 20;  // score buffer per query chunk
+
+__global__ void store_kv_kernel(const float* k, const float* v, const int32_t* pos, const int32_t* seq, int64_t M,
+                                int64_t HD, int64_t C, float* kc, float* vc) {
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < M * HD; i += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t m = i / HD, row = int64_t(seq[m]) * C + pos[m];
+        kc[row * HD + i % HD] = k[i];
+        vc[row * HD + i % HD] = v[i];
+    }
+}
+
+// DPL = head dimensions per lane (Dh ≤ 32·DPL). The S slices of a row's keys are sized on the device from
+// its position, so a launch does not depend on host values. Output: the final row when S = 1, else the
+// partial (unnormalised out[Dh], max, sum) of this slice in part[(m·Hq + h)·S + s].
+template <int DPL>
+__global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
+    const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+    const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int Hq, int Hkv, int Dh, int64_t C,
+    float scale, float* __restrict__ part, float* __restrict__ out) {
+    extern __shared__ float sm[];  // q[Dh], then per warp: max, sum, out[Dh]
+    float* qs = sm;
+    float* wst = sm + Dh;
+    const int h = blockIdx.x, S = gridDim.z, s = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t m = blockIdx.y, HD = int64_t(Hkv) * Dh;
+    const int64_t n_keys = int64_t(pos[m]) + 1, per_split = (n_keys + S - 1) / S;
+    const int64_t j0 = s * per_split, j1 = std::min(n_keys, j0 + per_split);
+    for (int d = threadIdx.x; d < Dh; d += blockDim.x) qs[d] = q[(m * Hq + h) * Dh + d] * scale;
+    __syncthreads();
+
+    const int64_t base = int64_t(seq[m]) * C * HD + int64_t(h / (Hq / Hkv)) * Dh;
+    float mx = -INFINITY, l = 0.f, o[DPL] = {};
+    for (int64_t c0 = j0 + 32 * warp; c0 < j1; c0 += 32 * kAttnWarps) {
+        const int64_t j = c0 + lane;
+        float sc = -INFINITY;
+        if (j < j1) {
+            const float* kr = kc + base + j * HD;
+            sc = 0.f;
+            if ((Dh & 3) == 0)
+                for (int d = 0; d < Dh; d += 4) {
+                    const float4 kv = *reinterpret_cast<const float4*>(kr + d);
+                    sc += qs[d] * kv.x + qs[d + 1] * kv.y + qs[d + 2] * kv.z + qs[d + 3] * kv.w;
+                }
+            else
+                for (int d = 0; d < Dh; ++d) sc += qs[d] * kr[d];
+        }
+        const float nm = fmaxf(mx, warp_max(sc)), corr = expf(mx - nm);
+        const float p = j < j1 ? expf(sc - nm) : 0.f;
+        l = l * corr + warp_sum(p);
+        mx = nm;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) o[i] *= corr;
+        const int cnt = int(std::min<int64_t>(32, j1 - c0));
+        for (int jj = 0; jj < cnt; ++jj) {
+            const float pj = __shfl_sync(0xffffffffu, p, jj);
+            const float* vr = vc + base + (c0 + jj) * HD;
+#pragma unroll
+            for (int i = 0; i < DPL; ++i)
+                if (lane + 32 * i < Dh) o[i] += pj * vr[lane + 32 * i];
+        }
+    }
+    float* mine = wst + warp * (Dh + 2);
+    if (lane == 0) mine[0] = mx, mine[1] = l;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i)
+        if (lane + 32 * i < Dh) mine[2 + lane + 32 * i] = o[i];
+    __syncthreads();
+
+    float M = -INFINITY;
+    for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, wst[w * (Dh + 2)]);
+    float L = 0.f;
+    for (int w = 0; w < kAttnWarps; ++w)
+        if (wst[w * (Dh + 2) + 1] > 0.f) L += wst[w * (Dh + 2) + 1] * expf(wst[w * (Dh + 2)] - M);
+    for (int d = threadIdx.x; d < Dh; d += blockDim.x) {
+        float O = 0.f;
+        for (int w = 0; w < kAttnWarps; ++w)
+            if (wst[w * (Dh + 2) + 1] > 0.f) O += wst[w * (Dh + 2) + 2 + d] * expf(wst[w * (Dh + 2)] - M);
+        if (S == 1) {
+            out[(m * Hq + h) * Dh + d] = O / L;
+        } else {
+            float* pp = part + ((m * Hq + h) * S + s) * (Dh + 2);
+            pp[2 + d] = O;
+            if (d == 0) pp[0] = M, pp[1] = L;
+        }
+    }
+}
+
+__global__ void attn_merge_kernel(const float* part, int Hq, int Dh, int S, float* out) {
+    const int64_t mh = int64_t(blockIdx.y) * Hq + blockIdx.x;
+    const float* pp = part + mh * S * (Dh + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < S; ++s)
+        if (pp[s * (Dh + 2) + 1] > 0.f) M = fmaxf(M, pp[s * (Dh + 2)]);
+    for (int d = threadIdx.x; d < Dh; d += blockDim.x) {
+        float O = 0.f, L = 0.f;
+        for (int s = 0; s < S; ++s) {
+            const float* ps = pp + s * (Dh + 2);
+            if (ps[1] > 0.f) {
+                const float e = expf(ps[0] - M);
+                L += ps[1] * e;
+                O += ps[2 + d] * e;
+            }
+        }
+        out[mh * Dh + d] = O / L;
+    }
+}
+
+template <int DPL>
+static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, float* part, float* out) {
+    const size_t smem = sizeof(float) * (a.head_dim + kAttnWarps * (a.head_dim + 2));
+    dim3 grid(unsigned(a.n_head), unsigned(a.M), unsigned(splits));
+    attn_split_kernel<DPL><<<grid, kAttnWarps * 32, smem, c.stream>>>(a.q, a.kcache, a.vcache, a.pos, a.seq,
+                                                                       a.n_head, a.n_kv_head, a.head_dim, a.n_ctx,
+                                                                       a.scale, part, out);
+    check_launch("attention (split)");
+}
+
+static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
+    // Enough blocks for two waves; at most one slice per 256 keys of context.
+    const int64_t blocks = a.M * a.n_head;
+    const int splits = int(std::clamp<int64_t>((2 * c.sms + blocks - 1) / blocks, 1, (a.n_ctx + 255) / 256));
+    float* part = splits > 1 ? static_cast<float*>(c.scratch->get(
+                                   kAttn, sizeof(float) * size_t(blocks) * splits * (a.head_dim + 2)))
+                             : nullptr;
+    const int dpl = (a.head_dim + 31) / 32;
+    if (dpl <= 1) launch_split<1>(c, a, splits, part, out);
+    else if (dpl <= 2) launch_split<2>(c, a, splits, part, out);
+    else if (dpl <= 4) launch_split<4>(c, a, splits, part, out);
+    else if (dpl <= 8) launch_split<8>(c, a, splits, part, out);
+    else fail("attention: head_dim above 256 is not supported");
+    if (splits > 1) {
+        attn_merge_kernel<<<dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c.stream>>>(part, a.n_head, a.head_dim,
+                                                                                         splits, out);
+        check_launch("attention (merge)");
+    }
+}
+
+// Row softmax of scores [rows, L] in place; row r of query i keeps keys j ≤ limit[i] (all when no limit).
+__global__ void softmax_rows_kernel(float* sc, int64_t L, int64_t mq, const int32_t* limit, int64_t r0) {
+    __shared__ float red[32];
+    float* row = sc + int64_t(blockIdx.x) * L;
+    const int64_t n = limit ? std::min<int64_t>(L, int64_t(limit[r0 + blockIdx.x % mq]) + 1) : L;
+    auto block_reduce = [&](float v, bool is_max) {
+        v = is_max ? warp_max(v) : warp_sum(v);
+        __syncthreads();
+        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+        __syncthreads();
+        // Every warp reduces the per-warp partials, so every thread gets the block's result.
+        const unsigned lane = threadIdx.x & 31;
+        v = lane < (blockDim.x >> 5) ? red[lane] : (is_max ? -INFINITY : 0.f);
+        return is_max ? warp_max(v) : warp_sum(v);
+    };
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, row[j]);
+    mx = block_reduce(mx, true);
+    float sum = 0.f;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(row[j] - mx);
+    const float inv = 1.0f / block_reduce(sum, false);
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) row[j] = j < n ? expf(row[j] - mx) * inv : 0.f;
+}
+
+// Attention of query rows [0, M) over keys [0, L) through cuBLAS; see the file comment.
+struct GemmAttn {
+    const float *q, *k, *v;
+    float* o;
+    int64_t ldq, ldkv, ldo, M, L;
+    int H, Hkv, Dh;
+    float scale;
+    const int32_t* limit;    // device, per query row: last key it may see; null for all keys
+    const int32_t* limit_h;  // host copy of limit
+};
+
+static void gemm_tf32(const Ctx& c, cublasOperation_t ta, int m, int n, int k, float alpha, const float* A, int lda,
+                      long long sa, const float* B, int ldb, long long sb, float* C, int ldc, long long sc, int batch) {
+    const float beta = 0.0f;
+    FP4_CHECK(cublasGemmStridedBatchedEx(c.blas, ta, CUBLAS_OP_N, m, n, k, &alpha, A, CUDA_R_32F, lda, sa, B,
+                                         CUDA_R_32F, ldb, sb, &beta, C, CUDA_R_32F, ldc, sc, batch,
+                                         CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+}
+
+static void attn_gemm(const Ctx& c, const GemmAttn& a) {
+    const int G = a.H / a.Hkv;
+    const int64_t mq = std::clamp<int64_t>(int64_t(kScoreBytes / (sizeof(float) * size_t(a.H) * size_t(a.L))), 1, a.M);
+    float* sc = static_cast<float*>(c.scratch->get(kAttn, sizeof(float) * size_t(a.H) * size_t(mq) * size_t(a.L)));
+    // G == 1: one batch over all heads; otherwise one batch per KV head over its G query heads.
+    const int groups = G == 1 ? 1 : a.Hkv, batch = G == 1 ? a.H : G;
+    const long long kv_stride = G == 1 ? a.Dh : 0;
+    for (int64_t r0 = 0; r0 < a.M; r0 += mq) {
+        const int64_t n = std::min(mq, a.M - r0);
+        int64_t L = a.L;
+        if (a.limit_h) {
+            L = 0;
+            for (int64_t i = r0; i < r0 + n; ++i) L = std::max<int64_t>(L, int64_t(a.limit_h[i]) + 1);
+        }
+        for (int gi = 0; gi < groups; ++gi) {  // query heads gi·G.. use KV head gi (or head h0 when G == 1)
+            const int64_t h0 = int64_t(gi) * G;
+            gemm_tf32(c, CUBLAS_OP_T, int(L), int(n), a.Dh, a.scale, a.k + gi * a.Dh, int(a.ldkv), kv_stride,
+                      a.q + r0 * a.ldq + h0 * a.Dh, int(a.ldq), a.Dh, sc + h0 * n * L, int(L), n * L, batch);
+        }
+        softmax_rows_kernel<<<unsigned(int64_t(a.H) * n), 256, 0, c.stream>>>(sc, L, n, a.limit, r0);
+        check_launch("attention softmax");
+        for (int gi = 0; gi < groups; ++gi) {
+            const int64_t h0 = int64_t(gi) * G;
+            gemm_tf32(c, CUBLAS_OP_N, a.Dh, int(n), int(L), 1.0f, a.v + gi * a.Dh, int(a.ldkv), kv_stride,
+                      sc + h0 * n * L, int(L), n * L, a.o + r0 * a.ldo + h0 * a.Dh, int(a.ldo), a.Dh, batch);
+        }
+    }
+}
+
+void attn_cached(const Ctx& c, const AttnCachedArgs& a, float* out) {
+    if (a.M == 0) return;
+    const int64_t HD = int64_t(a.n_kv_head) * a.head_dim;
+    store_kv_kernel<<<blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c.stream>>>(
+        a.k, a.v, a.pos, a.seq, a.M, HD, a.n_ctx, a.kcache, a.vcache);
+    check_launch("attention (store kv)");
+
+    bool one_seq = true;
+    for (int64_t m = 0; m < a.M; ++m) one_seq = one_seq && a.seq_h[m] == a.seq_h[0];
+    if (a.M < kGemmRowsMin || !one_seq) return attn_rows(c, a, out);
+    int64_t max_keys = 0;
+    for (int64_t m = 0; m < a.M; ++m) max_keys = std::max<int64_t>(max_keys, int64_t(a.pos_h[m]) + 1);
+    const int64_t ld = int64_t(a.n_head) * a.head_dim;
+    const int64_t cache0 = int64_t(a.seq_h[0]) * a.n_ctx * HD;
+    attn_gemm(c, GemmAttn{a.q, a.kcache + cache0, a.vcache + cache0, out, ld, HD, ld, a.M, max_keys, a.n_head,
+                          a.n_kv_head, a.head_dim, a.scale, a.pos, a.pos_h});
+}
+
+void attn_full(const Ctx& c, const float* q, const float* k, const float* v, int64_t M, int n_head, int head_dim,
+               float scale, float* out) {
+    if (M == 0) return;
+    const int64_t ld = int64_t(n_head) * head_dim;
+    attn_gemm(c, GemmAttn{q, k, v, out, ld, ld, ld, M, M, n_head, n_head, head_dim, scale, nullptr, nullptr});
+}
+
+}  // namespace fp4::cuda

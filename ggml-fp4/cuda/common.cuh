@@ -1,0 +1,65 @@
+// common.cuh — what every CUDA file of the backend shares: error checks, the per-run context (stream,
+// cuBLAS handle, scratch buffers), warp reductions and loads of F32/BF16/F16 elements as F32.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "fp4.h"
+
+namespace fp4::cuda {
+
+[[noreturn]] void fail(const std::string& what);
+inline void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) fail(std::string(what) + ": " + cudaGetErrorString(e));
+}
+inline void check(cublasStatus_t s, const char* what) {
+    if (s != CUBLAS_STATUS_SUCCESS) fail(std::string(what) + ": " + cublasGetStatusString(s));
+}
+// After a kernel launch: reports a bad launch configuration or a missing kernel image at once.
+inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+#define FP4_CHECK(call) ::fp4::cuda::check((call), #call)
+
+// Growable device buffers, one per slot, reused by every node of a run (one stream, so in order).
+enum Slot { kActBf16, kWeightTmp, kAttn, kSlotCount };
+class Scratch {
+public:
+    ~Scratch();
+    void* get(Slot slot, size_t bytes);
+private:
+    void* ptr_[kSlotCount] = {};
+    size_t size_[kSlotCount] = {};
+};
+
+struct Ctx {
+    cudaStream_t stream = nullptr;
+    cublasHandle_t blas = nullptr;
+    Scratch* scratch = nullptr;
+    int sms = 1;  // multiprocessors
+};
+
+inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Element i of a F32/BF16/F16 array, as F32 (weights such as norm scales may be stored narrow).
+__device__ __forceinline__ float load_f32(const void* p, Type t, int64_t i) {
+    if (t == Type::BF16) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    if (t == Type::F16) return __half2float(static_cast<const __half*>(p)[i]);
+    return static_cast<const float*>(p)[i];
+}
+
+}  // namespace fp4::cuda

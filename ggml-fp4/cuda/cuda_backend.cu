@@ -1,0 +1,350 @@
+// cuda_backend.cu — the CUDA Backend: weights and KV caches in device memory, graph intermediates in one
+// device arena planned by liveness (regrown only when a graph needs more), one stream, and the dispatch of
+// every op to its kernel file.
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels.cuh"
+#include "nvfp4.cuh"
+
+namespace fp4 {
+namespace cuda {
+
+void fail(const std::string& what) { throw std::runtime_error("CUDA backend: " + what); }
+
+Scratch::~Scratch() {
+    for (void* p : ptr_) cudaFree(p);
+}
+
+void* Scratch::get(Slot slot, size_t bytes) {
+    if (bytes > size_[slot]) {
+        FP4_CHECK(cudaDeviceSynchronize());  // earlier kernels may still use the old buffer
+        FP4_CHECK(cudaFree(ptr_[slot]));
+        ptr_[slot] = nullptr, size_[slot] = 0;
+        FP4_CHECK(cudaMalloc(&ptr_[slot], bytes));
+        size_[slot] = bytes;
+    }
+    return ptr_[slot];
+}
+
+__global__ void probe_kernel(int* flag) { *flag = 1; }
+
+// Offsets of every graph input and node in one arena: a node's buffer is taken before the buffers of the
+// sources it used for the last time are given back, so it never aliases them; outputs are never given back.
+class ArenaPlan {
+public:
+    explicit ArenaPlan(const Graph& g) {
+        std::unordered_map<const Tensor*, int> last;
+        auto lives_here = [&](const Tensor* t) { return t && (t->op != Op::NONE || t->host); };
+        const auto& nodes = g.nodes();
+        for (int i = 0; i < int(nodes.size()); ++i)
+            for (const Tensor* s : nodes[size_t(i)]->src)
+                if (lives_here(s)) last[s] = i;
+        auto release_after = [&](const Tensor* t, int i) {
+            auto it = last.find(t);
+            if (!t->is_output && it != last.end() && it->second == i) {
+                release(offset.at(t), size_of(t));
+                last.erase(it);
+            }
+        };
+        for (const Tensor* t : g.inputs()) offset[t] = take(size_of(t));
+        for (int i = 0; i < int(nodes.size()); ++i) {
+            offset[nodes[size_t(i)]] = take(size_of(nodes[size_t(i)]));
+            for (const Tensor* s : nodes[size_t(i)]->src)
+                if (lives_here(s)) release_after(s, i);
+        }
+    }
+    std::unordered_map<const Tensor*, size_t> offset;
+    size_t bytes = 0;
+
+private:
+    static size_t size_of(const Tensor* t) { return (t->nbytes() + 255) & ~size_t(255); }
+    size_t take(size_t n) {
+        for (auto it = free_.begin(); it != free_.end(); ++it)
+            if (it->second >= n) {
+                const size_t off = it->first, left = it->second - n;
+                free_.erase(it);
+                if (left) free_[off + n] = left;
+                return off;
+            }
+        const size_t off = bytes;
+        bytes += n;
+        return off;
+    }
+    void release(size_t off, size_t n) {
+        if (n == 0) return;
+        auto it = free_.emplace(off, n).first;
+        auto next = std::next(it);
+        if (next != free_.end() && off + n == next->first) it->second += next->second, free_.erase(next);
+        if (it != free_.begin()) {
+            auto prev = std::prev(it);
+            if (prev->first + prev->second == it->first) prev->second += it->second, free_.erase(it);
+        }
+    }
+    std::map<size_t, size_t> free_;  // offset -> size
+};
+
+class CudaBackend final : public Backend {
+public:
+    CudaBackend() {
+        FP4_CHECK(cudaSetDevice(0));
+        FP4_CHECK(cudaDeviceGetAttribute(&ctx_.sms, cudaDevAttrMultiProcessorCount, 0));
+        FP4_CHECK(cudaStreamCreateWithFlags(&ctx_.stream, cudaStreamNonBlocking));
+        FP4_CHECK(cublasCreate(&ctx_.blas));
+        FP4_CHECK(cublasSetStream(ctx_.blas, ctx_.stream));
+        ctx_.scratch = &scratch_;
+        // A kernel must run: fails here when the build has no code for this GPU.
+        int* flag = static_cast<int*>(device_alloc(sizeof(int)));
+        probe_kernel<<<1, 1, 0, ctx_.stream>>>(flag);
+        check_launch("probe kernel (is this GPU's architecture in FP4_CUDA_ARCHS?)");
+        FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+    }
+    ~CudaBackend() override {
+        cudaStreamSynchronize(ctx_.stream);
+        for (void* p : owned_) cudaFree(p);
+        cudaFree(arena_);
+        cudaFreeHost(staging_);
+        cublasDestroy(ctx_.blas);
+        cudaStreamDestroy(ctx_.stream);
+    }
+
+    const char* name() const override { return "CUDA"; }
+
+    void upload_weight(Tensor& t) override {
+        if (!t.data) fail("weight '" + t.name + "' has no bytes to upload");
+        if (t.type != Type::NVFP4) {
+            void* d = device_alloc(t.nbytes());
+            FP4_CHECK(cudaMemcpyAsync(d, t.data, t.nbytes(), cudaMemcpyHostToDevice, ctx_.stream));
+            FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+            t.data = d;
+            return;
+        }
+        if (!t.scale) fail("NVFP4 weight '" + t.name + "' has no scales");
+        const int64_t N = t.rows(), K = t.ne[0];
+        void *codes = nullptr, *scales = nullptr;
+        int* bad = nullptr;
+        FP4_CHECK(cudaMalloc(&codes, t.nbytes()));
+        FP4_CHECK(cudaMalloc(&scales, t.scale_bytes()));
+        FP4_CHECK(cudaMalloc(&bad, sizeof(int)));
+        FP4_CHECK(cudaMemcpyAsync(codes, t.data, t.nbytes(), cudaMemcpyHostToDevice, ctx_.stream));
+        FP4_CHECK(cudaMemcpyAsync(scales, t.scale, t.scale_bytes(), cudaMemcpyHostToDevice, ctx_.stream));
+        FP4_CHECK(cudaMemsetAsync(bad, 0, sizeof(int), ctx_.stream));
+        void* tiled_codes = device_alloc(nvfp4::code_bytes(N, K));
+        void* tiled_scales = device_alloc(nvfp4::scale_bytes(N, K));
+        nvfp4_repack(ctx_, static_cast<const uint8_t*>(codes), static_cast<const uint8_t*>(scales), N, K,
+                     static_cast<uint8_t*>(tiled_codes), static_cast<uint8_t*>(tiled_scales), bad);
+        int bad_h = 0;
+        FP4_CHECK(cudaMemcpyAsync(&bad_h, bad, sizeof(int), cudaMemcpyDeviceToHost, ctx_.stream));
+        FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+        FP4_CHECK(cudaFree(codes));
+        FP4_CHECK(cudaFree(scales));
+        FP4_CHECK(cudaFree(bad));
+        if (bad_h) fail("NVFP4 weight '" + t.name + "' has NaN E4M3 scales");
+        t.data = tiled_codes;
+        t.scale = tiled_scales;
+    }
+
+    void alloc_persistent(Tensor& t) override {
+        if (t.type == Type::NVFP4) fail("persistent NVFP4 tensors are not supported ('" + t.name + "')");
+        t.data = device_alloc(t.nbytes());
+        FP4_CHECK(cudaMemsetAsync(t.data, 0, t.nbytes(), ctx_.stream));
+        FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+    }
+
+    void compute(Graph& g) override {
+        ArenaPlan plan(g);
+        if (plan.bytes > arena_bytes_) {
+            FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+            FP4_CHECK(cudaFree(arena_));
+            arena_ = nullptr, arena_bytes_ = 0;
+            FP4_CHECK(cudaMalloc(&arena_, plan.bytes));
+            arena_bytes_ = plan.bytes;
+        }
+        for (auto& [t, off] : plan.offset) const_cast<Tensor*>(t)->data = static_cast<char*>(arena_) + off;
+        // Inputs are gathered in pinned memory at their arena offsets and go over in one copy.
+        size_t span = 0;
+        for (const Tensor* t : g.inputs()) span = std::max(span, plan.offset.at(t) + t->nbytes());
+        if (span > staging_bytes_) {
+            FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+            FP4_CHECK(cudaFreeHost(staging_));
+            staging_ = nullptr, staging_bytes_ = 0;
+            FP4_CHECK(cudaMallocHost(&staging_, span));
+            staging_bytes_ = span;
+        }
+        for (const Tensor* t : g.inputs()) {
+            if (!t->host) fail("graph input '" + t->name + "' has no host data");
+            std::memcpy(static_cast<char*>(staging_) + plan.offset.at(t), t->host, t->nbytes());
+        }
+        if (span) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span, cudaMemcpyHostToDevice, ctx_.stream));
+        for (Tensor* t : g.nodes()) run(*t);
+        FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+    }
+
+    void read(const Tensor& t, void* dst, size_t nbytes) override {
+        if (!t.data || nbytes > t.nbytes()) fail("read of '" + t.name + "': no storage or too many bytes");
+        FP4_CHECK(cudaMemcpyAsync(dst, t.data, nbytes, cudaMemcpyDeviceToHost, ctx_.stream));
+        FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+    }
+
+    void write(Tensor& t, const void* src, size_t nbytes) override {
+        if (!t.data || nbytes > t.nbytes()) fail("write of '" + t.name + "': no storage or too many bytes");
+        FP4_CHECK(cudaMemcpyAsync(t.data, src, nbytes, cudaMemcpyHostToDevice, ctx_.stream));
+        FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+    }
+
+    void free_persistent(Tensor& t) override {
+        auto it = std::find(owned_.begin(), owned_.end(), t.data);
+        if (it == owned_.end()) fail("free_persistent: '" + t.name + "' was not allocated by this backend");
+        FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+        FP4_CHECK(cudaFree(*it));
+        owned_.erase(it);
+        t.data = nullptr;
+    }
+
+    // Device-to-device copies of 1 GiB, best of 5, counting bytes read and written.
+    double measure_bandwidth() override {
+        const size_t n = size_t(1) << 30;
+        void *a = nullptr, *b = nullptr;
+        FP4_CHECK(cudaMalloc(&a, n));
+        FP4_CHECK(cudaMalloc(&b, n));
+        cudaEvent_t e0, e1;
+        FP4_CHECK(cudaEventCreate(&e0));
+        FP4_CHECK(cudaEventCreate(&e1));
+        float best = 1e30f;
+        for (int i = 0; i < 6; ++i) {  // the first is a warm-up
+            FP4_CHECK(cudaEventRecord(e0, ctx_.stream));
+            FP4_CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, ctx_.stream));
+            FP4_CHECK(cudaEventRecord(e1, ctx_.stream));
+            FP4_CHECK(cudaEventSynchronize(e1));
+            float ms = 0;
+            FP4_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+            if (i > 0) best = std::min(best, ms);
+        }
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+        FP4_CHECK(cudaFree(a));
+        FP4_CHECK(cudaFree(b));
+        return 2.0 * double(n) / (double(best) * 1e-3);
+    }
+
+    size_t memory_used() const override {
+        size_t free_b = 0, total_b = 0;
+        FP4_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        return total_b - free_b;
+    }
+
+private:
+    void* device_alloc(size_t n) {
+        void* p = nullptr;
+        FP4_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1)));
+        owned_.push_back(p);
+        return p;
+    }
+
+    static const float* f32(const Tensor* t) {
+        if (t->type != Type::F32) fail(std::string(op_name(t->op)) + " input '" + t->name + "' must be F32");
+        if (!t->data) fail("tensor '" + t->name + "' has no device storage (upload or allocate it first)");
+        return static_cast<const float*>(t->data);
+    }
+    static const int32_t* i32(const Tensor* t) {
+        if (t->type != Type::I32 || !t->data) fail("'" + t->name + "' must be an I32 graph input");
+        return static_cast<const int32_t*>(t->data);
+    }
+    // Host copy of an I32 graph input, for index checks and launch decisions.
+    static const int32_t* i32_host(const Tensor* t, Op op) {
+        if (t->type != Type::I32 || !t->host) fail(std::string(op_name(op)) + ": indices must be an I32 graph input");
+        return static_cast<const int32_t*>(t->host);
+    }
+    static void check_indices(const Tensor* idx, Op op, int64_t count, int64_t limit) {
+        const int32_t* h = i32_host(idx, op);
+        for (int64_t i = 0; i < count; ++i)
+            if (h[i] < 0 || h[i] >= limit) fail(std::string(op_name(op)) + ": index out of range");
+    }
+
+    void run(Tensor& t) {
+        Tensor* const* s = t.src;
+        float* out = static_cast<float*>(t.data);
+        switch (t.op) {
+            case Op::GET_ROWS:
+                if (!s[0]->data) fail("GET_ROWS table '" + s[0]->name + "' was not uploaded");
+                check_indices(s[1], t.op, s[1]->ne[0], s[0]->rows());
+                return get_rows(ctx_, *s[0], i32(s[1]), s[1]->ne[0], out);
+            case Op::MUL_MAT:
+                if (!s[0]->data) fail("MUL_MAT weight '" + s[0]->name + "' was not uploaded");
+                return mul_mat(ctx_, *s[0], f32(s[1]), s[1]->rows(), out);
+            case Op::RMS_NORM:
+                if (!s[1]->data) fail("RMS_NORM weight '" + s[1]->name + "' was not uploaded");
+                return rms_norm(ctx_, f32(s[0]), s[1]->data, s[1]->type, s[0]->rows(), s[0]->ne[0], t.fp[0], out);
+            case Op::ROPE:
+                return rope(ctx_, f32(s[0]), i32(s[1]), s[0]->rows(), t.ip[0], t.ip[1], t.fp[0], out);
+            case Op::ROPE_2D:
+                return rope_2d(ctx_, f32(s[0]), i32(s[1]), s[0]->rows(), t.ip[0], t.ip[1], t.fp[0], out);
+            case Op::ATTN_CACHED: {
+                const int64_t M = s[0]->rows(), C = t.ip[3], seqs = s[3]->rows() / C;
+                check_indices(s[5], t.op, M, C);
+                check_indices(s[6], t.op, M, seqs);
+                AttnCachedArgs a{f32(s[0]), f32(s[1]), f32(s[2]),
+                                 const_cast<float*>(f32(s[3])), const_cast<float*>(f32(s[4])),
+                                 i32(s[5]), i32(s[6]), i32_host(s[5], t.op), i32_host(s[6], t.op),
+                                 M, t.ip[0], t.ip[1], t.ip[2], t.ip[3], t.fp[0]};
+                return attn_cached(ctx_, a, out);
+            }
+            case Op::ATTN_FULL:
+                return attn_full(ctx_, f32(s[0]), f32(s[1]), f32(s[2]), s[0]->rows(), t.ip[0], t.ip[1], t.fp[0], out);
+            case Op::SWIGLU: return swiglu(ctx_, f32(s[0]), f32(s[1]), t.nelements(), out);
+            case Op::GELU: return gelu(ctx_, f32(s[0]), t.nelements(), out);
+            case Op::ADD: return add(ctx_, f32(s[0]), f32(s[1]), t.nelements(), out);
+            case Op::IM2COL_PATCH:
+                return im2col_patch(ctx_, f32(s[0]), s[0]->ne[2], s[0]->ne[1], s[0]->ne[0], t.ip[0], out);
+            case Op::PATCH_MERGE: return patch_merge(ctx_, f32(s[0]), t.ip[0], t.ip[1], s[0]->ne[0], out);
+            case Op::SCATTER_ROWS:
+                check_indices(s[2], t.op, s[2]->ne[0], s[0]->rows());
+                FP4_CHECK(cudaMemcpyAsync(out, f32(s[0]), t.nbytes(), cudaMemcpyDeviceToDevice, ctx_.stream));
+                return scatter_rows(ctx_, f32(s[1]), i32(s[2]), s[1]->rows(), s[1]->ne[0], out);
+            case Op::VIEW_ROWS:
+                FP4_CHECK(cudaMemcpyAsync(out, f32(s[0]) + int64_t(t.ip[0]) * s[0]->ne[0], t.nbytes(),
+                                          cudaMemcpyDeviceToDevice, ctx_.stream));
+                return;
+            case Op::NONE:
+            case Op::COUNT: break;
+        }
+        fail(std::string("unsupported op ") + op_name(t.op));
+    }
+
+    Ctx ctx_;
+    Scratch scratch_;
+    std::vector<void*> owned_;
+    void* arena_ = nullptr;
+    size_t arena_bytes_ = 0;
+    void* staging_ = nullptr;  // pinned host copy of the inputs
+    size_t staging_bytes_ = 0;
+};
+
+}  // namespace cuda
+
+bool cuda_available() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        if (why) *why = e != cudaSuccess ? std::string("no usable CUDA device: ") + cudaGetErrorString(e)
+                                         : std::string("no CUDA device");
+        return nullptr;
+    }
+    try {
+        return std::make_unique<cuda::CudaBackend>();
+    } catch (const std::exception& ex) {
+        if (why) *why = ex.what();
+        return nullptr;
+    }
+}
+
+}  // namespace fp4

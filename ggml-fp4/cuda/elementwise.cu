@@ -1,0 +1,183 @@
+// elementwise.cu — the small ops: embedding gather, RMSNorm, RoPE (1-D and Pixtral's 2-D), SwiGLU, GELU,
+// ADD, the patch im2col and merge of the vision tower, row scatter, and type conversions. Grid-stride
+// loops over output elements, F32 math matching the CPU backend's formulas.
+#include <cmath>
+
+#include "kernels.cuh"
+#include "nvfp4.cuh"
+
+namespace fp4::cuda {
+
+constexpr int kThreads = 256;
+
+static unsigned grid_for(int64_t n) {
+    return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20));
+}
+#define FOR_EACH(i, n) \
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
+
+__global__ void get_rows_kernel(const void* table, Type t, const int32_t* ids, int64_t T, int64_t D, float* out) {
+    FOR_EACH(i, T * D) out[i] = load_f32(table, t, int64_t(ids[i / D]) * D + i % D);
+}
+__global__ void get_rows_nvfp4_kernel(const uint8_t* codes, const uint8_t* scales, float gscale, const int32_t* ids,
+                                      int64_t T, int64_t D, float* out) {
+    const int64_t KT = nvfp4::col_tiles(D);
+    FOR_EACH(i, T * D) out[i] = nvfp4::element(codes, scales, KT, gscale, ids[i / D], i % D);
+}
+
+void get_rows(const Ctx& c, const Tensor& table, const int32_t* ids, int64_t T, float* out) {
+    const int64_t D = table.ne[0];
+    if (table.type == Type::NVFP4)
+        get_rows_nvfp4_kernel<<<grid_for(T * D), kThreads, 0, c.stream>>>(
+            static_cast<const uint8_t*>(table.data), static_cast<const uint8_t*>(table.scale), table.gscale, ids, T,
+            D, out);
+    else
+        get_rows_kernel<<<grid_for(T * D), kThreads, 0, c.stream>>>(table.data, table.type, ids, T, D, out);
+    check_launch("get_rows");
+}
+
+// One block per row: sum of squares in F32, then scale.
+__global__ void rms_norm_kernel(const float* x, const void* w, Type wt, int64_t D, float eps, float* out) {
+    __shared__ float part[32];
+    const float* xr = x + blockIdx.x * D;
+    float ss = 0.f;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        ss = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
+        ss = warp_sum(ss);
+        if (threadIdx.x == 0) part[0] = 1.0f / sqrtf(ss / float(D) + eps);
+    }
+    __syncthreads();
+    const float inv = part[0];
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) out[blockIdx.x * D + i] = xr[i] * inv * load_f32(w, wt, i);
+}
+
+void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, float* out) {
+    if (M == 0) return;
+    rms_norm_kernel<<<unsigned(M), 512, 0, c.stream>>>(x, w, wt, D, eps, out);
+    check_launch("rms_norm");
+}
+
+// inv_freq[j] = 1 / theta^(2j/Dh) in F32 as torch computes it (pow evaluated in double, then rounded).
+__device__ __forceinline__ float inv_freq(float theta, int j, int Dh) {
+    return 1.0f / float(pow(double(theta), double(float(2 * j) / float(Dh))));
+}
+// Rotates the pair (i, i + Dh/2) of one head by `angle` (an F32 angle; sin/cos evaluated in double).
+__device__ __forceinline__ void rotate(const float* x, float* y, int64_t base, int i, int half, float angle) {
+    double s, co;
+    sincos(double(angle), &s, &co);
+    const float sf = float(s), cf = float(co), a = x[base + i], b = x[base + i + half];
+    y[base + i] = a * cf - b * sf;
+    y[base + i + half] = b * cf + a * sf;
+}
+
+__global__ void rope_kernel(const float* x, const int32_t* pos, int64_t M, int H, int Dh, float theta, float* out) {
+    const int half = Dh / 2;
+    FOR_EACH(e, M * H * half) {
+        const int j = int(e % half);
+        const int64_t mh = e / half, m = mh / H;
+        rotate(x, out, mh * Dh, j, half, float(pos[m]) * inv_freq(theta, j, Dh));
+    }
+}
+
+void rope(const Ctx& c, const float* x, const int32_t* pos, int64_t M, int H, int Dh, float theta, float* out) {
+    rope_kernel<<<grid_for(M * H * (Dh / 2)), kThreads, 0, c.stream>>>(x, pos, M, H, Dh, theta, out);
+    check_launch("rope");
+}
+
+__global__ void rope_2d_kernel(const float* x, const int32_t* rc, int64_t M, int H, int Dh, float theta, float* out) {
+    const int half = Dh / 2, quarter = Dh / 4;
+    FOR_EACH(e, M * H * half) {
+        const int i = int(e % half);
+        const int64_t mh = e / half, m = mh / H;
+        const float angle = i < quarter ? float(rc[2 * m]) * inv_freq(theta, 2 * i, Dh)
+                                        : float(rc[2 * m + 1]) * inv_freq(theta, 2 * (i - quarter) + 1, Dh);
+        rotate(x, out, mh * Dh, i, half, angle);
+    }
+}
+
+void rope_2d(const Ctx& c, const float* x, const int32_t* pos_rc, int64_t M, int H, int Dh, float theta,
+             float* out) {
+    rope_2d_kernel<<<grid_for(M * H * (Dh / 2)), kThreads, 0, c.stream>>>(x, pos_rc, M, H, Dh, theta, out);
+    check_launch("rope_2d");
+}
+
+__global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float* out) {
+    FOR_EACH(i, n) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+__global__ void gelu_kernel(const float* x, int64_t n, float* out) {
+    const float inv_sqrt2 = 0.70710678118654752f;
+    FOR_EACH(i, n) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * inv_sqrt2));
+}
+__global__ void add_kernel(const float* a, const float* b, int64_t n, float* out) { FOR_EACH(i, n) out[i] = a[i] + b[i]; }
+
+void swiglu(const Ctx& c, const float* gate, const float* up, int64_t n, float* out) {
+    swiglu_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(gate, up, n, out);
+    check_launch("swiglu");
+}
+void gelu(const Ctx& c, const float* x, int64_t n, float* out) {
+    gelu_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(x, n, out);
+    check_launch("gelu");
+}
+void add(const Ctx& c, const float* a, const float* b, int64_t n, float* out) {
+    add_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(a, b, n, out);
+    check_launch("add");
+}
+
+// out[py·(W/p) + px, (ch·p + ky)·p + kx] = pixels[ch, py·p + ky, px·p + kx]
+__global__ void im2col_kernel(const float* px, int64_t C, int64_t H, int64_t W, int p, float* out) {
+    const int64_t row_len = C * p * p, pw = W / p, n = (H / p) * pw * row_len;
+    FOR_EACH(i, n) {
+        const int64_t r = i / row_len, e = i % row_len;
+        const int64_t ch = e / (p * p), ky = (e / p) % p, kx = e % p;
+        out[i] = px[(ch * H + (r / pw) * p + ky) * W + (r % pw) * p + kx];
+    }
+}
+
+void im2col_patch(const Ctx& c, const float* px, int64_t C, int64_t H, int64_t W, int p, float* out) {
+    im2col_kernel<<<grid_for(C * H * W), kThreads, 0, c.stream>>>(px, C, H, W, p, out);
+    check_launch("im2col_patch");
+}
+
+// out[R·(w/2) + Q, 4ch + 2a + b] = x[(2R + a)·w + 2Q + b, ch]
+__global__ void patch_merge_kernel(const float* x, int h, int w, int64_t C, float* out) {
+    const int64_t hw2 = int64_t(h / 2) * (w / 2), n = hw2 * 4 * C;
+    FOR_EACH(i, n) {
+        const int64_t row = i / (4 * C), e = i % (4 * C), ch = e / 4;
+        const int a = int(e / 2 % 2), b = int(e % 2);
+        const int64_t R = row / (w / 2), Q = row % (w / 2);
+        out[i] = x[((2 * R + a) * w + 2 * Q + b) * C + ch];
+    }
+}
+
+void patch_merge(const Ctx& c, const float* x, int h, int w, int64_t C, float* out) {
+    patch_merge_kernel<<<grid_for(int64_t(h) * w * C), kThreads, 0, c.stream>>>(x, h, w, C, out);
+    check_launch("patch_merge");
+}
+
+__global__ void scatter_rows_kernel(const float* rows, const int32_t* idx, int64_t N, int64_t D, float* out) {
+    FOR_EACH(i, N * D) out[int64_t(idx[i / D]) * D + i % D] = rows[i];
+}
+
+void scatter_rows(const Ctx& c, const float* rows, const int32_t* idx, int64_t N, int64_t D, float* out) {
+    if (N == 0) return;
+    scatter_rows_kernel<<<grid_for(N * D), kThreads, 0, c.stream>>>(rows, idx, N, D, out);
+    check_launch("scatter_rows");
+}
+
+__global__ void to_bf16_kernel(const float* x, int64_t n, __nv_bfloat16* out) { FOR_EACH(i, n) out[i] = __float2bfloat16_rn(x[i]); }
+__global__ void to_f32_kernel(const void* x, Type t, int64_t n, float* out) { FOR_EACH(i, n) out[i] = load_f32(x, t, i); }
+
+void to_bf16(const Ctx& c, const float* x, int64_t n, __nv_bfloat16* out) {
+    to_bf16_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(x, n, out);
+    check_launch("to_bf16");
+}
+void to_f32(const Ctx& c, const void* x, Type t, int64_t n, float* out) {
+    to_f32_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(x, t, n, out);
+    check_launch("to_f32");
+}
+
+}  // namespace fp4::cuda

@@ -1,0 +1,53 @@
+// kernels.cuh — the host-side entry points of the kernel files; cuda_backend.cu calls these for each node.
+// All pointers are device pointers; every call is asynchronous on ctx.stream.
+#pragma once
+
+#include "common.cuh"
+
+namespace fp4::cuda {
+
+// nvfp4_layout.cu: load-time repack of a checkpoint NVFP4 weight into the tiled layout of nvfp4.cuh,
+// and its expansion to a row-major BF16 copy (times 2^-8, see nvfp4.cuh) for cuBLAS.
+void nvfp4_repack(const Ctx& c, const uint8_t* codes, const uint8_t* scales, int64_t N, int64_t K,
+                  uint8_t* tiled_codes, uint8_t* tiled_scales, int* bad_scale);
+void nvfp4_to_bf16(const Ctx& c, const Tensor& w, __nv_bfloat16* out);
+
+// gemv.cu: small-M products y[M, N] = x[M, K]·Wᵀ that read every weight byte once.
+constexpr int kGemvMaxRowsNvfp4 = 32;
+constexpr int kGemvMaxRowsDense = 8;
+void gemv_nvfp4(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y);
+void gemv_dense(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y);
+
+// matmul.cu: MUL_MAT for any M and weight type (GEMV for small M, cuBLAS otherwise).
+void mul_mat(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y);
+
+// attention.cu
+struct AttnCachedArgs {
+    const float *q, *k, *v;
+    float *kcache, *vcache;
+    const int32_t *pos, *seq;        // device
+    const int32_t *pos_h, *seq_h;    // host copies of the same (for the split and path choices)
+    int64_t M;
+    int n_head, n_kv_head, head_dim, n_ctx;
+    float scale;
+};
+void attn_cached(const Ctx& c, const AttnCachedArgs& a, float* out);
+void attn_full(const Ctx& c, const float* q, const float* k, const float* v, int64_t M, int n_head,
+               int head_dim, float scale, float* out);
+
+// elementwise.cu
+void get_rows(const Ctx& c, const Tensor& table, const int32_t* ids, int64_t T, float* out);
+void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, float* out);
+void rope(const Ctx& c, const float* x, const int32_t* pos, int64_t M, int H, int Dh, float theta, float* out);
+void rope_2d(const Ctx& c, const float* x, const int32_t* pos_rc, int64_t M, int H, int Dh, float theta,
+             float* out);
+void swiglu(const Ctx& c, const float* gate, const float* up, int64_t n, float* out);
+void gelu(const Ctx& c, const float* x, int64_t n, float* out);
+void add(const Ctx& c, const float* a, const float* b, int64_t n, float* out);
+void im2col_patch(const Ctx& c, const float* px, int64_t C, int64_t H, int64_t W, int p, float* out);
+void patch_merge(const Ctx& c, const float* x, int h, int w, int64_t C, float* out);
+void scatter_rows(const Ctx& c, const float* rows, const int32_t* idx, int64_t N, int64_t D, float* out);
+void to_bf16(const Ctx& c, const float* x, int64_t n, __nv_bfloat16* out);
+void to_f32(const Ctx& c, const void* x, Type t, int64_t n, float* out);
+
+}  // namespace fp4::cuda

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# device-check.sh — the one script for a GPU machine: build with the CUDA backend for sm_90a, run the
+# backend parity tests, the golden tests and the benchmarks that exist, and print a summary table.
+# Run from the repository root:
+#   scripts/device-check.sh          on the GPU machine (logs under $OUT when set, else build/device-check/)
+#   scripts/device-check.sh pack     on a build machine with the Debian -dev packages: copies the headers and
+#                                    libraries the build needs into build-deps/ (carry it to a machine that has
+#                                    no package registry; this script uses it when apt cannot install them)
+# Environment: FP4_BENCH_CONFIG (config.json for bench --synthetic), FP4_CUDA_ARCHS (default 90a).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DEPS=$ROOT/build-deps
+
+if [ "${1:-}" = pack ]; then
+    rm -rf "$DEPS" && mkdir -p "$DEPS"/include "$DEPS"/lib/pkgconfig "$DEPS"/share/cmake "$DEPS"/bin
+    cp -r /usr/include/nlohmann /usr/include/CLI /usr/include/doctest /usr/include/stb /usr/include/pcre2.h "$DEPS"/include/
+    cp -r /usr/share/cmake/nlohmann_json "$DEPS"/share/cmake/
+    cp -L /usr/lib/x86_64-linux-gnu/libpcre2-8.so "$DEPS"/lib/libpcre2-8.so
+    cp -L /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 "$DEPS"/lib/libpcre2-8.so.0
+    sed 's|^prefix=.*|prefix=${pcfiledir}/../..|; s|^libdir=.*|libdir=${prefix}/lib|; s|^includedir=.*|includedir=${prefix}/include|' \
+        /usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc > "$DEPS"/lib/pkgconfig/libpcre2-8.pc
+    cp -L "$(command -v pkg-config)" "$DEPS"/bin/pkg-config
+    cp -L /lib/x86_64-linux-gnu/libpkgconf.so.3 "$DEPS"/lib/ 2>/dev/null
+    du -sh "$DEPS"
+    exit 0
+fi
+
+LOG=${OUT:-$ROOT/build/device-check}
+mkdir -p "$LOG"
+JOBS=$(nproc)
+SUMMARY=()
+step() {  # step NAME TIMEOUT_S COMMAND...: runs with a timeout, logs to $LOG/NAME.log, records status and time
+    local name=$1 limit=$2
+    shift 2
+    local t0=$SECONDS
+    echo "=== $name: $*"
+    timeout "$limit" "$@" > "$LOG/$name.log" 2>&1
+    local rc=$?
+    local status=ok
+    [ $rc -eq 124 ] && status="TIMEOUT(${limit}s)"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && status="FAIL(rc=$rc)"
+    tail -n 25 "$LOG/$name.log"
+    SUMMARY+=("$(printf '%-22s %-16s %5ds' "$name" "$status" $((SECONDS - t0)))")
+    return $rc
+}
+
+nvidia-smi --query-gpu=name,memory.total --format=csv
+nvidia-smi --query-gpu=clocks.max.sm,clocks.max.mem,driver_version --format=csv,noheader
+
+# Build dependencies: the Debian packages if present or installable, else the carried build-deps/.
+need_deps() {
+    for h in nlohmann/json.hpp CLI/CLI.hpp doctest/doctest.h stb/stb_image.h pcre2.h; do
+        [ -e /usr/include/$h ] || return 0
+    done
+    command -v pkg-config > /dev/null || return 0
+    return 1
+}
+CMAKE_EXTRA=()
+if need_deps; then
+    if [ -d "$DEPS" ]; then
+        echo "=== build dependencies: using the carried $DEPS"
+        export PATH=$DEPS/bin:$PATH LD_LIBRARY_PATH=$DEPS/lib:${LD_LIBRARY_PATH:-} PKG_CONFIG_PATH=$DEPS/lib/pkgconfig
+        CMAKE_EXTRA+=(-DCMAKE_PREFIX_PATH="$DEPS" -DCMAKE_INCLUDE_PATH="$DEPS/include")
+    elif timeout 60 apt-get update > "$LOG/apt.log" 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive timeout 150 apt-get install -y cmake g++ pkg-config libcli11-dev libstb-dev \
+            doctest-dev nlohmann-json3-dev libpcre2-dev >> "$LOG/apt.log" 2>&1; then
+        echo "=== build dependencies: installed with apt-get"
+    else
+        echo "apt-get unavailable and no build-deps/: run 'scripts/device-check.sh pack' where the packages exist"
+        echo "and carry build-deps/ along"
+    fi
+fi
+
+GEN=()
+command -v ninja > /dev/null && GEN=(-G Ninja)
+# A build folder configured elsewhere (another path, or without CUDA) is started afresh.
+if [ -f build/CMakeCache.txt ] && { ! grep -q "^FP4_CUDA:BOOL=ON" build/CMakeCache.txt ||
+    ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT\$" build/CMakeCache.txt; }; then
+    rm -rf build
+fi
+step configure 60 cmake -S . -B build "${GEN[@]}" -DFP4_CUDA=ON -DFP4_CUDA_ARCHS="${FP4_CUDA_ARCHS:-90a}" \
+    "${CMAKE_EXTRA[@]}"
+step build 240 cmake --build build -j "$JOBS"
+
+if [ -x build/tests/test_backend_ops ]; then
+    step backend_ops 90 build/tests/test_backend_ops
+fi
+[ -d build ] && step ctest_golden 120 ctest --test-dir build -R "golden" --output-on-failure
+
+if [ -x build/bin/bench ]; then
+    CFG=${FP4_BENCH_CONFIG:-tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json}
+    step bench_24b 200 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -r 2 -np 32 --prompt-len 512 \
+        --progress
+fi
+# Per-kernel figures on the 24B shapes (GEMV at M = 1..32, prefill GEMM, lm_head).
+[ -x build/tests/test_backend_ops ] && step kernel_bench 90 build/tests/test_backend_ops --no-skip -tc="bench*" -s
+
+echo
+echo "=== summary (logs in $LOG)"
+printf '%s\n' "${SUMMARY[@]}"

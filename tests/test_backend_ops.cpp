@@ -1,0 +1,448 @@
+// test_backend_ops.cpp — every op on the CUDA backend against the CPU backend: the same graph is built on
+// random inputs for each backend, run, and compared by relative error ‖cuda − cpu‖ / ‖cpu‖.
+// Tolerances:
+//   * data movement (GET_ROWS of F32/BF16/F16, IM2COL, PATCH_MERGE, SCATTER/VIEW_ROWS, NVFP4 dequant): 1e-6;
+//   * elementwise F32 math (RMS_NORM, ROPE at small positions, SWIGLU, GELU, ADD): 1e-5;
+//   * F32 matrix products (F32/F16 weights; another summation order): 1e-4;
+//   * attention: 3e-3 (many query rows go through TF32 GEMMs, ~5e-4 expected; the decode path is F32);
+//   * products through BF16 (NVFP4 weights at any M, BF16 weights in the cuBLAS path, activations rounded
+//     to BF16): 1e-2 — the contract is 2e-2, the expected error ~2e-3;
+//   * ROPE at large positions: 1e-3 (the angle pos·inv_freq is F32 on both sides, sin/cos of it differ).
+// Without a CUDA device (or in a build without CUDA) every case passes with a message saying it was skipped.
+// The "bench:" case (skipped by default; run with --no-skip -tc="bench*") times the GEMVs and the prefill GEMM
+// on the 24B model's shapes.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fp4.h"
+#include "numeric.h"
+
+using namespace fp4;
+
+namespace {
+
+Backend* cuda_backend() {
+    static std::string why;
+    static std::unique_ptr<Backend> b = make_cuda_backend(&why);
+    if (!b) MESSAGE("CUDA backend unavailable, skipped: " << why);
+    return b.get();
+}
+
+Backend& cpu_backend() {
+    static std::unique_ptr<Backend> b = make_cpu_backend(2);
+    return *b;
+}
+
+#define REQUIRE_CUDA() \
+    if (!cuda_backend()) return
+
+struct Rng {
+    std::mt19937 gen{20260101};
+    float uniform(float lo = -1.0f, float hi = 1.0f) { return std::uniform_real_distribution<float>(lo, hi)(gen); }
+    int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(gen); }
+    std::vector<float> floats(size_t n, float lo = -1.0f, float hi = 1.0f) {
+        std::vector<float> v(n);
+        for (float& x : v) x = uniform(lo, hi);
+        return v;
+    }
+    std::vector<int32_t> ints(size_t n, int lo, int hi) {
+        std::vector<int32_t> v(n);
+        for (auto& x : v) x = integer(lo, hi);
+        return v;
+    }
+};
+
+// Host bytes of one weight, in any type; the per-backend leaves point at them.
+struct HostWeight {
+    Type type = Type::F32;
+    std::vector<int64_t> ne;
+    std::vector<uint8_t> data, scale;
+    float gscale = 1.0f;
+};
+
+HostWeight random_weight(Rng& r, Type t, int64_t rows, int64_t cols) {
+    HostWeight w{t, {cols, rows}, {}, {}, 1.0f};
+    const size_t n = size_t(rows * cols);
+    switch (t) {
+        case Type::F32: {
+            auto f = r.floats(n);
+            w.data.resize(n * 4);
+            std::memcpy(w.data.data(), f.data(), n * 4);
+            break;
+        }
+        case Type::BF16:
+        case Type::F16: {
+            w.data.resize(n * 2);
+            for (size_t i = 0; i < n; ++i) {
+                const float f = r.uniform();
+                uint16_t h = t == Type::BF16 ? f32_to_bf16(f) : uint16_t(0);
+                if (t == Type::F16) {  // |f| < 1: exact through a normal F16 with 10 mantissa bits
+                    int e;
+                    const float m = std::frexp(std::fabs(f), &e);
+                    h = (e + 14 <= 0) ? uint16_t(0) : uint16_t(((e + 14) << 10) | (int(std::ldexp(m, 11)) & 0x3ff));
+                    if (f < 0) h |= 0x8000;
+                }
+                std::memcpy(&w.data[i * 2], &h, 2);
+            }
+            break;
+        }
+        case Type::NVFP4: {
+            w.data.resize(n / 2);
+            w.scale.resize(n / 16);
+            for (auto& b : w.data) b = uint8_t(r.integer(0, 255));
+            for (auto& b : w.scale) b = uint8_t(r.integer(0x20, 0x7e));  // positive, normal, no NaN
+            w.gscale = 1234.5f;
+            break;
+        }
+        default: FAIL("unsupported weight type");
+    }
+    return w;
+}
+
+// A graph build: leaves it creates (weights, caches) are owned here, one set per backend.
+struct Env {
+    Backend& backend;
+    Graph graph;
+    std::vector<std::unique_ptr<Tensor>> leaves;
+    Tensor* weight(HostWeight& w, const char* name = "w") {
+        leaves.push_back(make_tensor(w.type, w.ne, name));
+        Tensor* t = leaves.back().get();
+        t->data = w.data.data();
+        t->scale = w.scale.empty() ? nullptr : w.scale.data();
+        t->gscale = w.gscale;
+        backend.upload_weight(*t);
+        return t;
+    }
+    Tensor* persistent(std::vector<int64_t> ne, const char* name) {
+        leaves.push_back(make_tensor(Type::F32, std::move(ne), name));
+        backend.alloc_persistent(*leaves.back());
+        return leaves.back().get();
+    }
+    Tensor* input(const std::vector<float>& v, std::vector<int64_t> ne) {
+        return graph.input(Type::F32, std::move(ne), v.data(), "x");
+    }
+    Tensor* ids(const std::vector<int32_t>& v, std::vector<int64_t> ne) {
+        return graph.input(Type::I32, std::move(ne), v.data(), "ids");
+    }
+    std::vector<float> run(Tensor* out) {
+        graph.mark_output(out);
+        backend.compute(graph);
+        return read(*out);
+    }
+    std::vector<float> read(const Tensor& t) {
+        std::vector<float> y(size_t(t.nelements()));
+        backend.read(t, y.data(), y.size() * sizeof(float));
+        return y;
+    }
+};
+
+using Build = std::function<Tensor*(Env&)>;
+
+double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
+    REQUIRE(got.size() == ref.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        if (!std::isfinite(got[i])) return INFINITY;
+        num += (double(got[i]) - ref[i]) * (double(got[i]) - ref[i]);
+        den += double(ref[i]) * ref[i];
+    }
+    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+void compare(const Build& build, double tol, const std::string& what) {
+    Env cpu{cpu_backend(), {}, {}}, gpu{*cuda_backend(), {}, {}};
+    const auto ref = cpu.run(build(cpu));
+    const auto got = gpu.run(build(gpu));
+    const double err = rel_err(got, ref);
+    INFO(what << ": relative error " << err << " (tolerance " << tol << ")");
+    CHECK(err <= tol);
+}
+
+}  // namespace
+
+TEST_CASE("GET_ROWS from F32, BF16, F16 and NVFP4 tables") {
+    REQUIRE_CUDA();
+    Rng r;
+    for (Type t : {Type::F32, Type::BF16, Type::F16, Type::NVFP4})
+        for (int64_t D : {64, 80, 5120}) {
+            HostWeight table = random_weight(r, t, 37, D);
+            auto ids = r.ints(9, 0, 36);
+            compare([&](Env& e) { return e.graph.get_rows(e.weight(table), e.ids(ids, {9})); }, 1e-6,
+                    std::string("get_rows ") + type_name(t) + " D=" + std::to_string(D));
+        }
+}
+
+TEST_CASE("MUL_MAT for every weight type, GEMV and GEMM sizes") {
+    REQUIRE_CUDA();
+    Rng r;
+    struct Shape { int64_t N, K; };
+    for (Type t : {Type::F32, Type::BF16, Type::F16, Type::NVFP4})
+        for (Shape s : {Shape{48, 64}, Shape{100, 80}, Shape{300, 1024}, Shape{1027, 5120}}) {
+            HostWeight w = random_weight(r, t, s.N, s.K);
+            for (int64_t M : {1, 2, 3, 5, 8, 9, 13, 16, 17, 32, 33, 100}) {
+                auto x = r.floats(size_t(M * s.K));
+                const bool bf16_path = t == Type::NVFP4 || (t == Type::BF16 && M > 8);
+                compare([&](Env& e) { return e.graph.mul_mat(e.weight(w), e.input(x, {s.K, M})); },
+                        bf16_path ? 1e-2 : 1e-4,
+                        std::string("mul_mat ") + type_name(t) + " N=" + std::to_string(s.N) +
+                            " K=" + std::to_string(s.K) + " M=" + std::to_string(M));
+            }
+        }
+}
+
+TEST_CASE("NVFP4 decode is exact for every code and scale (one-hot activations)") {
+    REQUIRE_CUDA();
+    // Rows walk through all 16 codes and every non-NaN E4M3 scale byte (zero, subnormal, negative).
+    const int64_t N = 64, K = 256;
+    HostWeight w{Type::NVFP4, {K, N}, std::vector<uint8_t>(size_t(N * K / 2)), std::vector<uint8_t>(size_t(N * K / 16)), 3.0f};
+    for (size_t i = 0; i < w.data.size(); ++i) w.data[i] = uint8_t((i * 37 + (i >> 4)) & 0xff);
+    for (size_t i = 0; i < w.scale.size(); ++i) {
+        uint8_t b = uint8_t(i & 0xff);
+        w.scale[i] = (b & 0x7f) == 0x7f ? 0x38 : b;
+    }
+    for (int64_t M : {8, 40}) {  // GEMV and the BF16 expansion + cuBLAS path
+        std::vector<float> x(size_t(M * K), 0.0f);
+        Rng r;
+        for (int64_t m = 0; m < M; ++m) x[size_t(m * K + r.integer(0, int(K) - 1))] = 1.0f;
+        compare([&](Env& e) { return e.graph.mul_mat(e.weight(w), e.input(x, {K, M})); }, 1e-6,
+                "one-hot NVFP4 M=" + std::to_string(M));
+    }
+    std::vector<int32_t> all(N);
+    for (int64_t i = 0; i < N; ++i) all[size_t(i)] = int32_t(i);
+    compare([&](Env& e) { return e.graph.get_rows(e.weight(w), e.ids(all, {N})); }, 1e-6, "NVFP4 gather of every row");
+}
+
+TEST_CASE("RMS_NORM with F32 and BF16 weights") {
+    REQUIRE_CUDA();
+    Rng r;
+    for (Type t : {Type::F32, Type::BF16})
+        for (int64_t D : {100, 5120}) {
+            HostWeight w = random_weight(r, t, 1, D);
+            w.ne = {D};
+            auto x = r.floats(size_t(5 * D), -3, 3);
+            compare([&](Env& e) { return e.graph.rms_norm(e.input(x, {D, 5}), e.weight(w), 1e-5f); }, 1e-5,
+                    std::string("rms_norm ") + type_name(t));
+        }
+}
+
+TEST_CASE("ROPE and ROPE_2D") {
+    REQUIRE_CUDA();
+    Rng r;
+    const int H = 4, Dh = 64;
+    const int64_t M = 6;
+    auto x = r.floats(size_t(M * H * Dh));
+    for (int max_pos : {100, 20000}) {
+        auto pos = r.ints(size_t(M), 0, max_pos);
+        const double tol = max_pos > 100 ? 1e-3 : 1e-5;
+        compare([&](Env& e) { return e.graph.rope(e.input(x, {H * Dh, M}), e.ids(pos, {M}), H, Dh, 1e6f); }, tol,
+                "rope, positions up to " + std::to_string(max_pos));
+    }
+    auto rc = r.ints(size_t(2 * M), 0, 63);
+    compare([&](Env& e) { return e.graph.rope_2d(e.input(x, {H * Dh, M}), e.ids(rc, {2, M}), H, Dh, 1e4f); }, 1e-5,
+            "rope_2d");
+}
+
+TEST_CASE("SWIGLU, GELU, ADD") {
+    REQUIRE_CUDA();
+    Rng r;
+    auto a = r.floats(3000, -8, 8), b = r.floats(3000, -8, 8);
+    compare([&](Env& e) { return e.graph.swiglu(e.input(a, {300, 10}), e.input(b, {300, 10})); }, 1e-5, "swiglu");
+    compare([&](Env& e) { return e.graph.gelu(e.input(a, {300, 10})); }, 1e-5, "gelu");
+    compare([&](Env& e) { return e.graph.add(e.input(a, {300, 10}), e.input(b, {300, 10})); }, 1e-6, "add");
+}
+
+TEST_CASE("IM2COL_PATCH, PATCH_MERGE, SCATTER_ROWS, VIEW_ROWS") {
+    REQUIRE_CUDA();
+    Rng r;
+    auto px = r.floats(3 * 32 * 48);
+    compare([&](Env& e) { return e.graph.im2col_patch(e.input(px, {48, 32, 3}), 16); }, 1e-6, "im2col_patch");
+    auto grid = r.floats(4 * 6 * 10);
+    compare([&](Env& e) { return e.graph.patch_merge(e.input(grid, {10, 24}), 4, 6); }, 1e-6, "patch_merge");
+    auto dst = r.floats(10 * 16), rows = r.floats(3 * 16);
+    std::vector<int32_t> idx = {7, 0, 4};
+    compare([&](Env& e) { return e.graph.scatter_rows(e.input(dst, {16, 10}), e.input(rows, {16, 3}), e.ids(idx, {3})); },
+            1e-6, "scatter_rows");
+    compare([&](Env& e) { return e.graph.view_rows(e.graph.add(e.input(dst, {16, 10}), e.input(dst, {16, 10})), 3, 4); },
+            1e-6, "view_rows");
+}
+
+TEST_CASE("ATTN_FULL") {
+    REQUIRE_CUDA();
+    Rng r;
+    struct Case { int64_t M; int H, Dh; };
+    for (Case c : {Case{50, 4, 32}, Case{300, 16, 64}}) {
+        const int64_t W = int64_t(c.H) * c.Dh;
+        auto q = r.floats(size_t(c.M * W)), k = r.floats(size_t(c.M * W)), v = r.floats(size_t(c.M * W));
+        compare([&](Env& e) {
+            return e.graph.attn_full(e.input(q, {W, c.M}), e.input(k, {W, c.M}), e.input(v, {W, c.M}), c.H, c.Dh,
+                                     1.0f / std::sqrt(float(c.Dh)));
+        }, 3e-3, "attn_full M=" + std::to_string(c.M));
+    }
+}
+
+// Steps of rows (pos, seq) through one KV cache per backend; outputs and final caches must agree.
+TEST_CASE("ATTN_CACHED: prefill, decode, several sequences, long context") {
+    REQUIRE_CUDA();
+    struct Config { int Hq, Hkv, Dh, C, S; std::vector<std::vector<std::pair<int, int>>> steps; };
+    auto prefill = [](int seq, int from, int n) {
+        std::vector<std::pair<int, int>> rows;
+        for (int p = from; p < from + n; ++p) rows.push_back({p, seq});
+        return rows;
+    };
+    const std::vector<Config> configs = {
+        {8, 2, 64, 64, 2, {prefill(0, 0, 20), prefill(0, 20, 1), {{21, 0}, {0, 1}, {1, 1}}, prefill(1, 2, 17)}},
+        {32, 8, 128, 1024, 1, {prefill(0, 0, 600), prefill(0, 600, 1), prefill(0, 601, 3)}},
+        {4, 4, 16, 40, 3, {prefill(2, 0, 5), {{5, 2}, {0, 0}, {0, 1}}, prefill(0, 1, 30)}},
+    };
+    Rng r;
+    for (const Config& c : configs) {
+        const int64_t Wq = int64_t(c.Hq) * c.Dh, Wkv = int64_t(c.Hkv) * c.Dh;
+        Env cpu_cache{cpu_backend(), {}, {}}, gpu_cache{*cuda_backend(), {}, {}};
+        Tensor* caches[2][2];
+        for (int b = 0; b < 2; ++b) {
+            Env& e = b ? gpu_cache : cpu_cache;
+            caches[b][0] = e.persistent({Wkv, int64_t(c.S) * c.C}, "kcache");
+            caches[b][1] = e.persistent({Wkv, int64_t(c.S) * c.C}, "vcache");
+        }
+        for (const auto& step : c.steps) {
+            const int64_t M = int64_t(step.size());
+            std::vector<int32_t> pos, seq;
+            for (auto [p, s] : step) pos.push_back(p), seq.push_back(s);
+            auto q = r.floats(size_t(M * Wq)), k = r.floats(size_t(M * Wkv)), v = r.floats(size_t(M * Wkv));
+            std::vector<float> outs[2];
+            for (int b = 0; b < 2; ++b) {
+                Env e{b ? *cuda_backend() : cpu_backend(), {}, {}};
+                outs[b] = e.run(e.graph.attn_cached(e.input(q, {Wq, M}), e.input(k, {Wkv, M}), e.input(v, {Wkv, M}),
+                                                    caches[b][0], caches[b][1], e.ids(pos, {M}), e.ids(seq, {M}), c.Hq,
+                                                    c.Hkv, c.Dh, c.C, 1.0f / std::sqrt(float(c.Dh))));
+            }
+            const double err = rel_err(outs[1], outs[0]);
+            INFO("attn_cached Hq=" << c.Hq << " Dh=" << c.Dh << " M=" << M << ": relative error " << err);
+            CHECK(err <= 3e-3);
+        }
+        for (int i = 0; i < 2; ++i) CHECK(rel_err(gpu_cache.read(*caches[1][i]), cpu_cache.read(*caches[0][i])) == 0.0);
+    }
+}
+
+// A small decoder block (NVFP4 projections, BF16 head) through prefill and decode: many nodes, so the
+// arena's reuse of buffers is exercised, and the graph is rebuilt for each step as the model does.
+TEST_CASE("a transformer block: prefill then decode steps") {
+    REQUIRE_CUDA();
+    Rng r;
+    const int D = 256, F = 512, Hq = 8, Hkv = 2, Dh = 32, V = 300, C = 64;
+    HostWeight emb = random_weight(r, Type::BF16, V, D), head = random_weight(r, Type::BF16, V, D);
+    HostWeight norm = random_weight(r, Type::F32, 1, D);
+    norm.ne = {D};
+    HostWeight wq = random_weight(r, Type::NVFP4, Hq * Dh, D), wk = random_weight(r, Type::NVFP4, Hkv * Dh, D),
+               wv = random_weight(r, Type::NVFP4, Hkv * Dh, D), wo = random_weight(r, Type::NVFP4, D, Hq * Dh),
+               wg = random_weight(r, Type::NVFP4, F, D), wu = random_weight(r, Type::NVFP4, F, D),
+               wd = random_weight(r, Type::NVFP4, D, F);
+    struct Model {
+        Env weights;
+        Tensor *emb = nullptr, *head = nullptr, *norm = nullptr, *wq = nullptr, *wk = nullptr, *wv = nullptr,
+               *wo = nullptr, *wg = nullptr, *wu = nullptr, *wd = nullptr, *kc = nullptr, *vc = nullptr;
+    };
+    auto load = [&](Backend& b) {
+        std::unique_ptr<Model> m(new Model{Env{b, {}, {}}});
+        Env& e = m->weights;
+        m->emb = e.weight(emb), m->head = e.weight(head), m->norm = e.weight(norm);
+        m->wq = e.weight(wq), m->wk = e.weight(wk), m->wv = e.weight(wv), m->wo = e.weight(wo);
+        m->wg = e.weight(wg), m->wu = e.weight(wu), m->wd = e.weight(wd);
+        m->kc = e.persistent({int64_t(Hkv) * Dh, C}, "kc"), m->vc = e.persistent({int64_t(Hkv) * Dh, C}, "vc");
+        return m;
+    };
+    auto forward = [&](Model& m, const std::vector<int32_t>& ids, const std::vector<int32_t>& pos,
+                       const std::vector<int32_t>& seq) {
+        Env e{m.weights.backend, {}, {}};
+        Graph& g = e.graph;
+        const int64_t T = int64_t(ids.size());
+        Tensor* p = e.ids(pos, {T});
+        Tensor* x = g.get_rows(m.emb, e.ids(ids, {T}));
+        Tensor* h = g.rms_norm(x, m.norm, 1e-5f);
+        Tensor* q = g.rope(g.mul_mat(m.wq, h), p, Hq, Dh, 1e6f);
+        Tensor* k = g.rope(g.mul_mat(m.wk, h), p, Hkv, Dh, 1e6f);
+        Tensor* a = g.attn_cached(q, k, g.mul_mat(m.wv, h), m.kc, m.vc, p, e.ids(seq, {T}), Hq, Hkv, Dh, C,
+                                  1.0f / std::sqrt(float(Dh)));
+        x = g.add(x, g.mul_mat(m.wo, a));
+        h = g.rms_norm(x, m.norm, 1e-5f);
+        x = g.add(x, g.mul_mat(m.wd, g.swiglu(g.mul_mat(m.wg, h), g.mul_mat(m.wu, h))));
+        return e.run(g.mul_mat(m.head, g.rms_norm(x, m.norm, 1e-5f)));
+    };
+    auto cpu = load(cpu_backend()), gpu = load(*cuda_backend());
+    std::vector<int32_t> ids = r.ints(24, 0, V - 1), pos(24), seq(24, 0);
+    for (int i = 0; i < 24; ++i) pos[size_t(i)] = i;
+    for (int step = 0; step < 4; ++step) {
+        const double err = rel_err(forward(*gpu, ids, pos, seq), forward(*cpu, ids, pos, seq));
+        INFO("step " << step << " (" << ids.size() << " tokens): relative error " << err);
+        // The model-level contract (as for the goldens): BF16-rounded activations compound over a block.
+        CHECK(err <= 2e-2);
+        const int next = pos.back() + 1;
+        ids = {r.integer(0, V - 1)}, pos = {next}, seq = {0};
+    }
+}
+
+namespace {
+
+double seconds(const std::function<void()>& fn, int reps) {
+    fn();  // warm-up
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) fn();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+}
+
+void fill_bytes(std::vector<uint8_t>& v, uint64_t seed, uint8_t lo, uint8_t hi) {
+    for (auto& b : v) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        b = uint8_t(lo + seed % uint64_t(hi - lo + 1));
+    }
+}
+
+}  // namespace
+
+// Each shape is uploaded as enough copies (~3 GB) that the weights stream from memory, and one graph runs
+// a product with every copy, so the time per product includes the gaps between kernels.
+TEST_CASE("bench: NVFP4 GEMV and prefill GEMM, BF16 GEMV, on the 24B shapes" * doctest::skip()) {
+    REQUIRE_CUDA();
+    Backend& gpu = *cuda_backend();
+    std::printf("device copy: %.0f GB/s (bytes read + written)\n", gpu.measure_bandwidth() / 1e9);
+    struct Shape { const char* name; Type type; int64_t N, K; };
+    const Shape shapes[] = {{"q_proj", Type::NVFP4, 4096, 5120},     {"k/v_proj", Type::NVFP4, 1024, 5120},
+                            {"o_proj", Type::NVFP4, 5120, 4096},     {"gate/up", Type::NVFP4, 32768, 5120},
+                            {"down", Type::NVFP4, 5120, 32768},      {"lm_head", Type::BF16, 131072, 5120}};
+    std::printf("%-9s %6s %6s %4s %10s %9s %9s\n", "shape", "N", "K", "M", "us/product", "GB/s", "TFLOP/s");
+    for (const Shape& s : shapes) {
+        HostWeight w{s.type, {s.K, s.N}, {}, {}, 1000.0f};
+        w.data.resize(row_bytes(s.type, s.K) * size_t(s.N));
+        fill_bytes(w.data, 42, 0, 255);
+        if (s.type == Type::NVFP4) {
+            w.scale.resize(size_t(s.N * s.K / 16));
+            fill_bytes(w.scale, 7, 0x20, 0x7e);
+        } else {
+            for (size_t i = 1; i < w.data.size(); i += 2) w.data[i] = uint8_t(0x3c + (w.data[i] & 1));  // |bf16| ~ 0.01
+        }
+        const size_t bytes = w.data.size() + w.scale.size();
+        const int copies = int(std::max<size_t>(2, (size_t(3) << 30) / bytes));
+        Env weights{gpu, {}, {}};
+        std::vector<Tensor*> ws;
+        for (int i = 0; i < copies; ++i) ws.push_back(weights.weight(w));
+        for (int64_t M : {1, 2, 4, 8, 16, 32, 512}) {
+            if (M == 512 && s.type != Type::NVFP4) continue;
+            std::vector<float> x(size_t(M * s.K), 0.01f);
+            Env e{gpu, {}, {}};
+            Tensor* xin = e.input(x, {s.K, M});
+            for (Tensor* wt : ws) e.graph.mul_mat(wt, xin);
+            const double t = seconds([&] { gpu.compute(e.graph); }, 3) / copies;
+            std::printf("%-9s %6lld %6lld %4lld %10.1f %9.0f %9.1f\n", s.name, (long long)s.N, (long long)s.K,
+                        (long long)M, t * 1e6, double(bytes) / t / 1e9, 2.0 * double(M * s.N * s.K) / t / 1e12);
+        }
+    }
+}
