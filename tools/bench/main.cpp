@@ -1,0 +1,289 @@
+// bench — llama-bench-style speed tests (ppN prefill, tgN decode, -np N concurrent sequences) on a model
+// folder or on synthetic weights with a config's shapes, with the bandwidth ceiling beside every figure.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "args.h"
+#include "config.h"
+#include "log.h"
+#include "synthetic.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Result {
+    std::string test;
+    int n_prompt = 0, n_gen = 0, n_par = 1;
+    std::vector<double> rates;  // tokens/s of each measured repetition
+    double ttft_ms = 0;         // mean time to the first token (prefill + one decode step)
+    double mean() const {
+        double s = 0;
+        for (double r : rates) s += r;
+        return rates.empty() ? 0 : s / double(rates.size());
+    }
+    double stddev() const {
+        if (rates.size() < 2) return 0;
+        double m = mean(), s = 0;
+        for (double r : rates) s += (r - m) * (r - m);
+        return std::sqrt(s / double(rates.size() - 1));
+    }
+};
+
+std::vector<int> parse_list(const std::string& s, const char* flag) {
+    std::vector<int> v;
+    std::stringstream in(s);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        try {
+            size_t used = 0;
+            int x = std::stoi(item, &used);
+            if (used != item.size() || x < 0) throw std::invalid_argument("");
+            v.push_back(x);
+        } catch (const std::exception&) {
+            throw std::runtime_error(std::string(flag) + ": '" + item + "' is not a non-negative number");
+        }
+    }
+    return v;
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+class Runner {
+public:
+    Runner(mistral::Model& m, uint64_t seed) : model_(m), rng_(seed) {}
+
+    std::vector<int32_t> random_tokens(int n) {
+        std::uniform_int_distribution<int32_t> d(1000, int32_t(model_.config().text.vocab - 1));
+        std::vector<int32_t> v(static_cast<size_t>(n));
+        for (int32_t& t : v) t = d(rng_);
+        return v;
+    }
+
+    // Prefill of n random tokens into an empty context: tokens/s.
+    double prefill(int n) {
+        mistral::Context ctx(model_, n);
+        auto ids = random_tokens(n);
+        auto t0 = Clock::now();
+        ctx.eval(mistral::Batch::sequence(ids, 0));
+        return n / seconds_since(t0);
+    }
+
+    // n single-token decode steps after a one-token prompt: tokens/s; ttft_ms gets prompt + first step.
+    double decode(int n, double* ttft_ms) {
+        mistral::Context ctx(model_, n + 1);
+        auto ids = random_tokens(n + 1);
+        auto t0 = Clock::now();
+        ctx.eval(mistral::Batch::sequence({ids[0]}, 0));
+        auto t1 = Clock::now();
+        for (int i = 1; i <= n; ++i) {
+            ctx.eval(mistral::Batch::sequence({ids[size_t(i)]}, i));
+            if (i == 1) *ttft_ms = seconds_since(t0) * 1e3;
+        }
+        return n / seconds_since(t1);
+    }
+
+    // np sequences: each prefilled with `prompt` tokens, then n steps decoding all of them together.
+    // Returns the aggregate decode tokens/s; ttft_ms gets the time until every sequence has its first token.
+    double parallel(int np, int prompt, int n, double* ttft_ms) {
+        mistral::Context ctx(model_, prompt + n, np);
+        auto t0 = Clock::now();
+        for (int s = 0; s < np; ++s) ctx.eval(mistral::Batch::sequence(random_tokens(prompt), 0, s));
+        *ttft_ms = seconds_since(t0) * 1e3;
+        auto t1 = Clock::now();
+        for (int i = 0; i < n; ++i) {
+            mistral::Batch b;
+            b.ids = random_tokens(np);
+            for (int s = 0; s < np; ++s) {
+                b.pos.push_back(prompt + i);
+                b.seq.push_back(s);
+            }
+            b.logits_first = 0;
+            b.logits_count = np;
+            ctx.eval(b);
+        }
+        return double(np) * n / seconds_since(t1);
+    }
+
+private:
+    mistral::Model& model_;
+    std::mt19937_64 rng_;
+};
+
+// Bytes of weights one decode step reads: everything but the embedding table, of which one row.
+double bytes_per_token(const mistral::Model& m) {
+    const mistral::Weights& w = m.weights();
+    double b = 0;
+    for (const fp4::Tensor* t : w.all()) {
+        if (t == w.patch_conv || t == w.ln_pre || t == w.mm_norm || t == w.mm_merge || t == w.mm_linear1 ||
+            t == w.mm_linear2)
+            continue;
+        b += double(t->nbytes() + t->scale_bytes());
+    }
+    for (const mistral::VisionLayer& L : w.vision_layers)
+        for (const fp4::Tensor* t : {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.ffn_norm, L.w_gate, L.w_up, L.w_down})
+            b -= double(t->nbytes() + t->scale_bytes());
+    if (w.tok_embd != w.lm_head) b -= double(w.tok_embd->nbytes()) - double(fp4::row_bytes(w.tok_embd->type, w.tok_embd->ne[0]));
+    return b;
+}
+
+double peak_rss_gb() {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    return double(ru.ru_maxrss) * 1024 / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"bench: llama-bench-style prefill/decode speed, on a model folder or synthetic weights"};
+    common::CommonOptions opt;
+    std::string synthetic, pp_list = "512", tg_list = "128", output = "md";
+    int reps = 5, n_par = 1, prompt_len = 128;
+    bool progress = false;
+    common::add_common_options(app, opt, false);
+    app.add_option("--synthetic", synthetic, "random weights with the shapes of this config.json (no checkpoint)");
+    app.add_option("-p,--n-prompt", pp_list, "prefill test sizes, comma-separated (0 skips)")->capture_default_str();
+    app.add_option("-n,--n-gen", tg_list, "decode test sizes, comma-separated (0 skips)")->capture_default_str();
+    app.add_option("-r,--repetitions", reps, "measured repetitions after one warm-up")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--parallel", n_par, "(-np) also run N sequences decoding together (batched decode)")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--prompt-len", prompt_len, "prompt tokens of each sequence with -np")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("-o,--output", output, "md, csv, json or jsonl")
+        ->check(CLI::IsMember({"md", "csv", "json", "jsonl"}))
+        ->capture_default_str();
+    app.add_flag("--progress", progress, "report each test on stderr as it runs");
+
+    // llama.cpp spells it -np, a two-letter short flag CLI11 cannot declare.
+    std::vector<std::string> args(argv, argv + argc);
+    std::vector<char*> argp;
+    for (std::string& a : args) argp.push_back(a == "-np" ? const_cast<char*>("--parallel") : a.data());
+    return common::run_main(app, argc, argp.data(), [&] {
+        if (opt.model.empty() == synthetic.empty()) throw std::runtime_error("give exactly one of -m DIR or --synthetic CONFIG");
+        const std::vector<int> pps = parse_list(pp_list, "-p"), tgs = parse_list(tg_list, "-n");
+
+        std::unique_ptr<mistral::Model> model;
+        std::string model_name;
+        if (!synthetic.empty()) {
+            mistral::Config cfg = mistral::load_config(synthetic);
+            cfg.has_vision = false;
+            auto backend = common::make_backend(opt);
+            common::log_info("building synthetic weights for %s ...", synthetic.c_str());
+            int threads = opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency());
+            mistral::SyntheticWeights sw = mistral::make_synthetic_weights(cfg, opt.seed, threads);
+            common::ProgressBar bar(std::string("upload ") + backend->name(), double(sw.weights.bytes()) / 1e9, " GB");
+            model = std::make_unique<mistral::Model>(cfg, std::move(sw.weights), sw.storage, std::move(backend),
+                                                     [&](size_t d, size_t) { bar.update(double(d) / 1e9); });
+            bar.finish();
+            model_name = "synthetic " + synthetic.substr(synthetic.find_last_of('/') + 1);
+        } else {
+            model = common::load_model(opt, true);
+            model_name = opt.model;
+        }
+        const double bpt = bytes_per_token(*model);
+        common::log_info("measuring the memory bandwidth of %s ...", model->backend().name());
+        const double bw = model->backend().measure_bandwidth();
+
+        Runner run(*model, opt.seed);
+        std::vector<Result> results;
+        size_t device_mem = 0;  // bytes the backend holds, the most seen after a test
+        auto measure = [&](Result r, const std::function<double(double*)>& once) {
+            double ttft = 0, sum_ttft = 0;
+            once(&ttft);  // warm-up
+            for (int i = 0; i < reps; ++i) {
+                r.rates.push_back(once(&ttft));
+                sum_ttft += ttft;
+            }
+            r.ttft_ms = sum_ttft / reps;
+            device_mem = std::max(device_mem, model->backend().memory_used());
+            if (progress) common::log_info("%s: %.2f t/s", r.test.c_str(), r.mean());
+            results.push_back(r);
+        };
+        for (int n : pps)
+            if (n > 0)
+                measure({"pp" + std::to_string(n), n, 0, 1, {}, 0}, [&](double* ttft) {
+                    auto t0 = Clock::now();
+                    double r = run.prefill(n);
+                    *ttft = seconds_since(t0) * 1e3;
+                    return r;
+                });
+        for (int n : tgs)
+            if (n > 0) measure({"tg" + std::to_string(n), 0, n, 1, {}, 0}, [&](double* ttft) { return run.decode(n, ttft); });
+        if (n_par > 1)
+            for (int n : tgs)
+                if (n > 0)
+                    measure({"np" + std::to_string(n_par) + " pp" + std::to_string(prompt_len) + "+tg" + std::to_string(n),
+                             prompt_len, n, n_par, {}, 0},
+                            [&](double* ttft) { return run.parallel(n_par, prompt_len, n, ttft); });
+
+        const double size_gb = double(model->weights().bytes()) / 1e9, mem_gb = peak_rss_gb();
+        double params = 0;
+        for (const fp4::Tensor* t : model->weights().all()) params += double(t->nelements());
+        const int threads = opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency());
+        nlohmann::ordered_json rows = nlohmann::json::array();
+        for (const Result& r : results) {
+            const bool decode = r.n_gen > 0;
+            // For decode, the weights are read once per step: steps/s = t/s ÷ sequences.
+            const double eff = decode ? bpt * r.mean() / r.n_par : 0;
+            rows.push_back({{"model", model_name},
+                            {"size_gb", size_gb},
+                            {"params_b", params / 1e9},
+                            {"backend", model->backend().name()},
+                            {"threads", threads},
+                            {"test", r.test},
+                            {"n_prompt", r.n_prompt},
+                            {"n_gen", r.n_gen},
+                            {"n_parallel", r.n_par},
+                            {"avg_ts", r.mean()},
+                            {"stddev_ts", r.stddev()},
+                            {"samples_ts", r.rates},
+                            {"ttft_ms", r.ttft_ms},
+                            {"weight_bytes_per_token", bpt},
+                            {"bandwidth_gbs", bw / 1e9},
+                            {"effective_gbs", eff / 1e9},
+                            {"ceiling_ratio", decode ? eff / bw : 0.0},
+                            {"peak_host_mem_gb", mem_gb},
+                            {"device_mem_gb", double(device_mem) / 1e9}});
+        }
+        if (output == "json") {
+            std::cout << rows.dump(2) << "\n";
+        } else if (output == "jsonl") {
+            for (const auto& r : rows) std::cout << r.dump() << "\n";
+        } else if (output == "csv") {
+            std::cout << "model,size_gb,backend,threads,test,avg_ts,stddev_ts,ttft_ms,weight_bytes_per_token,"
+                         "bandwidth_gbs,effective_gbs,ceiling_ratio,peak_host_mem_gb\n";
+            for (const auto& r : rows)
+                std::printf("\"%s\",%.3f,%s,%d,%s,%.3f,%.3f,%.2f,%.0f,%.2f,%.2f,%.4f,%.2f\n",
+                            r["model"].get<std::string>().c_str(), size_gb, r["backend"].get<std::string>().c_str(),
+                            threads, r["test"].get<std::string>().c_str(), r["avg_ts"].get<double>(),
+                            r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(), bpt, bw / 1e9,
+                            r["effective_gbs"].get<double>(), r["ceiling_ratio"].get<double>(), mem_gb);
+        } else {
+            std::printf("| model | size | backend | threads | test | t/s | TTFT ms | GB/token | BW GB/s | eff GB/s | of ceiling |\n");
+            std::printf("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+            for (const auto& r : rows)
+                std::printf("| %s | %.2f GB | %s | %d | %s | %.2f ± %.2f | %.1f | %.3f | %.1f | %.1f | %s |\n",
+                            r["model"].get<std::string>().c_str(), size_gb, r["backend"].get<std::string>().c_str(),
+                            threads, r["test"].get<std::string>().c_str(), r["avg_ts"].get<double>(),
+                            r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(), bpt / 1e9, bw / 1e9,
+                            r["effective_gbs"].get<double>(),
+                            r["n_gen"].get<int>() > 0
+                                ? (std::to_string(int(std::lround(r["ceiling_ratio"].get<double>() * 100))) + "%").c_str()
+                                : "-");
+            std::printf("\npeak host memory %.2f GB, backend memory %.2f GB\n", mem_gb, double(device_mem) / 1e9);
+        }
+        return 0;
+    });
+}
