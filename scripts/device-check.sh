@@ -90,11 +90,14 @@ fi
 
 if [ -x build/bin/bench ]; then
     CFG=${FP4_BENCH_CONFIG:-tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json}
-    step bench_24b 200 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -r 2 -np 32 --prompt-len 512 \
+    step bench_24b 200 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 512 \
         --progress
 fi
 # Per-kernel figures on the 24B shapes (GEMV at M = 1..32, prefill GEMM, lm_head).
 [ -x build/tests/test_backend_ops ] && step kernel_bench 90 build/tests/test_backend_ops --no-skip -tc="bench*" -s
+if [ -n "${FP4_AB:-}" ]; then  # FP4_AB="FP4_GEMV=old": the same kernel bench with a variant switched on
+    step kernel_bench_ab 90 env $FP4_AB build/tests/test_backend_ops --no-skip -tc="bench*" -s
+fi
 
 echo
 echo "=== summary (logs in $LOG)"
