@@ -1,0 +1,390 @@
+// chat_session.cpp — turns of a conversation: render, reuse the cached prefix, prefill the rest (images
+// encoded on the way), sample and stream the answer, record it; timings; JSON save and load.
+#include "chat_session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "log.h"
+
+namespace common {
+
+using clock_type = std::chrono::steady_clock;
+
+static double ms_since(clock_type::time_point t0) {
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+Timings& Timings::operator+=(const Timings& o) {
+    turns += o.turns;
+    images += o.images;
+    image_ms += o.image_ms;
+    prompt_tokens += o.prompt_tokens;
+    prompt_ms += o.prompt_ms;
+    gen_runs += o.gen_runs;
+    gen_ms += o.gen_ms;
+    sampled += o.sampled;
+    sample_ms += o.sample_ms;
+    ttft_ms += o.ttft_ms;
+    total_ms += o.total_ms;
+    return *this;
+}
+
+std::vector<std::string> format_timings(const Timings& t) {
+    auto line = [](const char* label, double ms, int64_t n, const char* unit, bool rates) {
+        char buf[200];
+        const double per = ms / double(std::max<int64_t>(n, 1));
+        if (rates)
+            std::snprintf(buf, sizeof buf, "%20s = %10.2f ms / %5lld %-6s (%8.2f ms per token, %8.2f tokens per second)",
+                          label, ms, (long long)n, unit, per, ms > 0 ? 1e3 * double(n) / ms : 0.0);
+        else
+            std::snprintf(buf, sizeof buf, "%20s = %10.2f ms / %5lld %s", label, ms, (long long)n, unit);
+        return std::string(buf);
+    };
+    std::vector<std::string> out;
+    if (t.images > 0) out.push_back(line("image encode time", t.image_ms, t.images, "images", false));
+    out.push_back(line("prompt eval time", t.prompt_ms, t.prompt_tokens, "tokens", true));
+    out.push_back(line("eval time", t.gen_ms, t.gen_runs, "runs", true));
+    out.push_back(line("sampling time", t.sample_ms, t.sampled, "tokens", false));
+    char buf[120];
+    if (t.turns > 1)
+        std::snprintf(buf, sizeof buf, "%20s = %10.2f ms (mean of %lld turns)", "time to first token",
+                      t.ttft_ms / double(t.turns), (long long)t.turns);
+    else
+        std::snprintf(buf, sizeof buf, "%20s = %10.2f ms", "time to first token", t.ttft_ms);
+    out.push_back(buf);
+    out.push_back(line("total time", t.total_ms, t.prompt_tokens + t.sampled, "tokens", false));
+    return out;
+}
+
+std::string format_speed(const Timings& t) {
+    char buf[120];
+    std::snprintf(buf, sizeof buf, "[ Prompt: %.1f t/s | Generation: %.1f t/s ]",
+                  t.prompt_ms > 0 ? 1e3 * double(t.prompt_tokens) / t.prompt_ms : 0.0,
+                  t.gen_ms > 0 ? 1e3 * double(t.gen_runs) / t.gen_ms : 0.0);
+    return buf;
+}
+
+ChatSession::ChatSession(mistral::Context& ctx, const mistral::Tokenizer& tok, const ChatTemplate& tmpl,
+                         const SamplingParams& sampling, SessionOptions opt)
+    : ctx_(ctx), tok_(tok), tmpl_(tmpl), sampler_(sampling), opt_(std::move(opt)), call_rng_(opt_.seed) {}
+
+void ChatSession::set_system(const std::string& text) {
+    const bool has = !msgs_.empty() && msgs_.front().role == Role::System;
+    if (text.empty()) {
+        if (has) msgs_.erase(msgs_.begin());
+        return;
+    }
+    Message m;
+    m.role = Role::System;
+    m.text = text;
+    if (has)
+        msgs_.front() = m;
+    else
+        msgs_.insert(msgs_.begin(), m);
+}
+
+void ChatSession::clear() {
+    std::vector<Message> keep;
+    if (!msgs_.empty() && msgs_.front().role == Role::System) keep.push_back(msgs_.front());
+    msgs_ = std::move(keep);
+}
+
+const mistral::Image& ChatSession::pixels(const std::string& path) {
+    auto it = loaded_.find(path);
+    if (it == loaded_.end()) it = loaded_.emplace(path, mistral::load_image(path, opt_.image)).first;
+    return it->second;
+}
+
+const ImageRef& ChatSession::attach_image(const std::string& path) {
+    if (!ctx_.model().config().has_vision) throw std::runtime_error("this model has no vision tower");
+    loaded_.erase(path);  // read the file again: it may have changed
+    const mistral::Image& im = pixels(path);
+    pending_.push_back({path, im.rows(), im.cols()});
+    return pending_.back();
+}
+
+size_t ChatSession::waiting_tool_calls() const {
+    size_t results = 0;
+    for (size_t i = msgs_.size(); i-- > 0;) {
+        if (msgs_[i].role == Role::Tool) {
+            ++results;
+            continue;
+        }
+        if (msgs_[i].role != Role::Assistant) return 0;
+        const size_t calls = msgs_[i].tool_calls.size();
+        return calls > results ? calls - results : 0;
+    }
+    return 0;
+}
+
+Reply ChatSession::ask(const std::string& text, const OnText& on_text, const ShouldStop& stop) {
+    if (text.empty() && pending_.empty()) throw std::runtime_error("empty message");
+    Message m;
+    m.role = Role::User;
+    m.text = text;
+    m.images = pending_;
+    msgs_.push_back(m);
+    Reply r;
+    try {
+        r = generate(on_text, stop);
+    } catch (...) {
+        msgs_.pop_back();
+        throw;
+    }
+    pending_.clear();
+    if (r.n_tokens == 0 && r.stop == StopReason::Interrupted) msgs_.pop_back();  // stopped before any answer
+    return r;
+}
+
+Reply ChatSession::regenerate(const OnText& on_text, const ShouldStop& stop) {
+    if (msgs_.empty() || msgs_.back().role != Role::Assistant)
+        throw std::runtime_error("there is no answer to regenerate");
+    const Message last = msgs_.back();
+    msgs_.pop_back();
+    try {
+        return generate(on_text, stop);
+    } catch (...) {
+        msgs_.push_back(last);
+        throw;
+    }
+}
+
+std::optional<Reply> ChatSession::tool_result(const std::string& content, const OnText& on_text,
+                                              const ShouldStop& stop) {
+    const size_t waiting = waiting_tool_calls();
+    if (waiting == 0) throw std::runtime_error("no tool call is waiting for a result");
+    const Message* caller = nullptr;
+    for (size_t i = msgs_.size(); i-- > 0 && !caller;)
+        if (msgs_[i].role == Role::Assistant) caller = &msgs_[i];
+    Message m;
+    m.role = Role::Tool;
+    m.text = content;
+    m.tool_call_id = caller->tool_calls[caller->tool_calls.size() - waiting].id;
+    msgs_.push_back(m);
+    if (waiting > 1) return std::nullopt;
+    try {
+        return generate(on_text, stop);
+    } catch (...) {
+        msgs_.pop_back();
+        throw;
+    }
+}
+
+std::string ChatSession::new_call_id() {
+    static const char kAlnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    std::string id;
+    for (int i = 0; i < 9; ++i) {
+        call_rng_ = call_rng_ * 6364136223846793005ull + 1442695040888963407ull;
+        id += kAlnum[(call_rng_ >> 33) % 62];
+    }
+    return id;
+}
+
+void ChatSession::dump(int64_t pos, const std::vector<int32_t>& ids) const {
+    if (opt_.dump_ids.empty()) return;
+    std::ofstream f(opt_.dump_ids, std::ios::app);
+    if (!f) throw std::runtime_error("cannot write " + opt_.dump_ids);
+    f << nlohmann::json{{"pos", pos}, {"ids", ids}}.dump() << '\n';
+}
+
+bool ChatSession::prefill(const Prompt& p, Timings& t, const ShouldStop& stop, std::vector<float>& logits) {
+    // Longest prefix the cache already holds: same ids, and the same image files behind [IMG] runs.
+    size_t n = 0;
+    while (n < p.ids.size() && n < cached_.size() && p.ids[n] == cached_[n]) ++n;
+    for (const Prompt::Image& im : p.images) {
+        if (im.first >= n) break;
+        const bool same = std::any_of(cached_images_.begin(), cached_images_.end(), [&](const Prompt::Image& c) {
+            return c.first == im.first && c.count == im.count && c.path == im.path;
+        });
+        if (!same || im.first + im.count > n) n = im.first;
+    }
+    n = std::min(n, p.ids.size() - 1);  // the last prompt token runs again for its logits
+    cached_.resize(n);
+    cached_images_.erase(std::remove_if(cached_images_.begin(), cached_images_.end(),
+                                        [&](const Prompt::Image& c) { return c.first + c.count > n; }),
+                         cached_images_.end());
+
+    std::vector<mistral::Image> images;
+    for (const Prompt::Image& im : p.images)
+        if (im.first >= n) images.push_back(pixels(im.path));
+    std::vector<float> rows;
+    if (!images.empty()) {
+        const auto t0 = clock_type::now();
+        rows = ctx_.encode_images(images);
+        t.image_ms += ms_since(t0);
+        t.images += int64_t(images.size());
+    }
+
+    dump(int64_t(n), std::vector<int32_t>(p.ids.begin() + long(n), p.ids.end()));
+    const int32_t img = ctx_.model().config().image_token;
+    const size_t width = size_t(ctx_.model().config().text.hidden);
+    size_t row = 0;
+    const auto t0 = clock_type::now();
+    for (size_t at = n; at < p.ids.size();) {
+        if (stop && stop()) return false;
+        const size_t len = std::min(p.ids.size() - at, size_t(std::max(opt_.n_batch, 1)));
+        const bool last = at + len == p.ids.size();
+        std::vector<int32_t> chunk(p.ids.begin() + long(at), p.ids.begin() + long(at + len));
+        mistral::Batch b = mistral::Batch::sequence(chunk, int32_t(at), 0, last ? 1 : 0);
+        const size_t k = size_t(std::count(chunk.begin(), chunk.end(), img));
+        b.image_rows.assign(rows.begin() + long(row * width), rows.begin() + long((row + k) * width));
+        row += k;
+        mistral::BatchResult r = ctx_.eval(b);
+        cached_.insert(cached_.end(), chunk.begin(), chunk.end());
+        if (last) logits = std::move(r.logits);
+        at += len;
+    }
+    t.prompt_ms += ms_since(t0);
+    t.prompt_tokens += int64_t(p.ids.size() - n);
+    cached_images_ = p.images;
+    loaded_.clear();
+    return true;
+}
+
+Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
+    const auto t0 = clock_type::now();
+    const Prompt p = tmpl_.render(msgs_, opt_.tools);
+    if (int64_t(p.ids.size()) >= int64_t(ctx_.n_ctx()))
+        throw ContextOverflow("the prompt needs " + std::to_string(p.ids.size()) +
+                              " tokens but the context holds " + std::to_string(ctx_.n_ctx()) + " (raise -c)");
+    Reply r;
+    Timings& t = r.timings;
+    t.turns = 1;
+    std::vector<float> logits;
+    std::vector<int32_t> gen;
+    bool in_call = false;
+    mistral::StreamDecoder dec(tok_);
+    const int64_t vocab = ctx_.model().config().text.vocab;
+
+    if (!prefill(p, t, stop, logits)) {
+        r.stop = StopReason::Interrupted;
+    } else if (opt_.n_predict == 0) {
+        r.stop = StopReason::Limit;
+    } else {
+        for (;;) {
+            auto ts = clock_type::now();
+            const int32_t id = sampler_.sample(logits.data(), vocab, cached_);
+            t.sample_ms += ms_since(ts);
+            if (t.sampled++ == 0) t.ttft_ms = ms_since(t0);
+            if (id == tok_.eos()) {
+                r.stop = StopReason::Eos;
+                break;
+            }
+            gen.push_back(id);
+            if (id == tmpl_.tool_calls_token()) in_call = true;  // the rest is a call, not text to show
+            if (!in_call && on_text) on_text(dec.push(id));
+            if (opt_.n_predict > 0 && int64_t(gen.size()) >= opt_.n_predict) {
+                r.stop = StopReason::Limit;
+                break;
+            }
+            if (stop && stop()) {
+                r.stop = StopReason::Interrupted;
+                break;
+            }
+            if (int64_t(cached_.size()) >= int64_t(ctx_.n_ctx())) {
+                r.stop = StopReason::ContextFull;
+                break;
+            }
+            ts = clock_type::now();
+            mistral::BatchResult br = ctx_.eval(mistral::Batch::sequence({id}, int32_t(cached_.size())));
+            t.gen_ms += ms_since(ts);
+            ++t.gen_runs;
+            cached_.push_back(id);
+            logits = std::move(br.logits);
+        }
+    }
+    if (!in_call && on_text) on_text(dec.flush());
+
+    const ChatTemplate::Reply parsed = tmpl_.parse_reply(gen);
+    r.text = tok_.decode(parsed.content);
+    r.calls = parsed.calls;
+    r.malformed_calls = parsed.malformed;
+    r.n_tokens = int64_t(gen.size());
+    for (ToolCall& c : r.calls)
+        if (c.id.empty()) c.id = new_call_id();
+    if (!gen.empty() || r.stop == StopReason::Eos) {  // an immediate </s> is an (empty) answer too
+        Message m;
+        m.role = Role::Assistant;
+        m.text = r.text;
+        m.tool_calls = r.calls;
+        if (r.calls.empty()) m.ids = gen;
+        msgs_.push_back(m);
+    }
+    t.total_ms = ms_since(t0);
+    totals_ += t;
+    return r;
+}
+
+void ChatSession::save(const std::string& path) const {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const Message& m : msgs_) {
+        nlohmann::ordered_json j;
+        j["role"] = role_name(m.role);
+        j["content"] = m.text;
+        if (!m.images.empty()) {
+            j["images"] = nlohmann::ordered_json::array();
+            for (const ImageRef& im : m.images) j["images"].push_back(im.path);
+        }
+        if (!m.tool_calls.empty()) {
+            j["tool_calls"] = nlohmann::ordered_json::array();
+            for (const ToolCall& c : m.tool_calls)
+                j["tool_calls"].push_back({{"id", c.id},
+                                           {"type", "function"},
+                                           {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+        }
+        if (m.role == Role::Tool) j["tool_call_id"] = m.tool_call_id;
+        list.push_back(j);
+    }
+    std::ofstream f(path);
+    if (!f) throw std::runtime_error("cannot write " + path);
+    f << nlohmann::ordered_json{{"messages", list}}.dump(2) << '\n';
+    if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+void ChatSession::load(const std::string& path) {
+    std::ifstream f(path);
+    if (!f) throw std::runtime_error("cannot open " + path);
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+        throw std::runtime_error(path + ": not valid JSON (" + e.what() + ")");
+    }
+    if (!j.is_object() || !j.contains("messages") || !j["messages"].is_array())
+        throw std::runtime_error(path + ": expected {\"messages\": [...]}");
+    std::vector<Message> msgs;
+    std::map<std::string, mistral::Image> images;
+    try {
+        for (const auto& jm : j["messages"]) {
+            Message m;
+            m.role = parse_role(jm.at("role").get<std::string>());
+            m.text = jm.value("content", "");
+            for (const auto& jp : jm.value("images", nlohmann::json::array())) {
+                const std::string p = jp.get<std::string>();
+                if (!ctx_.model().config().has_vision) throw std::runtime_error("this model has no vision tower");
+                auto it = images.find(p);
+                if (it == images.end()) it = images.emplace(p, mistral::load_image(p, opt_.image)).first;
+                m.images.push_back({p, it->second.rows(), it->second.cols()});
+            }
+            for (const auto& jc : jm.value("tool_calls", nlohmann::json::array())) {
+                const auto& fn = jc.at("function");
+                const auto& args = fn.value("arguments", nlohmann::json(""));
+                m.tool_calls.push_back({jc.value("id", ""), fn.at("name").get<std::string>(),
+                                        args.is_string() ? args.get<std::string>() : args.dump()});
+            }
+            m.tool_call_id = jm.value("tool_call_id", "");
+            msgs.push_back(m);
+        }
+    } catch (const nlohmann::json::exception& e) {
+        throw std::runtime_error(path + ": malformed message (" + e.what() + ")");
+    }
+    msgs_ = std::move(msgs);
+    loaded_ = std::move(images);
+}
+
+}  // namespace common

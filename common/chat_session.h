@@ -1,0 +1,123 @@
+// chat_session.h — one conversation with the model: its messages, the ids already in the KV cache (a turn
+// prefills only what the cache lacks: the longest common prefix of the new prompt and the cache stays),
+// streaming generation with the sampler, tool calls and results, /regen, timings, and /save and /load.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "chat_template.h"
+#include "context.h"
+#include "image.h"
+#include "sampling.h"
+#include "tokenizer.h"
+
+namespace common {
+
+// Time spent by one turn, or summed over a session.
+struct Timings {
+    int64_t turns = 0;
+    int64_t images = 0;
+    double image_ms = 0;         // vision tower + projector
+    int64_t prompt_tokens = 0;   // prefilled (tokens reused from the cache are not counted)
+    double prompt_ms = 0;
+    int64_t gen_runs = 0;        // one-token decode passes
+    double gen_ms = 0;
+    int64_t sampled = 0;
+    double sample_ms = 0;
+    double ttft_ms = 0;          // start of the turn to its first sampled token (summed over turns)
+    double total_ms = 0;
+    Timings& operator+=(const Timings& o);
+};
+
+// llama.cpp-style footer lines: image encode, prompt eval, eval, sampling, time to first token, total.
+std::vector<std::string> format_timings(const Timings& t);
+// "[ Prompt: 251.1 t/s | Generation: 23.4 t/s ]"
+std::string format_speed(const Timings& t);
+
+// The conversation does not fit the context.
+struct ContextOverflow : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+enum class StopReason { Eos, Limit, ContextFull, Interrupted };
+
+struct Reply {
+    std::string text;             // the answer without its tool calls
+    std::vector<ToolCall> calls;  // ids invented here (9 alphanumerics)
+    int64_t n_tokens = 0;         // generated, </s> excluded
+    StopReason stop = StopReason::Eos;
+    bool malformed_calls = false;  // a [TOOL_CALLS] the parser could not read (kept as text)
+    Timings timings;
+};
+
+struct SessionOptions {
+    int n_predict = -1;          // tokens per answer, < 0: until </s> or a full context
+    int n_batch = 512;           // prefill chunk
+    std::string tools;           // [AVAILABLE_TOOLS] JSON text, "" for none (see tools_json)
+    std::string dump_ids;        // debug: append {"pos": p, "ids": [...]} per prefill to this file
+    mistral::ImageOptions image;
+    uint64_t seed = 0;           // for tool-call ids
+};
+
+class ChatSession {
+public:
+    using OnText = std::function<void(const std::string&)>;  // streamed answer text
+    using ShouldStop = std::function<bool()>;                // polled between passes
+
+    ChatSession(mistral::Context& ctx, const mistral::Tokenizer& tok, const ChatTemplate& tmpl,
+                const SamplingParams& sampling, SessionOptions opt);
+
+    const std::vector<Message>& messages() const { return msgs_; }
+    void set_system(const std::string& text);  // "" removes it
+    void clear();                              // a new conversation, same system prompt
+
+    // Loads and checks an image now; it goes with the next user message. Throws on a bad file.
+    const ImageRef& attach_image(const std::string& path);
+    const std::vector<ImageRef>& pending_images() const { return pending_; }
+
+    // A user message (with the pending images) and the answer to it. On an error (e.g. the context cannot
+    // hold the conversation) the message is taken back and the exception passed on.
+    Reply ask(const std::string& text, const OnText& on_text = {}, const ShouldStop& stop = {});
+    // Drops the last answer and generates it again. Throws when the conversation does not end with one.
+    Reply regenerate(const OnText& on_text = {}, const ShouldStop& stop = {});
+    // Answers the oldest tool call still waiting; once none waits, returns the model's next reply.
+    std::optional<Reply> tool_result(const std::string& content, const OnText& on_text = {},
+                                     const ShouldStop& stop = {});
+    size_t waiting_tool_calls() const;
+
+    void save(const std::string& path) const;  // {"messages": [...]} as JSON
+    void load(const std::string& path);        // replaces the conversation (images are loaded again)
+
+    const Timings& totals() const { return totals_; }
+    int n_ctx() const { return ctx_.n_ctx(); }
+    size_t n_cached() const { return cached_.size(); }  // tokens in the KV cache
+
+private:
+    Reply generate(const OnText& on_text, const ShouldStop& stop);
+    bool prefill(const Prompt& p, Timings& t, const ShouldStop& stop, std::vector<float>& logits);
+    const mistral::Image& pixels(const std::string& path);
+    void dump(int64_t pos, const std::vector<int32_t>& ids) const;
+    std::string new_call_id();
+
+    mistral::Context& ctx_;
+    const mistral::Tokenizer& tok_;
+    const ChatTemplate& tmpl_;
+    Sampler sampler_;
+    SessionOptions opt_;
+
+    std::vector<Message> msgs_;
+    std::vector<ImageRef> pending_;
+    std::map<std::string, mistral::Image> loaded_;  // pixels of images not yet in the cache
+    std::vector<int32_t> cached_;                   // ids at KV positions 0..n-1
+    std::vector<Prompt::Image> cached_images_;      // images whose tokens are in the cache
+    uint64_t call_rng_;
+    Timings totals_;
+};
+
+}  // namespace common

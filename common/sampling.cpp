@@ -1,0 +1,122 @@
+// sampling.cpp — penalties, truncation (top-k, top-p, min-p), temperature and the seeded draw.
+#include "sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+#include <unordered_set>
+
+namespace common {
+
+Sampler::Sampler(const SamplingParams& p) : p_(p), state_(p.seed) {
+    if (p.top_k < 0) throw std::runtime_error("--top-k must be >= 0");
+    if (!(p.top_p > 0 && p.top_p <= 1)) throw std::runtime_error("--top-p must be in (0, 1]");
+    if (!(p.min_p >= 0 && p.min_p <= 1)) throw std::runtime_error("--min-p must be in [0, 1]");
+    if (!(p.repeat_penalty > 0)) throw std::runtime_error("--repeat-penalty must be > 0");
+    if (p.repeat_last_n < 0) throw std::runtime_error("--repeat-last-n must be >= 0");
+}
+
+std::string Sampler::describe() const {
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "temp = %.3f, top_k = %d, top_p = %.3f, min_p = %.3f, repeat_penalty = %.3f (last %d), seed = %llu",
+                  double(p_.temp), p_.top_k, double(p_.top_p), double(p_.min_p), double(p_.repeat_penalty),
+                  p_.repeat_last_n, (unsigned long long)p_.seed);
+    return buf;
+}
+
+double Sampler::uniform() {
+    // splitmix64
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return double(z >> 11) * 0x1.0p-53;
+}
+
+int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent) {
+    if (n_vocab <= 0) throw std::runtime_error("sampler: empty logits");
+    struct Cand {
+        int32_t id;
+        float logit;
+    };
+    std::vector<Cand> c(static_cast<size_t>(n_vocab));
+    for (int64_t i = 0; i < n_vocab; ++i) c[size_t(i)] = {int32_t(i), logits[i]};
+
+    if (p_.repeat_penalty != 1.0f && p_.repeat_last_n > 0) {
+        const size_t n = std::min(recent.size(), size_t(p_.repeat_last_n));
+        std::unordered_set<int32_t> seen(recent.end() - long(n), recent.end());
+        for (int32_t id : seen) {
+            if (id < 0 || id >= n_vocab) continue;
+            float& l = c[size_t(id)].logit;
+            l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
+        }
+    }
+
+    // Best first; ties by lowest id so that every choice is deterministic.
+    auto better = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
+    if (p_.temp <= 0) return std::min_element(c.begin(), c.end(), better)->id;
+
+    // Untempered probabilities exp(logit - top) and their sum, over the top-k survivors when top-k is on.
+    // Without top-k only the tokens top-p and min-p could keep are sorted: those above a probability floor.
+    const float top = std::min_element(c.begin(), c.end(), better)->logit;
+    double sum = 0;
+    if (p_.top_k > 0 && int64_t(p_.top_k) < n_vocab) {
+        std::nth_element(c.begin(), c.begin() + (p_.top_k - 1), c.end(), better);
+        c.resize(size_t(p_.top_k));
+        for (const Cand& x : c) sum += std::exp(double(x.logit) - double(top));
+    } else {
+        std::vector<float> q(c.size());  // c[i].id == i here
+        for (size_t i = 0; i < c.size(); ++i) sum += q[i] = std::exp(c[i].logit - top);
+        float floor = p_.min_p;
+        if (p_.top_p < 1)
+            for (float f = 1e-3f; f > 1e-30f; f *= 1.0f / 32) {
+                double mass = 0;
+                for (float v : q) mass += v >= f ? v : 0;
+                if (mass >= double(p_.top_p) * sum) {
+                    floor = std::max(floor, f);
+                    break;
+                }
+            }
+        if (floor > 0) c.erase(std::remove_if(c.begin(), c.end(), [&](const Cand& x) { return q[size_t(x.id)] < floor; }),
+                               c.end());
+    }
+    if (c.size() < size_t(n_vocab) || p_.top_p < 1 || p_.min_p > 0) std::sort(c.begin(), c.end(), better);
+    const size_t k = c.size();
+
+    // Top-p and min-p cut the sorted list (unsorted only when neither is on: nothing to cut).
+    std::vector<double> prob(k);
+    for (size_t i = 0; i < k; ++i) prob[i] = std::exp(double(c[i].logit) - double(top));
+    size_t keep = k;
+    if (p_.top_p < 1) {
+        double acc = 0;
+        for (size_t i = 0; i < k; ++i) {
+            acc += prob[i] / sum;
+            if (acc >= double(p_.top_p)) {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    if (p_.min_p > 0)
+        for (size_t i = 1; i < keep; ++i)
+            if (prob[i] < double(p_.min_p) * prob[0]) {
+                keep = i;
+                break;
+            }
+
+    // Temperature, then a draw.
+    std::vector<double> w(keep);
+    double total = 0;
+    for (size_t i = 0; i < keep; ++i)
+        total += w[i] = std::exp((double(c[i].logit) - double(top)) / double(p_.temp));
+    double r = uniform() * total;
+    for (size_t i = 0; i < keep; ++i) {
+        r -= w[i];
+        if (r < 0) return c[i].id;
+    }
+    return c[keep - 1].id;
+}
+
+}  // namespace common

@@ -1,0 +1,40 @@
+// sampling.h — the token sampler: repeat penalty, top-k, top-p, min-p and temperature (llama.cpp's order
+// and defaults), seeded and reproducible; temperature 0 is a deterministic argmax.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace common {
+
+struct SamplingParams {
+    float temp = 0.15f;           // <= 0: greedy (argmax, lowest id on ties); Mistral recommends 0.15
+    int top_k = 40;               // keep the k most likely tokens (0: off)
+    float top_p = 0.95f;          // keep the smallest set with this much probability (1: off)
+    float min_p = 0.05f;          // drop tokens below min_p × the top probability (0: off)
+    float repeat_penalty = 1.0f;  // divide positive / multiply negative logits of recent tokens (1: off)
+    int repeat_last_n = 64;       // how many recent tokens the penalty looks at
+    uint64_t seed = 0;
+};
+
+class Sampler {
+public:
+    explicit Sampler(const SamplingParams& p);
+
+    // Picks the next token from `logits` [n_vocab]; `recent` are the tokens so far (the penalty reads the
+    // last repeat_last_n of them). Penalties, then top-k, top-p, min-p on the untempered distribution,
+    // then temperature, then a draw.
+    int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent);
+
+    const SamplingParams& params() const { return p_; }
+    std::string describe() const;  // "temp = 0.15, top_k = 40, ..." for logs
+
+private:
+    double uniform();  // [0, 1), 53 bits of splitmix64: same draws on every platform
+
+    SamplingParams p_;
+    uint64_t state_;
+};
+
+}  // namespace common

@@ -1,0 +1,397 @@
+// test_cli_chat.cpp — build/bin/chat as a user runs it (from the project root, FP4_BIN = the binaries'
+// folder): one-shot answers against the tiny-kjv goldens, prompts from files and stdin, system prompts,
+// tools, the REPL driven through a pipe (turns, images, /clear, /regen, /save, /load, /tool-result, bad
+// commands, Ctrl-C), the ids sent to the model (--dump-ids), and the error messages.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "golden.h"
+#include "tokenizer.h"
+
+namespace fs = std::filesystem;
+using Ids = std::vector<int32_t>;
+
+namespace {
+
+const std::string kModel = "tests/data/tiny-kjv/nvfp4";
+const std::string kRedCircle = "tests/data/tiny-kjv/images/red_circle.png";
+
+std::string bin() {
+    const char* b = std::getenv("FP4_BIN");
+    return b ? b : "build/bin";
+}
+
+// A scratch folder for this run, removed at exit.
+fs::path tmp_dir() {
+    struct Dir {
+        fs::path path = fs::temp_directory_path() / ("test_cli_chat_" + std::to_string(getpid()));
+        Dir() { fs::create_directories(path); }
+        ~Dir() {
+            std::error_code ec;
+            fs::remove_all(path, ec);
+        }
+    };
+    static const Dir dir;
+    return dir.path;
+}
+
+std::string read(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::string write(const std::string& name, const std::string& text) {
+    const fs::path p = tmp_dir() / name;
+    std::ofstream(p, std::ios::binary) << text;
+    return p.string();
+}
+
+struct Run {
+    int rc = -1;
+    std::string out, err;
+};
+
+int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+
+// `chat --device cpu ARGS < stdin_text`, capturing stdout and stderr. The CPU path is the one whose greedy
+// tokens equal the goldens exactly.
+Run chat(const std::string& args, const std::string& stdin_text = "") {
+    const std::string in = write("stdin.txt", stdin_text);
+    const fs::path out = tmp_dir() / "stdout.txt", err = tmp_dir() / "stderr.txt";
+    const std::string cmd = bin() + "/chat --device cpu " + args + " < " + in + " > " + out.string() + " 2> " +
+                            err.string();
+    Run r;
+    r.rc = exit_code(std::system(cmd.c_str()));
+    r.out = read(out);
+    r.err = read(err);
+    return r;
+}
+
+// A bash script run from the project root (for FIFOs and signals).
+int script(const std::string& body) {
+    const std::string path = write("script.sh", "set -u\nCHAT=\"" + bin() + "/chat --device cpu\"\n" + body);
+    return exit_code(std::system(("bash " + path).c_str()));
+}
+
+struct Prefill {
+    int64_t pos;
+    Ids ids;
+};
+
+// The --dump-ids file: one {"pos", "ids"} line per prefill.
+std::vector<Prefill> prefills(const std::string& path) {
+    std::vector<Prefill> out;
+    std::istringstream in(read(path));
+    std::string line;
+    while (std::getline(in, line)) {
+        nlohmann::json j = nlohmann::json::parse(line);
+        out.push_back({j["pos"].get<int64_t>(), j["ids"].get<Ids>()});
+    }
+    return out;
+}
+
+std::string dump_path(const std::string& name) {
+    const fs::path p = tmp_dir() / name;
+    fs::remove(p);
+    return p.string();
+}
+
+const mistral::Tokenizer& tok() {
+    static const mistral::Tokenizer t(kModel);
+    return t;
+}
+
+Ids cat(std::initializer_list<Ids> parts) {
+    Ids out;
+    for (const Ids& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+}
+Ids E(const std::string& text) { return tok().encode(text); }
+Ids image(int rows, int cols) {
+    Ids out;
+    for (int r = 0; r < rows; ++r) {
+        out.insert(out.end(), size_t(cols), 10);
+        out.push_back(r + 1 < rows ? 12 : 13);
+    }
+    return out;
+}
+
+std::string golden_text(const std::string& name) {
+    static const Golden g("tests/data/tiny-kjv/golden");
+    return g.find_case(name)["greedy_nvfp4_text"].get<std::string>();
+}
+
+// A model folder beside tiny-kjv's: the same weights, a tekken.json edited by `edit`, and extra files.
+std::string model_variant(const std::string& name, const std::function<void(nlohmann::json&)>& edit,
+                          const std::map<std::string, std::string>& files = {}) {
+    const fs::path dir = tmp_dir() / name;
+    fs::create_directories(dir);
+    for (const char* f : {"config.json", "generation_config.json", "model.safetensors"})
+        if (!fs::exists(dir / f)) fs::create_symlink(fs::absolute(fs::path(kModel) / f), dir / f);
+    nlohmann::json t = nlohmann::json::parse(read(fs::path(kModel) / "tekken.json"));
+    edit(t);
+    std::ofstream(dir / "tekken.json") << t.dump();
+    for (const auto& [f, text] : files) std::ofstream(dir / f) << text;
+    return dir.string();
+}
+
+void with_tool_tokens(nlohmann::json& t) {
+    t["special_tokens"][32]["token_str"] = "[ARGS]";
+    t["special_tokens"][33]["token_str"] = "[CALL_ID]";
+}
+
+// Exactly one line of stderr mentions an error, and it is the last one.
+void check_one_error(const Run& r, const std::string& contains) {
+    INFO("stderr: " << r.err);
+    CHECK(r.rc == 1);
+    CHECK(r.out.empty());
+    size_t n = 0, pos = 0;
+    while ((pos = r.err.find("error", pos)) != std::string::npos) ++n, ++pos;
+    CHECK(n == 1);
+    const size_t last = r.err.rfind("error: ");
+    REQUIRE(last != std::string::npos);
+    CHECK(r.err.find('\n', last) == r.err.size() - 1);
+    CHECK(r.err.find(contains, last) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("one-shot: the golden psalm continuation, only the answer on stdout, timings on stderr") {
+    Run r = chat("-m " + kModel + " --temp 0 -n 48 -p \"Psalms 23\"");
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(r.out == golden_text("psalm") + "\n");
+    for (const char* s : {"prompt eval time", "eval time", "time to first token", "tokens per second"})
+        CHECK(r.err.find(s) != std::string::npos);
+}
+
+TEST_CASE("one-shot: the golden answer about an image") {
+    Run r = chat("-m " + kModel + " --temp 0 --image " + kRedCircle + " -p \"What is in the image?\"");
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(r.out == golden_text("shape_red_circle") + "\n");
+    CHECK(r.err.find("image encode time") != std::string::npos);
+}
+
+TEST_CASE("one-shot: the prompt from a file or stdin, and the layout sent to the model") {
+    const std::string want = golden_text("psalm") + "\n";
+    const std::string file = write("prompt.txt", "Psalms 23\n");
+    const std::string d1 = dump_path("file.jsonl");
+    Run f = chat("-m " + kModel + " --temp 0 -n 48 -f " + file + " --dump-ids " + d1);
+    CHECK(f.rc == 0);
+    CHECK(f.out == want);
+    auto p = prefills(d1);
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].pos == 0);
+    CHECK(p[0].ids == Ids{1, 3, 2702, 1032, 1050, 1051, 4});  // golden psalm.ids
+
+    Run s = chat("-m " + kModel + " --temp 0 -n 48 -p -", "Psalms 23\n");
+    CHECK(s.rc == 0);
+    CHECK(s.out == want);
+}
+
+TEST_CASE("one-shot: -sys, SYSTEM_PROMPT.txt with its placeholders, --no-system") {
+    const std::string d = dump_path("sys.jsonl");
+    Run r = chat("-m " + kModel + " --temp 0 -n 2 -sys \"You are a scribe.\" -p \"Psalms 23\" --dump-ids " + d);
+    CHECK(r.rc == 0);
+    auto p = prefills(d);
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].ids == cat({{1, 17}, E("You are a scribe."), {18, 3}, E("Psalms 23"), {4}}));
+
+    const std::string dir = model_variant("Tiny-KJV-Instruct", [](nlohmann::json&) {},
+                                          {{"SYSTEM_PROMPT.txt", "You are {name}. Today is {today}.\n"}});
+    char today[16];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(today, sizeof today, "%Y-%m-%d", std::localtime(&now));
+    const std::string d2 = dump_path("shipped.jsonl");
+    Run s = chat("-m " + dir + " --temp 0 -n 2 -p \"Psalms 23\" --dump-ids " + d2);
+    CHECK(s.rc == 0);
+    auto q = prefills(d2);
+    REQUIRE(q.size() == 1);
+    CHECK(q[0].ids ==
+          cat({{1, 17}, E(std::string("You are Tiny-KJV-Instruct. Today is ") + today + ".\n"), {18, 3},
+               E("Psalms 23"), {4}}));
+
+    const std::string d3 = dump_path("nosys.jsonl");
+    Run n = chat("-m " + dir + " --temp 0 -n 2 --no-system -p \"Psalms 23\" --dump-ids " + d3);
+    CHECK(n.rc == 0);
+    CHECK(prefills(d3).at(0).ids == Ids{1, 3, 2702, 1032, 1050, 1051, 4});
+}
+
+TEST_CASE("one-shot: --tools puts [AVAILABLE_TOOLS] before the user message") {
+    const std::string tools = write("tools.json", R"([{"type": "function", "function": {"name": "get_weather",
+        "description": "Get weather", "parameters": {"type": "object"}}}])");
+    const std::string d = dump_path("tools.jsonl");
+    Run r = chat("-m " + kModel + " --temp 0 -n 2 --tools " + tools + " -p Weather? --dump-ids " + d);
+    CHECK(r.rc == 0);
+    CHECK(prefills(d).at(0).ids ==
+          cat({{1, 5},
+               E(R"([{"type": "function", "function": {"name": "get_weather", "description": "Get weather", )"
+                 R"("parameters": {"type": "object"}}}])"),
+               {6, 3},
+               E("Weather?"),
+               {4}}));
+    check_one_error(chat("-m " + kModel + " --tools " + write("bad.json", "[{") + " -p x"), "not valid JSON");
+}
+
+TEST_CASE("one-shot errors: one clear line and exit code 1") {
+    check_one_error(chat("-m tests/data/no-such-model -p hi"), "no-such-model");
+    check_one_error(chat("-m " + kModel + " --image tests/data/missing.png -p hi"), "missing.png");
+    check_one_error(chat("-m " + kModel + " --image " + write("not_an_image.png", "text") + " -p hi"),
+                    "not_an_image.png");
+    check_one_error(chat("-m " + kModel + " -c 8 -p \"" + std::string(200, 'a') + " b c d e\""), "context");
+    const std::string v3 = model_variant("v3-model", [](nlohmann::json& t) { t["config"]["version"] = "v3"; });
+    check_one_error(chat("-m " + v3 + " -p hi"), "v3");
+    check_one_error(chat("-m " + kModel + " -p hi --top-p 0"), "top-p");
+}
+
+TEST_CASE("REPL through a pipe: turns, images, /clear, /regen, bad commands; only new tokens are prefilled") {
+    const std::string d = dump_path("repl.jsonl");
+    Run r = chat("-m " + kModel + " --temp 0 -n 48 --dump-ids " + d,
+                 "/image " + kRedCircle +
+                     "\n"
+                     "What is in the image?\n"
+                     "/frobnicate\n"
+                     "/image tests/data/missing.png\n"
+                     "And the blue one?\n"
+                     "/stats\n"
+                     "/clear\n"
+                     "Psalms 23\n"
+                     "/regen\n"
+                     "/exit\n");
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(r.err.find("error: unknown command /frobnicate") != std::string::npos);
+    CHECK(r.err.find("missing.png") != std::string::npos);
+    CHECK(r.err.find("context:") != std::string::npos);  // /stats
+    CHECK(r.out.find('\033') == std::string::npos);      // no colours on a pipe
+
+    std::istringstream lines(r.out);
+    std::string first, second, third, fourth;
+    std::getline(lines, first);
+    std::getline(lines, second);
+    std::getline(lines, third);
+    std::getline(lines, fourth);
+    CHECK(first == golden_text("shape_red_circle"));
+    CHECK(third == golden_text("psalm"));   // a cleared conversation answers like a fresh one
+    CHECK(fourth == golden_text("psalm"));  // /regen at temperature 0
+
+    const Ids turn1 = cat({{1, 3}, image(4, 4), E("What is in the image?"), {4}});
+    const int64_t answer1 = int64_t(E(golden_text("shape_red_circle")).size());
+    auto p = prefills(d);
+    REQUIRE(p.size() == 4);
+    CHECK(p[0].pos == 0);
+    CHECK(p[0].ids == turn1);
+    // Turn 2 starts after the cached answer: its </s>, then the new [INST] block.
+    CHECK(p[1].pos == int64_t(turn1.size()) + answer1);
+    CHECK(p[1].ids == cat({{2, 3}, E("And the blue one?"), {4}}));
+    // After /clear only <s>[INST] is shared with the cache.
+    CHECK(p[2].pos == 2);
+    CHECK(p[2].ids == cat({E("Psalms 23"), {4}}));
+    // /regen runs the last prompt token again.
+    CHECK(p[3].pos == 6);
+    CHECK(p[3].ids == Ids{4});
+}
+
+TEST_CASE("REPL: --image goes with the first message") {
+    Run r = chat("-m " + kModel + " --temp 0 --image " + kRedCircle, "What is in the image?\n");
+    CHECK(r.rc == 0);
+    CHECK(r.out == golden_text("shape_red_circle") + "\n");
+}
+
+TEST_CASE("REPL: /save and /load carry a conversation to a new process") {
+    const std::string conv = (tmp_dir() / "conv.json").string();
+    Run a = chat("-m " + kModel + " --temp 0 -n 48", "Psalms 23\n/save " + conv + "\n");
+    CHECK(a.rc == 0);
+    nlohmann::json j = nlohmann::json::parse(read(conv));
+    REQUIRE(j["messages"].size() == 2);
+    CHECK(j["messages"][0]["role"] == "user");
+    CHECK(j["messages"][1]["content"] == golden_text("psalm"));
+
+    const std::string d = dump_path("load.jsonl");
+    Run b = chat("-m " + kModel + " --temp 0 -n 4 --dump-ids " + d, "/load " + conv + "\nAmen\n");
+    CHECK(b.rc == 0);
+    CHECK(prefills(d).at(0).ids ==
+          cat({{1, 3}, E("Psalms 23"), {4}, E(golden_text("psalm")), {2, 3}, E("Amen"), {4}}));
+    Run c = chat("-m " + kModel, "/load " + write("broken.json", "{\"messages\": 3}") + "\n/exit\n");
+    CHECK(c.rc == 0);
+    CHECK(c.err.find("error: ") != std::string::npos);
+}
+
+TEST_CASE("REPL: /tool-result answers a waiting tool call (v11 layout with call ids)") {
+    const std::string dir = model_variant("tools-model", with_tool_tokens);
+    const std::string tools = write("tools2.json", R"([{"name": "get_weather", "description": "Get weather"}])");
+    const std::string conv = write("calls.json", R"({"messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "a1b2c3d4e", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}]})");
+    const std::string d = dump_path("toolres.jsonl");
+    Run r = chat("-m " + dir + " --temp 0 -n 2 --tools " + tools + " --dump-ids " + d,
+                 "/tool-result {\"temp_c\": 21}\n/tool-result again\n/exit\n");
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    // Fails: nothing loaded yet, so no call is waiting.
+    CHECK(r.err.find("no tool call is waiting") != std::string::npos);
+
+    const std::string d2 = dump_path("toolres2.jsonl");
+    Run s = chat("-m " + dir + " --temp 0 -n 2 --tools " + tools + " --dump-ids " + d2,
+                 "/load " + conv + "\n/tool-result {\"temp_c\": 21}\n/exit\n");
+    INFO(s.err);
+    CHECK(s.rc == 0);
+    CHECK(prefills(d2).at(0).ids ==
+          cat({{1, 5},
+               E(R"([{"type": "function", "function": {"name": "get_weather", "description": "Get weather", )"
+                 R"("parameters": {}}}])"),
+               {6, 3},
+               E("Weather in Paris?"),
+               {4, 9},
+               E("get_weather"),
+               {33},
+               E("a1b2c3d4e"),
+               {32},
+               E(R"({"city": "Paris"})"),
+               {2, 7},
+               E("a1b2c3d4e"),
+               {19},
+               E(R"({"temp_c": 21})"),
+               {8}}));
+}
+
+TEST_CASE("REPL: Ctrl-C stops an answer and the chat goes on; Ctrl-C at the prompt exits") {
+    const std::string out = (tmp_dir() / "sigint.out").string(), err = (tmp_dir() / "sigint.err").string();
+    const std::string fifo = (tmp_dir() / "sigint.fifo").string();
+    // A hot sampler keeps the tiny model talking for thousands of tokens.
+    const int rc = script("rm -f " + fifo + "; mkfifo " + fifo + "\n$CHAT -m " + kModel +
+                          " --temp 1.5 --top-k 0 --top-p 1 --min-p 0 < " + fifo + " > " + out + " 2> " + err +
+                          " &\npid=$!\nexec 3> " + fifo +
+                          "\necho 'Psalms 23' >&3\n"
+                          "for i in $(seq 600); do [ -s " + out + " ] && break; sleep 0.1; done\n"
+                          "kill -INT $pid\nsleep 0.5\necho '/exit' >&3\nexec 3>&-\nwait $pid\n");
+    INFO(read(err));
+    CHECK(rc == 0);
+    CHECK(read(err).find("(interrupted)") != std::string::npos);
+
+    const int rc2 = script("rm -f " + fifo + "; mkfifo " + fifo + "\n$CHAT -m " + kModel + " < " + fifo + " > " +
+                           out + " 2> " + err + " &\npid=$!\nexec 3> " + fifo +
+                           "\nfor i in $(seq 600); do grep -q 'type a message' " + err +
+                           " && break; sleep 0.1; done\nkill -INT $pid\nwait $pid\n");
+    CHECK(rc2 == 130);
+}
+
+TEST_CASE("--color on colours stderr even on a pipe; answers stay plain") {
+    Run r = chat("-m " + kModel + " --temp 0 -n 2 --color on", "/nope\nPsalms 23\n");
+    CHECK(r.rc == 0);
+    CHECK(r.err.find("\033[1;31merror: unknown command") != std::string::npos);
+    CHECK(r.out.find('\033') == std::string::npos);
+}
