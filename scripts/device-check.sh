@@ -6,7 +6,9 @@
 #   scripts/device-check.sh pack     on a build machine with the Debian -dev packages: copies the headers and
 #                                    libraries the build needs into build-deps/ (carry it to a machine that has
 #                                    no package registry; this script uses it when apt cannot install them)
-# Environment: FP4_BENCH_CONFIG (config.json for bench --synthetic), FP4_CUDA_ARCHS (default 90a).
+# Environment: FP4_BENCH_CONFIG (config.json for bench --synthetic), FP4_CUDA_ARCHS (default 90a),
+# FP4_BENCH_REPS (bench repetitions, default 2), FP4_SKIP_BENCH=1 (correctness only),
+# FP4_AB="VAR=value" (run the kernel bench a second time with that variable set).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -88,14 +90,29 @@ if [ -x build/tests/test_backend_ops ]; then
 fi
 [ -d build ] && step ctest_golden 120 ctest --test-dir build -R "golden" --output-on-failure
 
-if [ -x build/bin/bench ]; then
+# The demo on the GPU: the psalm continuation and the six shape_* pictures named by colour.
+if [ -x build/bin/chat ]; then
+    chat_cuda() {
+        local m=tests/data/tiny-kjv/nvfp4
+        build/bin/chat -m $m --device cuda --temp 0 -n 48 -p "Psalms 23" 2> /dev/null
+        for s in red_circle blue_square green_triangle yellow_cross purple_circle orange_square; do
+            printf '%-16s ' "$s"
+            build/bin/chat -m $m --device cuda --temp 0 -n 16 -p "What is in the image?" \
+                --image tests/data/tiny-kjv/images/$s.png 2> /dev/null
+        done
+    }
+    export -f chat_cuda
+    step chat_cuda 120 bash -c chat_cuda
+fi
+
+if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     CFG=${FP4_BENCH_CONFIG:-tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json}
     step bench_24b 200 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 512 \
         --progress
 fi
 # Per-kernel figures on the 24B shapes (GEMV at M = 1..32, prefill GEMM, lm_head).
-[ -x build/tests/test_backend_ops ] && step kernel_bench 90 build/tests/test_backend_ops --no-skip -tc="bench*" -s
-if [ -n "${FP4_AB:-}" ]; then  # FP4_AB="FP4_GEMV=old": the same kernel bench with a variant switched on
+[ -x build/tests/test_backend_ops ] && [ -z "${FP4_SKIP_BENCH:-}" ] && step kernel_bench 90 build/tests/test_backend_ops --no-skip -tc="bench*" -s
+if [ -n "${FP4_AB:-}" ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then  # FP4_AB="FP4_GEMV=old": the same kernel bench with a variant switched on
     step kernel_bench_ab 90 env $FP4_AB build/tests/test_backend_ops --no-skip -tc="bench*" -s
 fi
 
