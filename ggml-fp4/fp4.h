@@ -147,11 +147,11 @@ public:
     virtual void set_threads(int n) { (void)n; }
     // Memory traffic of a large copy on this device, bytes per second (reads + writes): the ceiling
     // that memory-bound kernels are measured against.
-    virtual double measure_bandwidth() { return 0; }  // TODO(lead): pure once both backends implement it
+    virtual double measure_bandwidth() = 0;
     // Bytes of device (or host) memory this backend holds now: weights, caches and graph arena.
-    virtual size_t memory_used() const { return 0; }
+    virtual size_t memory_used() const = 0;
     // Returns a persistent tensor's storage (from alloc_persistent) to the backend.
-    virtual void free_persistent(Tensor& t) { (void)t; }
+    virtual void free_persistent(Tensor& t) = 0;
     // Activation/cache type the backend prefers (F32 on CPU).
     virtual Type cache_type() const { return Type::F32; }
 };

@@ -1,6 +1,7 @@
 // synthetic.cpp — fills host buffers with random NVFP4 codes and BF16 values of the config's shapes.
 #include "synthetic.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -78,8 +79,11 @@ public:
                 std::memcpy(codes + 8 * i, &r, 8);
             }
         });
-        uint64_t s = ++seed_;
-        for (size_t i = 0; i < t->scale_bytes(); ++i) scales[i] = fp4::f32_to_e4m3(0.75f + 0.5f * float(splitmix(s) & 255) / 255);
+        std::array<uint8_t, 256> lut;  // E4M3 scales spread over [0.75, 1.25]
+        for (size_t i = 0; i < lut.size(); ++i) lut[i] = fp4::f32_to_e4m3(0.75f + 0.5f * float(i) / 255);
+        parallel_fill(t->scale_bytes(), ++seed_, threads_, [=](size_t b, size_t e, uint64_t s) {
+            for (size_t i = b; i < e; ++i) scales[i] = lut[splitmix(s) & 255];
+        });
         t->data = codes;
         t->scale = scales;
         t->gscale = 2.0f / amp;  // |code| averages ~2

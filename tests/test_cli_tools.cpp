@@ -1,0 +1,79 @@
+// test_cli_tools.cpp — the logits and bench binaries as a user runs them: logits written as safetensors
+// equal the goldens, bench's JSON carries every field with positive rates, and bad input is one error line.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "golden.h"
+
+namespace {
+
+std::string join(const std::vector<int32_t>& ids) {
+    std::string s;
+    for (int32_t id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+    return s;
+}
+
+int error_lines(const std::string& err) {
+    int n = 0;
+    for (size_t at = err.find("error:"); at != std::string::npos; at = err.find("error:", at + 1)) ++n;
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("logits: a golden case with an image, written as safetensors") {
+    Golden gold("tests/data/tiny-kjv/golden");
+    const std::string out = (cli::tmp_dir() / "logits.safetensors").string();
+    cli::Run r = cli::run("logits --device cpu -m tests/data/tiny-kjv/nvfp4 --ids " + join(gold.i32("shape_red_circle.ids")) +
+                          " --image tests/data/tiny-kjv/images/red_circle.png --hidden -o " + out);
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    auto set = mistral::SafeTensorSet::open_files({out});
+    const mistral::TensorView& v = set->get("logits");
+    std::vector<float> got(v.nbytes / 4);
+    std::memcpy(got.data(), v.data, v.nbytes);
+    CHECK(rel_err(got, gold.f32("shape_red_circle.logits_nvfp4")) <= 1e-3);
+    CHECK(set->find("hidden.4") != nullptr);
+}
+
+TEST_CASE("logits: wrong image count, bad ids and a prompt beyond the context are one error line") {
+    Golden gold("tests/data/tiny-kjv/golden");
+    const std::string ids = join(gold.i32("shape_red_circle.ids"));
+    const std::string out = " -o " + (cli::tmp_dir() / "x.safetensors").string();
+    for (const std::string& args :
+         {"logits --device cpu -m tests/data/tiny-kjv/nvfp4 --ids " + ids + out,
+          "logits --device cpu -m tests/data/tiny-kjv/nvfp4 --ids 1,x,3" + out,
+          "logits --device cpu -m tests/data/tiny-kjv/nvfp4 --ids 1,999999" + out,
+          "logits --device cpu -m tests/data/tiny-kjv/nvfp4 -c 4 --ids 1,2,3,4,5,6" + out}) {
+        cli::Run r = cli::run(args);
+        INFO(args << "\n" << r.err);
+        CHECK(r.rc == 1);
+        CHECK(error_lines(r.err) == 1);
+    }
+}
+
+TEST_CASE("bench: JSON with every field and positive rates") {
+    cli::Run r = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 64 -n 32 -r 2 -np 2 --prompt-len 8 -o json");
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    nlohmann::json j = nlohmann::json::parse(r.out);
+    REQUIRE(j.size() == 3);
+    for (const auto& row : j) {
+        for (const char* key : {"model", "backend", "test", "avg_ts", "stddev_ts", "ttft_ms", "weight_bytes_per_token",
+                                "bandwidth_gbs", "effective_gbs", "ceiling_ratio", "peak_host_mem_gb", "device_mem_gb"})
+            CHECK_MESSAGE(row.contains(key), key);
+        CHECK(row["avg_ts"].get<double>() > 0);
+        CHECK(row["bandwidth_gbs"].get<double>() > 0);
+        CHECK(row["samples_ts"].size() == 2);
+    }
+    CHECK(j[0]["test"] == "pp64");
+    CHECK(j[1]["test"] == "tg32");
+    CHECK(j[1]["ceiling_ratio"].get<double>() > 0);
+    CHECK(j[2]["test"] == "np2 pp8+tg32");
+}
+
+TEST_CASE("bench: neither or both of -m and --synthetic is an error") {
+    cli::Run r = cli::run("bench --device cpu -p 8 -n 0");
+    CHECK(r.rc == 1);
+    CHECK(error_lines(r.err) == 1);
+}
