@@ -308,7 +308,7 @@ int main(int argc, char** argv) {
         so.seed = o.common.seed;
         if (!o.tools_file.empty()) {
             try {
-                so.tools = tools_json(nlohmann::ordered_json::parse(read_file(o.tools_file, "tools file")));
+                so.tools = tools_json(parse_json(read_file(o.tools_file, "tools file")));
             } catch (const nlohmann::json::parse_error& e) {
                 throw std::runtime_error(o.tools_file + ": not valid JSON (at byte " + std::to_string(e.byte) + ")");
             }

@@ -349,10 +349,10 @@ void ChatSession::save(const std::string& path) const {
 void ChatSession::load(const std::string& path) {
     std::ifstream f(path);
     if (!f) throw std::runtime_error("cannot open " + path);
-    nlohmann::json j;
+    nlohmann::ordered_json j;
     try {
-        j = nlohmann::json::parse(f);
-    } catch (const nlohmann::json::exception& e) {
+        j = parse_json(f);
+    } catch (const std::exception& e) {
         throw std::runtime_error(path + ": not valid JSON (" + e.what() + ")");
     }
     if (!j.is_object() || !j.contains("messages") || !j["messages"].is_array())

@@ -58,8 +58,8 @@ std::string py_json(const ojson& v) {
 static ojson call_arguments(const std::string& text) {
     if (text.empty()) return ojson::object();
     try {
-        return ojson::parse(text);
-    } catch (const ojson::parse_error&) {
+        return parse_json(text);
+    } catch (const std::exception&) {  // not JSON, or nested too deep: kept as a string
         return ojson(text);
     }
 }
@@ -340,8 +340,8 @@ ChatTemplate::Reply ChatTemplate::parse_reply(const std::vector<int32_t>& ids) c
         // [TOOL_CALLS][{"name": ..., "arguments": {...}, "id": ...}, ...]
         ojson list;
         try {
-            list = ojson::parse(text(start + 1, ids.end()));
-        } catch (const ojson::parse_error&) {
+            list = parse_json(text(start + 1, ids.end()));
+        } catch (const std::exception&) {
             return fail();
         }
         if (list.is_object()) list = ojson::array({list});

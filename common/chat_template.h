@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tokenizer.h"
@@ -94,6 +96,19 @@ std::string py_json(const nlohmann::ordered_json& v);
 // An OpenAI-style function list — an array (or {"tools": array}) of {"type": "function", "function": {...}}
 // or of bare {"name", "description", "parameters"} — as the canonical [AVAILABLE_TOOLS] text. Throws on
 // malformed input (missing or invalid name, parameters that are not an object).
+// JSON parsed with its nesting bounded (deeper input throws std::runtime_error): everything parsed from a
+// user's file or the model's output is later printed recursively, so depth must not be unbounded.
+constexpr int kMaxJsonDepth = 64;
+template <class Input>
+nlohmann::ordered_json parse_json(Input&& in) {
+    return nlohmann::ordered_json::parse(std::forward<Input>(in), [](int depth, nlohmann::ordered_json::parse_event_t,
+                                                                      nlohmann::ordered_json&) {
+        if (depth > kMaxJsonDepth)
+            throw std::runtime_error("JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+        return true;
+    });
+}
+
 std::string tools_json(const nlohmann::ordered_json& tools);
 
 // SYSTEM_PROMPT.txt as Mistral's model cards fill it in (Python str.format): {name}, {today} and {yesterday}
