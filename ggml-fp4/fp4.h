@@ -145,8 +145,8 @@ public:
     // Copy host bytes into a persistent tensor (e.g. restoring a KV cache).
     virtual void write(Tensor& t, const void* src, size_t nbytes) = 0;
     virtual void set_threads(int n) { (void)n; }
-    // Memory traffic of a large copy on this device, bytes per second (reads + writes): the ceiling
-    // that memory-bound kernels are measured against.
+    // The streaming bandwidth memory-bound kernels are measured against, bytes per second: the read
+    // bandwidth of host memory on the CPU, a device-to-device copy (bytes read + written) on a GPU.
     virtual double measure_bandwidth() = 0;
     // Bytes of device (or host) memory this backend holds now: weights, caches and graph arena.
     virtual size_t memory_used() const = 0;

@@ -14,7 +14,7 @@ struct MemoryBandwidth {
     double copy;  // bytes read + bytes written per second, copying
 };
 
-// Best of `reps` passes over two buffers of `bytes` each.
+// Best of `reps` passes, in 64 MiB segments, over two buffers of `bytes` each.
 MemoryBandwidth measure_memory_bandwidth(ThreadPool& pool, size_t bytes, int reps);
 
 }  // namespace fp4::cpu

@@ -77,7 +77,8 @@ public:
         for (Tensor* t : g.nodes()) {
             for (Tensor* s : t->src)
                 if (s && !s->data)
-                    throw std::invalid_argument(std::string(op_name(t->op)) + ": source '" + s->name + "' has no storage");
+                    throw std::invalid_argument(std::string(op_name(t->op)) + ": source '" + s->name +
+                                                "' has no storage");
             run_node(ctx, *t);
         }
         // Outputs stay readable until the next compute; the other buffers are reused, so forget them.
@@ -102,7 +103,7 @@ public:
 
     void set_threads(int n) override { pool_.resize(n); }
 
-    double measure_bandwidth() override { return measure_memory_bandwidth(pool_, size_t(512) << 20, 3).copy; }
+    double measure_bandwidth() override { return measure_memory_bandwidth(pool_, size_t(512) << 20, 3).read; }
 
     // What this backend allocated: persistent tensors, the graph arena and kernel scratch. Weights are
     // not counted: they stay in the caller's memory (zero copy).
@@ -113,7 +114,8 @@ public:
     }
 
     void free_persistent(Tensor& t) override {
-        if (!persistent_.erase(t.data)) throw std::invalid_argument("free_persistent: '" + t.name + "' is not persistent");
+        if (!persistent_.erase(t.data))
+            throw std::invalid_argument("free_persistent: '" + t.name + "' is not persistent");
         t.data = nullptr;
         t.scale = nullptr;
     }

@@ -42,7 +42,8 @@ Isa isa_from_env() {
     if (!env || !*env) return best_isa();
     for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
         if (std::string(env) != isa_name(isa)) continue;
-        if (!isa_supported(isa)) throw std::runtime_error(std::string("FP4_CPU_ISA=") + env + ": not supported by this CPU");
+        if (!isa_supported(isa))
+            throw std::runtime_error(std::string("FP4_CPU_ISA=") + env + ": not supported by this CPU");
         return isa;
     }
     throw std::runtime_error(std::string("FP4_CPU_ISA=") + env + ": expected scalar, avx2 or avx512");

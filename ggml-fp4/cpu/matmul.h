@@ -22,8 +22,8 @@
 namespace fp4::cpu {
 
 constexpr int kGemvRows = 4;      // at most this many x rows take the fused GEMV path
-constexpr int kPanelRows = 4;     // weight rows decoded together
-constexpr int64_t kPanelCols = 2048;  // columns per decoded panel (a multiple of 128)
+constexpr int kPanelRows = 8;     // weight rows decoded together
+constexpr int64_t kPanelCols = 1024;  // columns per decoded panel (a multiple of 128): 32 KB, in L1
 constexpr int64_t kRowBlock = 64;     // x rows that share one decoded panel
 // Streaming kernels prefetch weight bytes this far ahead (NVFP4 scales: an eighth of it), which
 // keeps enough cache misses in flight for one core to approach its share of DRAM bandwidth.
@@ -47,7 +47,6 @@ using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const floa
                              int64_t kb, float* y, int64_t ldy);
 
 struct Kernels {
-    Isa isa;
     int64_t nvfp4_block;                                   // kpad multiple for NVFP4 weights
     void (*pack_nvfp4_x)(const float* x, int64_t K, int64_t kpad, float* out);  // x row -> NVFP4 order
     GemvFn gemv_f32, gemv_f16, gemv_bf16, gemv_nvfp4;

@@ -1,7 +1,8 @@
-// matmul_avx2.cpp — AVX2/FMA/F16C matmul kernels. NVFP4 as in the AVX-512 kernels, in halves of a
-// 128-column block: vpermps indexes only 8 entries, so it looks up the E2M1 magnitude from the low
-// 3 bits of each nibble and the sign (bit 3) is moved to bit 31 and XOR-ed in. Row tails are copied
-// into small zero-padded buffers. All products and sums are F32.
+// matmul_avx2.cpp — AVX2/FMA/F16C matmul kernels. NVFP4 codes are decoded in registers: each 32-bit
+// word holds 8 nibbles and x is pre-ordered (pack_x_nibble_order) so that vector j of a block meets
+// nibble j of every word; a 128-column block is two halves of 8 words. vpermps indexes only 8 entries,
+// so it looks up the E2M1 magnitude from a nibble's low 3 bits, and its sign (bit 3) is moved to bit 31
+// and XOR-ed in. Row tails are copied into small zero-padded buffers. All products and sums are F32.
 
 // GCC 12 reports its own intrinsics' _mm*_undefined_*() placeholders as uninitialized (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -27,7 +28,8 @@ inline float hsum(__m256 v) {
 
 // ---- NVFP4 ----------------------------------------------------------------------------------------
 
-// 4 E4M3 scale bytes -> 8 floats, lane d holding group d/2 (see the AVX-512 kernels for the trick).
+// 4 E4M3 scale bytes -> 8 floats, lane d (columns 8d .. 8d+7) holding group d/2. The byte's exponent
+// and mantissa placed at the F32 exponent and mantissa positions give value·2^-120, subnormals included.
 inline __m256 e4m3_pairs(uint32_t bytes) {
     const __m128i b4 = _mm_cvtsi32_si128(int(bytes));
     const __m256i b = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(b4, b4));
@@ -245,27 +247,18 @@ float dot(const float* a, const float* b, int64_t n) {
 void axpy(float alpha, const float* x, float* y, int64_t n) {
     const __m256 a = _mm256_set1_ps(alpha);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
 }  // namespace
 
 const Kernels& kernels_avx2() {
-    static const Kernels k{Isa::Avx2,
-                           128,
-                           pack_x_nibble_order,
-                           gemv_dense<F32>,
-                           gemv_dense<F16>,
-                           gemv_dense<BF16>,
-                           gemv_nvfp4,
-                           decode_dense<F32>,
-                           decode_dense<F16>,
-                           decode_dense<BF16>,
-                           decode_nvfp4,
-                           gemm_panel,
-                           dot,
-                           axpy};
+    static const Kernels k{128, pack_x_nibble_order,
+                           gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
+                           decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
+                           gemm_panel, dot, axpy};
     return k;
 }
 

@@ -190,6 +190,17 @@ constexpr GemvFn gemv_dense = gemv_by_rows<gemv_dense_rows<T, 1>, gemv_dense_row
 constexpr GemvFn gemv_nvfp4 =
     gemv_by_rows<gemv_nvfp4_rows<1>, gemv_nvfp4_rows<2>, gemv_nvfp4_rows<3>, gemv_nvfp4_rows<4>>;
 
+// The lane sums of four vectors, {Σa, Σb, Σc, Σd}: pairwise shuffles and adds, cheaper than four
+// separate reductions.
+inline __m128 sum4(const __m512* v) {
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(v[0], v[1]), _mm512_unpackhi_ps(v[0], v[1]));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(v[2], v[3]), _mm512_unpackhi_ps(v[2], v[3]));
+    const __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
+                                      _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
+    const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+}
+
 // MR x rows × NR panel rows, accumulated over kb columns in 16-lane vectors.
 template <int MR, int NR>
 void panel_tile(const float* panel, int64_t ldp, const float* x, int64_t ldx, int64_t kb, float* y, int64_t ldy) {
@@ -204,8 +215,13 @@ void panel_tile(const float* panel, int64_t ldp, const float* x, int64_t ldx, in
             for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_fmadd_ps(xv, p[r], acc[m][r]);
         }
     }
-    for (int m = 0; m < MR; ++m)
-        for (int r = 0; r < NR; ++r) y[m * ldy + r] += _mm512_reduce_add_ps(acc[m][r]);
+    for (int m = 0; m < MR; ++m) {
+        if constexpr (NR == 4) {
+            _mm_storeu_ps(y + m * ldy, _mm_add_ps(_mm_loadu_ps(y + m * ldy), sum4(acc[m])));
+        } else {
+            for (int r = 0; r < NR; ++r) y[m * ldy + r] += _mm512_reduce_add_ps(acc[m][r]);
+        }
+    }
 }
 
 // MR x rows against all nr panel rows, four at a time.
@@ -241,27 +257,18 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
     const __m512 a = _mm512_set1_ps(alpha);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = first_lanes(n - i);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
     }
 }
 
 }  // namespace
 
 const Kernels& kernels_avx512() {
-    static const Kernels k{Isa::Avx512,
-                           128,
-                           pack_x_nibble_order,
-                           gemv_dense<F32>,
-                           gemv_dense<F16>,
-                           gemv_dense<BF16>,
-                           gemv_nvfp4,
-                           decode_dense<F32>,
-                           decode_dense<F16>,
-                           decode_dense<BF16>,
-                           decode_nvfp4,
-                           gemm_panel,
-                           dot,
-                           axpy};
+    static const Kernels k{128, pack_x_nibble_order,
+                           gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
+                           decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
+                           gemm_panel, dot, axpy};
     return k;
 }
 

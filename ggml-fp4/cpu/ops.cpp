@@ -14,7 +14,8 @@ namespace fp4::cpu {
 
 void require_f32(const Tensor& t, Op op) {
     if (t.type != Type::F32)
-        throw std::invalid_argument(std::string(op_name(op)) + ": '" + t.name + "' must be F32, is " + type_name(t.type));
+        throw std::invalid_argument(std::string(op_name(op)) + ": '" + t.name + "' must be F32, is " +
+                                    type_name(t.type));
 }
 
 static float* f32(Tensor* t) { return static_cast<float*>(t->data); }

@@ -1,7 +1,8 @@
 // microbench — the CPU backend's speed against the machine's memory: (a) plain read and copy bandwidth
 // over a buffer much larger than the caches, (b) the NVFP4 matmul and (c) the BF16 matmul of a given
 // shape, each reported as time, weight bandwidth (and its share of the read bandwidth) and GFLOP/s.
-// Weights rotate through enough copies to exceed the last-level cache, so they stream from DRAM.
+// Weights rotate through enough copies to exceed the last-level cache, so they stream from DRAM. Every
+// figure is the best of its repetitions (and the median time too), which is robust on a shared machine.
 // FP4_CPU_ISA=scalar|avx2|avx512 picks the kernel set.
 #include <CLI/CLI.hpp>
 
@@ -44,12 +45,11 @@ struct WeightCopy {
 };
 
 struct MatmulResult {
-    double ms, weight_gbs, gflops;
+    double best_s, median_s;  // seconds per matmul
 };
 
 MatmulResult measure_matmul(fp4::Backend& be, fp4::cpu::ThreadPool& pool, fp4::Type type, int64_t N, int64_t K,
-                            int64_t M, size_t min_total_bytes, double min_seconds) {
-    const size_t weight_bytes = fp4::row_bytes(type, K) * size_t(N) + (type == fp4::Type::NVFP4 ? size_t(N * K / 16) : 0);
+                            int64_t M, size_t weight_bytes, size_t min_total_bytes, double min_seconds) {
     const size_t n_copies = std::max<size_t>(1, (min_total_bytes + weight_bytes - 1) / weight_bytes);
     std::vector<float> x(size_t(M * K));
     for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 13) - 6) * 0.125f;
@@ -70,18 +70,19 @@ MatmulResult measure_matmul(fp4::Backend& be, fp4::cpu::ThreadPool& pool, fp4::T
             wc->w->gscale = 1000.0f;
         }
         be.upload_weight(*wc->w);
-        wc->graph.mark_output(wc->graph.mul_mat(wc->w.get(), wc->graph.input(fp4::Type::F32, {K, M}, x.data())));
+        wc->graph.mark_output(wc->graph.mul_mat(wc->w.get(), wc->graph.input(fp4::Type::F32, {K, M}, x.data(), "x")));
         copies.push_back(std::move(wc));
     }
     for (auto& wc : copies) be.compute(wc->graph);  // warm-up: page in, size the arena
-    size_t runs = 0;
-    const auto t0 = Clock::now();
+    std::vector<double> times;
+    const auto start = Clock::now();
     do {
-        be.compute(copies[runs % copies.size()]->graph);
-        ++runs;
-    } while (seconds_since(t0) < min_seconds || runs < copies.size());
-    const double s = seconds_since(t0) / double(runs);
-    return {s * 1e3, double(weight_bytes) / s / 1e9, 2.0 * double(M * N * K) / s / 1e9};
+        const auto t0 = Clock::now();
+        be.compute(copies[times.size() % copies.size()]->graph);
+        times.push_back(seconds_since(t0));
+    } while (seconds_since(start) < min_seconds || times.size() < copies.size());
+    std::sort(times.begin(), times.end());
+    return {times.front(), times[times.size() / 2]};
 }
 
 }  // namespace
@@ -93,10 +94,13 @@ int main(int argc, char** argv) {
     std::vector<int64_t> rows = {1};
     double buffer_mib = 1024, seconds = 2.0;
     app.add_option("-t,--threads", threads, "threads (default: all cores)");
-    app.add_option("-N", N, "weight rows (outputs)");
-    app.add_option("-K", K, "weight columns (inputs), a multiple of 16");
-    app.add_option("--rows", rows, "activation rows M, one run each (e.g. --rows 1,16,64)")->delimiter(',');
-    app.add_option("--buffer-mib", buffer_mib, "bandwidth buffer and minimum weight working set, MiB");
+    app.add_option("-N", N, "weight rows (outputs)")->check(CLI::PositiveNumber);
+    app.add_option("-K", K, "weight columns (inputs), a multiple of 16")->check(CLI::PositiveNumber);
+    app.add_option("--rows", rows, "activation rows M, one run each (e.g. --rows 1,16,64)")
+        ->delimiter(',')
+        ->check(CLI::PositiveNumber);
+    app.add_option("--buffer-mib", buffer_mib, "bandwidth buffer and minimum weight working set, MiB")
+        ->check(CLI::PositiveNumber);
     app.add_option("--seconds", seconds, "minimum time per measurement");
     CLI11_PARSE(app, argc, argv);
 
@@ -104,16 +108,20 @@ int main(int argc, char** argv) {
         auto be = fp4::make_cpu_backend(threads);
         fp4::cpu::ThreadPool pool(threads);
         const size_t bytes = size_t(buffer_mib * 1024 * 1024);
-        const fp4::cpu::MemoryBandwidth bw = fp4::cpu::measure_memory_bandwidth(pool, bytes, 5);
+        const fp4::cpu::MemoryBandwidth bw = fp4::cpu::measure_memory_bandwidth(pool, bytes, 10);
         std::printf("backend %s, %d threads\n", be->name(), pool.size());
         std::printf("memory  %.0f MiB: read %.1f GB/s, copy %.1f GB/s (read + written bytes)\n", buffer_mib,
                     bw.read / 1e9, bw.copy / 1e9);
         for (fp4::Type type : {fp4::Type::NVFP4, fp4::Type::BF16})
             for (int64_t M : rows) {
-                const MatmulResult r = measure_matmul(*be, pool, type, N, K, M, bytes, seconds);
-                std::printf("%-5s N=%lld K=%lld M=%lld: %8.3f ms  %6.1f GB/s weights (%3.0f%% of read)  %7.1f GFLOP/s\n",
-                            fp4::type_name(type), (long long)N, (long long)K, (long long)M, r.ms, r.weight_gbs,
-                            100.0 * r.weight_gbs * 1e9 / bw.read, r.gflops);
+                const double weight_bytes =
+                    double(fp4::row_bytes(type, K)) * double(N) + (type == fp4::Type::NVFP4 ? double(N * K / 16) : 0);
+                const MatmulResult r = measure_matmul(*be, pool, type, N, K, M, size_t(weight_bytes), bytes, seconds);
+                std::printf("%-5s N=%lld K=%lld M=%-3lld best %8.3f ms (median %8.3f): %5.1f GB/s of weights = %3.0f%% "
+                            "of read bandwidth, %6.1f GFLOP/s\n",
+                            fp4::type_name(type), (long long)N, (long long)K, (long long)M, r.best_s * 1e3,
+                            r.median_s * 1e3, weight_bytes / r.best_s / 1e9, 100.0 * weight_bytes / r.best_s / bw.read,
+                            2.0 * double(M * N * K) / r.best_s / 1e9);
             }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
