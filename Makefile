@@ -1,11 +1,14 @@
-# Makefile — thin wrapper over CMake: `make deps`, `make`, `make test`, `make demo`.
+# Makefile — thin wrapper over CMake: `make deps`, `make`, `make test`, `make demo`, `make sanitize`,
+# `make fuzz`.
 BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 DEBIAN_PACKAGES = cmake g++ make pkg-config libcli11-dev libstb-dev doctest-dev nlohmann-json3-dev \
-                  libpcre2-dev libreadline-dev
+                  libpcre2-dev libreadline-dev clang libclang-rt-14-dev
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS = -fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined
 
-.PHONY: all deps configure test demo clean sanitize
+.PHONY: all deps configure test demo clean sanitize fuzz
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -31,8 +34,18 @@ demo: all
 	$(BUILD)/bin/chat -m tests/data/tiny-kjv/nvfp4 --temp 0 -n 16 -p "What is in the image?" \
 	    --image tests/data/tiny-kjv/images/red_circle.png
 
+# ASan + UBSan build and ctest; halt_on_error makes any undefined behaviour fail its test.
 sanitize:
-	$(MAKE) test BUILD=build-sanitize CMAKE_FLAGS="-DFP4_SANITIZE=ON -DFP4_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo"
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(MAKE) test BUILD=build-sanitize \
+	    CMAKE_FLAGS="-DFP4_SANITIZE=ON -DFP4_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo"
+
+# libFuzzer targets (tests/fuzz) with ASan + UBSan, FUZZ_SECONDS each; crashes go to build-fuzz/artifacts.
+fuzz:
+	cmake -S . -B build-fuzz -DFP4_FUZZ=ON -DFP4_SANITIZE=ON -DFP4_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+	    "-DCMAKE_C_FLAGS=$(FUZZ_FLAGS)" "-DCMAKE_CXX_FLAGS=$(FUZZ_FLAGS)"
+	cmake --build build-fuzz -j $(JOBS) --target fuzz-targets
+	tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

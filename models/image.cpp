@@ -99,6 +99,40 @@ bool png_has_zero_side(const uint8_t* b, size_t n) {
     return be32(16) == 0 || be32(20) == 0;
 }
 
+// Whether every Huffman table of a JPEG declares at most 256 codes. The stb_image Debian ships (2022-09-08)
+// trusts the 16 code counts of a DHT segment and writes past its 257-entry tables when they sum higher
+// (upstream stb_image 2.28 refuses such files); this walks the markers as stb does, scan data included,
+// so that no such table reaches it.
+bool jpeg_huffman_tables_ok(const uint8_t* b, size_t n) {
+    auto at = [&](size_t i) -> size_t { return i < n ? b[i] : 0; };  // stb reads 0 past the end
+    for (size_t i = 2; i + 1 < n;) {
+        if (b[i] != 0xff) {  // scan data, or junk stb skips
+            ++i;
+            continue;
+        }
+        const uint8_t m = b[i + 1];
+        if (m == 0xff || m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {  // fill, stuffing, no length
+            i += m == 0xff ? 1 : 2;
+            continue;
+        }
+        if (m == 0xd9) break;  // EOI
+        const int64_t len = int64_t(at(i + 2) << 8 | at(i + 3));
+        i += 4;
+        if (m != 0xc4) {
+            i += size_t(std::max<int64_t>(len - 2, 0));
+            continue;
+        }
+        for (int64_t left = len - 2; left > 0;) {  // DHT: tables of class/id, 16 counts, the codes
+            size_t count = 0;
+            for (size_t k = 1; k <= 16; ++k) count += at(i + k);
+            if (count > 256) return false;
+            i += 17 + count;
+            left -= int64_t(17 + count);
+        }
+    }
+    return true;
+}
+
 }  // namespace
 
 ImageGrid image_grid(int w, int h, const ImageOptions& opt) {
@@ -190,6 +224,8 @@ Image load_image_memory(const uint8_t* bytes, size_t n, const ImageOptions& opt,
     if (n > size_t(INT_MAX)) fail(name, "file too large");
     const char* format = sniff_format(bytes, n);
     if (!format) fail(name, "not an image (PNG, JPEG, BMP or GIF expected)");
+    if (std::strcmp(format, "JPEG") == 0 && !jpeg_huffman_tables_ok(bytes, n))
+        fail(name, "corrupt JPEG: a Huffman table declares more than 256 codes");
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(bytes, int(n), &w, &h, &comp)) {
         // stbi_info's own reason is always "unknown image type" once every decoder has refused the bytes.

@@ -1,0 +1,26 @@
+// fuzz_config.cpp — libFuzzer target: config.json text through parse_config. Either a std::runtime_error,
+// or a Config whose sizes the graphs can rely on (positive, divisible where they must be).
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    mistral::Config c;
+    try {
+        c = mistral::parse_config(std::string(reinterpret_cast<const char*>(data), size), "config.json");
+    } catch (const std::runtime_error&) {
+        return 0;
+    }
+    const mistral::TextConfig& t = c.text;
+    if (t.hidden <= 0 || t.intermediate <= 0 || t.vocab <= 0 || t.n_layer <= 0 || t.max_pos <= 0) std::abort();
+    if (t.n_head <= 0 || t.n_kv_head <= 0 || t.head_dim <= 0 || t.n_head % t.n_kv_head || t.head_dim % 2) std::abort();
+    if (c.has_vision) {
+        const mistral::VisionConfig& v = c.vision;
+        if (v.hidden <= 0 || v.intermediate <= 0 || v.n_layer <= 0 || v.n_head <= 0 || v.patch <= 0) std::abort();
+        if (v.channels <= 0 || v.head_dim <= 0 || v.head_dim % 4 || c.spatial_merge <= 0) std::abort();
+    }
+    (void)mistral::config_summary(c);
+    return 0;
+}
