@@ -72,12 +72,11 @@ HostWeight make_weight(Type type, int64_t N, int64_t K, Rng& rng) {
             if (type == Type::F32) {
                 std::memcpy(&w.bytes[4 * i], &v, 4);
                 w.values[i] = v;
-            } else {
-                const uint16_t h = type == Type::BF16 ? f32_to_bf16(v) : uint16_t(0);
-                uint16_t bits = h;
-                if (type == Type::F16) {  // a random finite half: sign, exponent 1..29, mantissa
-                    bits = uint16_t((rng.integer(0, 1) << 15) | (rng.integer(1, 16) << 10) | rng.integer(0, 1023));
-                }
+            } else {  // F16: a random finite half (sign, exponent 1..16, mantissa)
+                const uint16_t bits =
+                    type == Type::BF16
+                        ? f32_to_bf16(v)
+                        : uint16_t((rng.integer(0, 1) << 15) | (rng.integer(1, 16) << 10) | rng.integer(0, 1023));
                 std::memcpy(&w.bytes[2 * i], &bits, 2);
                 w.values[i] = type == Type::BF16 ? bf16_to_f32(bits) : f16_to_f32(bits);
             }
@@ -111,8 +110,6 @@ void check_close(const std::vector<float>& got, const std::vector<double>& want,
 
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
-const char* type_label(Type t) { return type_name(t); }
-
 }  // namespace
 
 TEST_CASE("MUL_MAT matches a double reference for every weight type, shape and kernel set") {
@@ -126,7 +123,7 @@ TEST_CASE("MUL_MAT matches a double reference for every weight type, shape and k
             for (const Shape& s : shapes) {
                 if (type == Type::NVFP4 && s.K % 16) continue;
                 CAPTURE(cpu::isa_name(isa));
-                CAPTURE(type_label(type));
+                CAPTURE(type_name(type));
                 CAPTURE(s.M);
                 CAPTURE(s.N);
                 CAPTURE(s.K);
@@ -176,7 +173,7 @@ TEST_CASE("GET_ROWS decodes F32, BF16, F16 and NVFP4 tables exactly") {
     for (Isa isa : machine_isas())
         for (Type type : {Type::F32, Type::BF16, Type::F16, Type::NVFP4}) {
             CAPTURE(cpu::isa_name(isa));
-            CAPTURE(type_label(type));
+            CAPTURE(type_name(type));
             auto be = cpu::make_backend(2, isa);
             Rng rng;
             HostWeight table = make_weight(type, 29, 48, rng);
@@ -186,7 +183,8 @@ TEST_CASE("GET_ROWS decodes F32, BF16, F16 and NVFP4 tables exactly") {
             Tensor* y = g.mark_output(g.get_rows(table.t.get(), g.input(Type::I32, {5}, ids.data())));
             be->compute(g);
             std::vector<float> got = read_output(*be, y), want;
-            for (int32_t id : ids) want.insert(want.end(), &table.values[size_t(id * 48)], &table.values[size_t(id * 48 + 48)]);
+            for (int32_t id : ids)
+                want.insert(want.end(), &table.values[size_t(id * 48)], &table.values[size_t(id * 48 + 48)]);
             CHECK(got == want);
         }
 }
@@ -405,7 +403,8 @@ TEST_CASE("ATTN_CACHED: two sequences in one batch do not see each other") {
                 want_rows.insert(want_rows.end(), r.begin(), r.end());
             }
         CachedAttention& alone = s == 0 ? a : b;
-        check_close(alone.run(qs, ks, vs, ps, ss), to_double(want_rows), 1e-6, std::vector<double>(want_rows.size(), 1.0));
+        check_close(alone.run(qs, ks, vs, ps, ss), to_double(want_rows), 1e-6,
+                    std::vector<double>(want_rows.size(), 1.0));
     }
 }
 
@@ -427,8 +426,9 @@ TEST_CASE("ATTN_FULL is bidirectional attention per head") {
         std::vector<float> q = rng.floats(size_t(M * w), -2, 2), k = rng.floats(size_t(M * w), -2, 2),
                            v = rng.floats(size_t(M * w));
         Graph g;
-        Tensor* y = g.mark_output(g.attn_full(g.input(Type::F32, {w, M}, q.data()), g.input(Type::F32, {w, M}, k.data()),
-                                              g.input(Type::F32, {w, M}, v.data()), H, Dh, 0.125f));
+        Tensor* y =
+            g.mark_output(g.attn_full(g.input(Type::F32, {w, M}, q.data()), g.input(Type::F32, {w, M}, k.data()),
+                                      g.input(Type::F32, {w, M}, v.data()), H, Dh, 0.125f));
         be->compute(g);
         std::vector<double> want(size_t(M * w));
         for (int64_t m = 0; m < M; ++m)
@@ -505,7 +505,8 @@ TEST_CASE("IM2COL_PATCH, PATCH_MERGE, SCATTER_ROWS and VIEW_ROWS move data exact
         const int32_t idx[] = {6, 2};
         Graph g;
         Tensor* tb = g.input(Type::F32, {D, T}, base.data());
-        Tensor* sc = g.mark_output(g.scatter_rows(tb, g.input(Type::F32, {D, 2}, repl.data()), g.input(Type::I32, {2}, idx)));
+        Tensor* sc =
+            g.mark_output(g.scatter_rows(tb, g.input(Type::F32, {D, 2}, repl.data()), g.input(Type::I32, {2}, idx)));
         Tensor* view = g.mark_output(g.view_rows(sc, 2, 3));
         be->compute(g);
         std::vector<float> want = base;
