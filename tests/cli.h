@@ -41,6 +41,9 @@ inline std::string read_file(const fs::path& p) {
     return ss.str();
 }
 
+// A std::system() status as a shell would report it: the exit code, or 128 + the signal.
+inline int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+
 struct Run {
     int rc = -1;  // exit code, or 128 + signal
     std::string out, err;
@@ -52,7 +55,7 @@ inline Run run(const std::string& args) {
     const std::string cmd = bin() + "/" + args + " < /dev/null > " + out.string() + " 2> " + err.string();
     const int status = std::system(cmd.c_str());
     Run r;
-    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.rc = exit_code(status);
     r.out = read_file(out);
     r.err = read_file(err);
     return r;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli.h"
 #include "golden.h"
 #include "tokenizer.h"
 
@@ -24,31 +25,9 @@ namespace {
 const std::string kModel = "tests/data/tiny-kjv/nvfp4";
 const std::string kRedCircle = "tests/data/tiny-kjv/images/red_circle.png";
 
-std::string bin() {
-    const char* b = std::getenv("FP4_BIN");
-    return b ? b : "build/bin";
-}
-
-// A scratch folder for this run, removed at exit.
-fs::path tmp_dir() {
-    struct Dir {
-        fs::path path = fs::temp_directory_path() / ("test_cli_chat_" + std::to_string(getpid()));
-        Dir() { fs::create_directories(path); }
-        ~Dir() {
-            std::error_code ec;
-            fs::remove_all(path, ec);
-        }
-    };
-    static const Dir dir;
-    return dir.path;
-}
-
-std::string read(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
+using cli::bin;
+using cli::tmp_dir;
+std::string read(const fs::path& p) { return cli::read_file(p); }
 
 std::string write(const std::string& name, const std::string& text) {
     const fs::path p = tmp_dir() / name;
@@ -56,12 +35,8 @@ std::string write(const std::string& name, const std::string& text) {
     return p.string();
 }
 
-struct Run {
-    int rc = -1;
-    std::string out, err;
-};
-
-int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+using cli::exit_code;
+using cli::Run;
 
 // `chat --device cpu ARGS < stdin_text`, capturing stdout and stderr. The CPU path is the one whose greedy
 // tokens equal the goldens exactly.
