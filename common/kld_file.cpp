@@ -1,4 +1,5 @@
 // kld_file.cpp — encoding of log-prob rows and the `_logits_` file reader/writer with size validation.
+#include <cstdint>
 #include "kld_file.h"
 
 #include <algorithm>
@@ -17,8 +18,11 @@ constexpr int64_t kHeaderBytes = 8 + 3 * 4;
 
 }  // namespace
 
+// Saturates at INT64_MAX, so a forged header (huge counts) can never match a real file's size.
 int64_t KldHeader::file_size() const {
-    return kHeaderBytes + 4 * int64_t(n_chunk) * n_ctx + int64_t(n_chunk) * rows() * row_slots() * 2;
+    const __int128 n = __int128(kHeaderBytes) + __int128(4) * n_chunk * n_ctx +
+                       __int128(n_chunk) * rows() * row_slots() * 2;
+    return n > INT64_MAX ? INT64_MAX : int64_t(n);
 }
 
 void encode_log_probs(const float* l, int32_t n_vocab, uint16_t* slots) {

@@ -22,7 +22,7 @@ namespace common {
 
 struct KldHeader {
     int32_t n_ctx = 0, n_vocab = 0, n_chunk = 0;
-    int rows() const { return n_ctx - 1 - n_ctx / 2; }                          // rows per chunk
+    int64_t rows() const { return int64_t(n_ctx) - 1 - n_ctx / 2; }             // rows per chunk
     int64_t row_slots() const { return 2 * ((int64_t(n_vocab) + 1) / 2) + 4; }  // uint16 slots per row
     int64_t file_size() const;                                                  // exact size the header implies
 };
