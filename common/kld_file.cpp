@@ -61,17 +61,15 @@ KldWriter::KldWriter(const std::string& path, const KldHeader& h, const std::vec
     if (tokens.size() != size_t(h.n_chunk) * size_t(h.n_ctx))
         throw std::runtime_error("KLD base file: " + std::to_string(tokens.size()) + " tokens for " +
                                  std::to_string(h.n_chunk) + " chunks of " + std::to_string(h.n_ctx));
-    f_ = std::fopen(path.c_str(), "wb");
+    f_.reset(std::fopen(path.c_str(), "wb"));
     if (!f_) throw std::runtime_error("cannot create " + path);
     const int32_t fields[3] = {h.n_ctx, h.n_vocab, h.n_chunk};
-    if (std::fwrite(kMagic, 1, 8, f_) != 8 || std::fwrite(fields, 4, 3, f_) != 3 ||
-        std::fwrite(tokens.data(), 4, tokens.size(), f_) != tokens.size())
+    if (std::fwrite(kMagic, 1, 8, f_.get()) != 8 || std::fwrite(fields, 4, 3, f_.get()) != 3 ||
+        std::fwrite(tokens.data(), 4, tokens.size(), f_.get()) != tokens.size())
         throw std::runtime_error("write error on " + path);
 }
 
-KldWriter::~KldWriter() {
-    if (f_) std::fclose(f_);
-}
+KldWriter::~KldWriter() = default;
 
 void KldWriter::write_rows(const float* logits, int64_t n_rows) {
     if (!f_) throw std::runtime_error(path_ + " is already closed");
@@ -81,14 +79,14 @@ void KldWriter::write_rows(const float* logits, int64_t n_rows) {
     std::vector<uint16_t> buf(size_t(n_rows * slots));
     parallel_for(n_rows,
                  [&](int64_t r) { encode_log_probs(logits + r * h_.n_vocab, h_.n_vocab, buf.data() + r * slots); });
-    if (std::fwrite(buf.data(), 2, buf.size(), f_) != buf.size()) throw std::runtime_error("write error on " + path_);
+    if (std::fwrite(buf.data(), 2, buf.size(), f_.get()) != buf.size())
+        throw std::runtime_error("write error on " + path_);
     rows_written_ += n_rows;
 }
 
 void KldWriter::close() {
     if (!f_) return;
-    const int fail = std::fclose(f_);
-    f_ = nullptr;
+    const int fail = std::fclose(f_.release());
     if (fail) throw std::runtime_error("write error on " + path_);
     const int64_t want = int64_t(h_.n_chunk) * h_.rows();
     if (rows_written_ != want)
@@ -97,18 +95,18 @@ void KldWriter::close() {
 }
 
 KldReader::KldReader(const std::string& path) : path_(path) {
-    f_ = std::fopen(path.c_str(), "rb");
+    f_.reset(std::fopen(path.c_str(), "rb"));
     if (!f_) throw std::runtime_error("cannot open " + path);
-    fseeko(f_, 0, SEEK_END);
-    const int64_t size = int64_t(ftello(f_));
-    fseeko(f_, 0, SEEK_SET);
+    fseeko(f_.get(), 0, SEEK_END);
+    const int64_t size = int64_t(ftello(f_.get()));
+    fseeko(f_.get(), 0, SEEK_SET);
     char magic[8];
     int32_t fields[3];
-    if (size < kHeaderBytes || std::fread(magic, 1, 8, f_) != 8 || std::memcmp(magic, kMagic, 8) != 0)
+    if (size < kHeaderBytes || std::fread(magic, 1, 8, f_.get()) != 8 || std::memcmp(magic, kMagic, 8) != 0)
         throw std::runtime_error(path +
                                  " does not look like a file containing log-probabilities "
                                  "(no \"_logits_\" header of a --kl-divergence-base file)");
-    if (std::fread(fields, 4, 3, f_) != 3) throw std::runtime_error("read error on " + path);
+    if (std::fread(fields, 4, 3, f_.get()) != 3) throw std::runtime_error("read error on " + path);
     h_.n_ctx = fields[0];
     h_.n_vocab = fields[1];
     h_.n_chunk = fields[2];
@@ -124,7 +122,7 @@ KldReader::KldReader(const std::string& path) : path_(path) {
         throw std::runtime_error(path + " has " + std::to_string(size - want) +
                                  " bytes more than its header describes");
     tokens_.resize(size_t(h_.n_chunk) * h_.n_ctx);
-    if (std::fread(tokens_.data(), 4, tokens_.size(), f_) != tokens_.size())
+    if (std::fread(tokens_.data(), 4, tokens_.size(), f_.get()) != tokens_.size())
         throw std::runtime_error("read error on " + path);
     for (size_t i = 0; i < tokens_.size(); ++i)
         if (tokens_[i] < 0 || tokens_[i] >= h_.n_vocab)
@@ -132,16 +130,15 @@ KldReader::KldReader(const std::string& path) : path_(path) {
                                      ") is outside its vocabulary of " + std::to_string(h_.n_vocab));
 }
 
-KldReader::~KldReader() {
-    if (f_) std::fclose(f_);
-}
+KldReader::~KldReader() = default;
 
 std::vector<uint16_t> KldReader::read_chunk(int c) {
     if (c < 0 || c >= h_.n_chunk) throw std::runtime_error(path_ + ": no chunk " + std::to_string(c));
     const int64_t n = int64_t(h_.rows()) * h_.row_slots();
     const int64_t at = kHeaderBytes + 4 * int64_t(h_.n_chunk) * h_.n_ctx + int64_t(c) * n * 2;
     std::vector<uint16_t> rows(static_cast<size_t>(n));
-    if (fseeko(f_, off_t(at), SEEK_SET) != 0 || std::fread(rows.data(), 2, rows.size(), f_) != rows.size())
+    if (fseeko(f_.get(), off_t(at), SEEK_SET) != 0 ||
+        std::fread(rows.data(), 2, rows.size(), f_.get()) != rows.size())
         throw std::runtime_error("read error on " + path_ + " at chunk " + std::to_string(c));
     return rows;
 }

@@ -15,10 +15,16 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace common {
+
+struct FileCloser {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+};
+using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
 struct KldHeader {
     int32_t n_ctx = 0, n_vocab = 0, n_chunk = 0;
@@ -54,7 +60,7 @@ public:
 private:
     std::string path_;
     KldHeader h_;
-    std::FILE* f_ = nullptr;
+    FilePtr f_;  // closed on destruction, and when a constructor throws
     int64_t rows_written_ = 0;
 };
 
@@ -74,7 +80,7 @@ public:
 private:
     std::string path_;
     KldHeader h_;
-    std::FILE* f_ = nullptr;
+    FilePtr f_;  // closed on destruction, and when a constructor throws
     std::vector<int32_t> tokens_;
 };
 
