@@ -1,11 +1,23 @@
 // cpu_features.cpp — run-time ISA detection with __builtin_cpu_supports and the FP4_CPU_ISA override.
 #include "cpu/cpu_features.h"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
 
 namespace fp4::cpu {
+
+namespace {
+
+// CPUID leaf 1, ECX bit 29: clang before 16 rejects "f16c" in __builtin_cpu_supports.
+bool has_f16c() {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
+}  // namespace
 
 const char* isa_name(Isa isa) {
     switch (isa) {
@@ -22,7 +34,7 @@ bool isa_supported(Isa isa) {
         case Isa::Scalar: return true;
         case Isa::Avx2:
             return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                   __builtin_cpu_supports("f16c");
+                   has_f16c();
         case Isa::Avx512:  // the *_avx512.cpp files are built with exactly these extensions
             return isa_supported(Isa::Avx2) && __builtin_cpu_supports("avx512f") &&
                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
