@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             if (t < 0 || t >= h.n_vocab) std::abort();
         for (int c = 0; c < h.n_chunk; ++c) {
             const std::vector<uint16_t> rows = r.read_chunk(c);
-            for (int k = 0; k < h.rows(); ++k) (void)common::decode_row(rows.data() + int64_t(k) * h.row_slots()).logp(0);
+            for (int64_t k = 0; k < h.rows(); ++k) (void)common::decode_row(rows.data() + k * h.row_slots()).logp(0);
         }
     } catch (const std::runtime_error&) {
     }

@@ -60,7 +60,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (tok.encode(back) != ids) std::abort();
 
     std::vector<int32_t> stream_ids;
-    for (size_t i = 0; i + 1 < size; i += 2) stream_ids.push_back(int32_t((data[i] | data[i + 1] << 8) % tok.vocab_size()));
+    for (size_t i = 0; i + 1 < size; i += 2)
+        stream_ids.push_back(int32_t((data[i] | data[i + 1] << 8) % tok.vocab_size()));
     check_stream(tok, stream_ids, false);
     check_stream(tok, stream_ids, true);
     return 0;
