@@ -143,7 +143,7 @@ void bind_text(Binder& b, const TextConfig& c, Weights& w, Config& cfg) {
     for (int i = 0; i < c.n_layer; ++i) {
         const std::string p = kText + "layers." + std::to_string(i) + ".";
         const std::string r = "layers." + std::to_string(i) + ".";
-        TextLayer& L = w.layers[size_t(i)];
+        Block& L = w.layers[size_t(i)];
         L.attn_norm = b.dense(p + "input_layernorm.weight", {D}, r + "attn_norm");
         L.wq = b.linear(p + "self_attn.q_proj", q, D, r + "wq");
         L.wk = b.linear(p + "self_attn.k_proj", kv, D, r + "wk");
@@ -168,7 +168,7 @@ void bind_vision(Binder& b, const Config& cfg, Weights& w) {
     for (int j = 0; j < v.n_layer; ++j) {
         const std::string px = kVision + "transformer.layers." + std::to_string(j) + ".";
         const std::string r = "vision_layers." + std::to_string(j) + ".";
-        VisionLayer& L = w.vision_layers[size_t(j)];
+        Block& L = w.vision_layers[size_t(j)];
         L.attn_norm = b.dense(px + "attention_norm.weight", {d}, r + "attn_norm");
         L.wq = b.linear(px + "attention.q_proj", d, d, r + "wq");
         L.wk = b.linear(px + "attention.k_proj", d, d, r + "wk");

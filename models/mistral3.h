@@ -41,29 +41,25 @@ struct Config {
 // A linear layer: F32/BF16/F16 dense weight or NVFP4 (codes + scales + global scale).
 using Linear = fp4::Tensor*;
 
-struct TextLayer {
-    fp4::Tensor* attn_norm = nullptr;  // input_layernorm [D]
+// A pre-norm transformer block; the text decoder and the Pixtral tower share this shape.
+struct Block {
+    fp4::Tensor* attn_norm = nullptr;  // input_layernorm / attention_norm
     Linear wq = nullptr, wk = nullptr, wv = nullptr, wo = nullptr;
-    fp4::Tensor* ffn_norm = nullptr;   // post_attention_layernorm [D]
+    fp4::Tensor* ffn_norm = nullptr;   // post_attention_layernorm / ffn_norm
     Linear w_gate = nullptr, w_up = nullptr, w_down = nullptr;
-};
 
-struct VisionLayer {
-    fp4::Tensor* attn_norm = nullptr;
-    Linear wq = nullptr, wk = nullptr, wv = nullptr, wo = nullptr;
-    fp4::Tensor* ffn_norm = nullptr;
-    Linear w_gate = nullptr, w_up = nullptr, w_down = nullptr;
+    std::vector<fp4::Tensor*> tensors() const { return {attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down}; }
 };
 
 struct Weights {
     fp4::Tensor* tok_embd = nullptr;  // [vocab, D]
-    std::vector<TextLayer> layers;
+    std::vector<Block> layers;
     fp4::Tensor* out_norm = nullptr;  // [D]
     Linear lm_head = nullptr;         // [vocab, D] (== tok_embd when tied)
 
     fp4::Tensor* patch_conv = nullptr;  // [d, C·p·p] (the conv kernel [d, C, p, p] flattened)
     fp4::Tensor* ln_pre = nullptr;      // [d]
-    std::vector<VisionLayer> vision_layers;
+    std::vector<Block> vision_layers;
     fp4::Tensor* mm_norm = nullptr;     // projector norm [d]
     Linear mm_merge = nullptr;          // patch_merger.merging_layer [d, 4d]
     Linear mm_linear1 = nullptr;        // [D, d]
@@ -71,6 +67,7 @@ struct Weights {
 
     std::vector<std::unique_ptr<fp4::Tensor>> owned;  // every tensor above
     std::vector<fp4::Tensor*> all() const;            // each distinct tensor once
+    std::vector<fp4::Tensor*> text() const;           // those of the text decoder (what decoding reads)
     size_t bytes() const;                             // storage of all weights (codes + scales)
 };
 

@@ -34,7 +34,7 @@ TextOutputs build_text_graph(Graph& g, const Config& cfg, const Weights& w, KvCa
 
     const float kq_scale = 1.0f / std::sqrt(float(c.head_dim));
     for (int il = 0; il < c.n_layer; ++il) {
-        const TextLayer& L = w.layers[size_t(il)];
+        const Block& L = w.layers[size_t(il)];
         Tensor* a = g.rms_norm(x, L.attn_norm, c.norm_eps);
         Tensor* q = g.rope(g.mul_mat(L.wq, a), pos, c.n_head, c.head_dim, c.rope_theta);
         Tensor* k = g.rope(g.mul_mat(L.wk, a), pos, c.n_kv_head, c.head_dim, c.rope_theta);
@@ -68,7 +68,7 @@ Tensor* build_vision_graph(Graph& g, const Config& cfg, const Weights& w, const 
     x = g.rms_norm(x, w.ln_pre, v.norm_eps);
 
     const float kq_scale = 1.0f / std::sqrt(float(v.head_dim));
-    for (const VisionLayer& L : w.vision_layers) {
+    for (const Block& L : w.vision_layers) {
         Tensor* n = g.rms_norm(x, L.attn_norm, v.norm_eps);
         Tensor* q = g.rope_2d(g.mul_mat(L.wq, n), prc, v.n_head, v.head_dim, v.rope_theta);
         Tensor* k = g.rope_2d(g.mul_mat(L.wk, n), prc, v.n_head, v.head_dim, v.rope_theta);

@@ -115,7 +115,7 @@ SyntheticWeights make_synthetic_weights(const Config& cfg, uint64_t seed, int th
     w.tok_embd = b.bf16({D, c.vocab}, 0.05f, "embed_tokens");
     for (int il = 0; il < c.n_layer; ++il) {
         const std::string p = "layers." + std::to_string(il) + ".";
-        TextLayer L;
+        Block L;
         L.attn_norm = b.ones(D, p + "input_layernorm");
         L.wq = b.linear(qd, D, q, p + "q_proj");
         L.wk = b.linear(kvd, D, q, p + "k_proj");

@@ -5,26 +5,40 @@
 
 namespace mistral {
 
-std::vector<fp4::Tensor*> Weights::all() const {
+namespace {
+
+// Collects non-null tensors, each once (a tied lm_head is the embedding).
+struct Distinct {
     std::vector<fp4::Tensor*> out;
     std::set<const fp4::Tensor*> seen;
-    auto add = [&](fp4::Tensor* t) {
+    void add(fp4::Tensor* t) {
         if (t && seen.insert(t).second) out.push_back(t);
-    };
-    add(tok_embd);
-    for (const TextLayer& L : layers)
-        for (fp4::Tensor* t : {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.ffn_norm, L.w_gate, L.w_up, L.w_down}) add(t);
-    add(out_norm);
-    add(lm_head);
-    add(patch_conv);
-    add(ln_pre);
-    for (const VisionLayer& L : vision_layers)
-        for (fp4::Tensor* t : {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.ffn_norm, L.w_gate, L.w_up, L.w_down}) add(t);
-    add(mm_norm);
-    add(mm_merge);
-    add(mm_linear1);
-    add(mm_linear2);
-    return out;
+    }
+    void add(const std::vector<Block>& blocks) {
+        for (const Block& b : blocks)
+            for (fp4::Tensor* t : b.tensors()) add(t);
+    }
+};
+
+}  // namespace
+
+std::vector<fp4::Tensor*> Weights::text() const {
+    Distinct d;
+    d.add(tok_embd);
+    d.add(layers);
+    d.add(out_norm);
+    d.add(lm_head);
+    return d.out;
+}
+
+std::vector<fp4::Tensor*> Weights::all() const {
+    Distinct d;
+    for (fp4::Tensor* t : text()) d.add(t);
+    d.add(patch_conv);
+    d.add(ln_pre);
+    d.add(vision_layers);
+    for (fp4::Tensor* t : {mm_norm, mm_merge, mm_linear1, mm_linear2}) d.add(t);
+    return d.out;
 }
 
 size_t Weights::bytes() const {

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "rng.h"
 #include "fp4.h"
 #include "numeric.h"
 
@@ -44,22 +45,6 @@ Backend& cpu_backend() {
 
 #define REQUIRE_CUDA() \
     if (!cuda_backend()) return
-
-struct Rng {
-    std::mt19937 gen{20260101};
-    float uniform(float lo = -1.0f, float hi = 1.0f) { return std::uniform_real_distribution<float>(lo, hi)(gen); }
-    int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(gen); }
-    std::vector<float> floats(size_t n, float lo = -1.0f, float hi = 1.0f) {
-        std::vector<float> v(n);
-        for (float& x : v) x = uniform(lo, hi);
-        return v;
-    }
-    std::vector<int32_t> ints(size_t n, int lo, int hi) {
-        std::vector<int32_t> v(n);
-        for (auto& x : v) x = integer(lo, hi);
-        return v;
-    }
-};
 
 // Host bytes of one weight, in any type; the per-backend leaves point at them.
 struct HostWeight {
@@ -171,7 +156,7 @@ void compare(const Build& build, double tol, const std::string& what) {
 
 TEST_CASE("GET_ROWS from F32, BF16, F16 and NVFP4 tables") {
     REQUIRE_CUDA();
-    Rng r;
+    Rng r{20260101};
     for (Type t : {Type::F32, Type::BF16, Type::F16, Type::NVFP4})
         for (int64_t D : {64, 80, 5120}) {
             HostWeight table = random_weight(r, t, 37, D);
@@ -183,7 +168,7 @@ TEST_CASE("GET_ROWS from F32, BF16, F16 and NVFP4 tables") {
 
 TEST_CASE("MUL_MAT for every weight type, GEMV and GEMM sizes") {
     REQUIRE_CUDA();
-    Rng r;
+    Rng r{20260101};
     struct Shape { int64_t N, K; };
     for (Type t : {Type::F32, Type::BF16, Type::F16, Type::NVFP4})
         for (Shape s : {Shape{48, 64}, Shape{100, 80}, Shape{300, 1024}, Shape{1027, 5120}}) {
@@ -211,7 +196,7 @@ TEST_CASE("NVFP4 decode is exact for every code and scale (one-hot activations)"
     }
     for (int64_t M : {8, 40}) {  // GEMV and the BF16 expansion + cuBLAS path
         std::vector<float> x(size_t(M * K), 0.0f);
-        Rng r;
+        Rng r{20260101};
         for (int64_t m = 0; m < M; ++m) x[size_t(m * K + r.integer(0, int(K) - 1))] = 1.0f;
         compare([&](Env& e) { return e.graph.mul_mat(e.weight(w), e.input(x, {K, M})); }, 1e-6,
                 "one-hot NVFP4 M=" + std::to_string(M));
@@ -223,7 +208,7 @@ TEST_CASE("NVFP4 decode is exact for every code and scale (one-hot activations)"
 
 TEST_CASE("RMS_NORM with F32 and BF16 weights") {
     REQUIRE_CUDA();
-    Rng r;
+    Rng r{20260101};
     for (Type t : {Type::F32, Type::BF16})
         for (int64_t D : {100, 5120}) {
             HostWeight w = random_weight(r, t, 1, D);
@@ -236,7 +221,7 @@ TEST_CASE("RMS_NORM with F32 and BF16 weights") {
 
 TEST_CASE("ROPE and ROPE_2D") {
     REQUIRE_CUDA();
-    Rng r;
+    Rng r{20260101};
     const int H = 4, Dh = 64;
     const int64_t M = 6;
     auto x = r.floats(size_t(M * H * Dh));
@@ -253,7 +238,7 @@ TEST_CASE("ROPE and ROPE_2D") {
 
 TEST_CASE("SWIGLU, GELU, ADD") {
     REQUIRE_CUDA();
-    Rng r;
+    Rng r{20260101};
     auto a = r.floats(3000, -8, 8), b = r.floats(3000, -8, 8);
     compare([&](Env& e) { return e.graph.swiglu(e.input(a, {300, 10}), e.input(b, {300, 10})); }, 1e-5, "swiglu");
     compare([&](Env& e) { return e.graph.gelu(e.input(a, {300, 10})); }, 1e-5, "gelu");
@@ -262,7 +247,7 @@ TEST_CASE("SWIGLU, GELU, ADD") {
 
 TEST_CASE("IM2COL_PATCH, PATCH_MERGE, SCATTER_ROWS, VIEW_ROWS") {
     REQUIRE_CUDA();
-    Rng r;
+    Rng r{20260101};
     auto px = r.floats(3 * 32 * 48);
     compare([&](Env& e) { return e.graph.im2col_patch(e.input(px, {48, 32, 3}), 16); }, 1e-6, "im2col_patch");
     auto grid = r.floats(4 * 6 * 10);
@@ -277,7 +262,7 @@ TEST_CASE("IM2COL_PATCH, PATCH_MERGE, SCATTER_ROWS, VIEW_ROWS") {
 
 TEST_CASE("ATTN_FULL") {
     REQUIRE_CUDA();
-    Rng r;
+    Rng r{20260101};
     struct Case { int64_t M; int H, Dh; };
     for (Case c : {Case{50, 4, 32}, Case{300, 16, 64}}) {
         const int64_t W = int64_t(c.H) * c.Dh;
@@ -303,7 +288,7 @@ TEST_CASE("ATTN_CACHED: prefill, decode, several sequences, long context") {
         {32, 8, 128, 1024, 1, {prefill(0, 0, 600), prefill(0, 600, 1), prefill(0, 601, 3)}},
         {4, 4, 16, 40, 3, {prefill(2, 0, 5), {{5, 2}, {0, 0}, {0, 1}}, prefill(0, 1, 30)}},
     };
-    Rng r;
+    Rng r{20260101};
     for (const Config& c : configs) {
         const int64_t Wq = int64_t(c.Hq) * c.Dh, Wkv = int64_t(c.Hkv) * c.Dh;
         Env cpu_cache{cpu_backend(), {}, {}}, gpu_cache{*cuda_backend(), {}, {}};
@@ -337,7 +322,7 @@ TEST_CASE("ATTN_CACHED: prefill, decode, several sequences, long context") {
 // arena's reuse of buffers is exercised, and the graph is rebuilt for each step as the model does.
 TEST_CASE("a transformer block: prefill then decode steps") {
     REQUIRE_CUDA();
-    Rng r;
+    Rng r{20260101};
     const int D = 256, F = 512, Hq = 8, Hkv = 2, Dh = 32, V = 300, C = 64;
     HostWeight emb = random_weight(r, Type::BF16, V, D), head = random_weight(r, Type::BF16, V, D);
     HostWeight norm = random_weight(r, Type::F32, 1, D);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "rng.h"
 #include "cpu/buffer.h"
 #include "cpu/cpu_backend.h"
 #include "cpu/graph_plan.h"
@@ -31,16 +32,6 @@ std::vector<Isa> machine_isas() {
     return out;
 }
 
-struct Rng {
-    std::mt19937 gen{1234};
-    float uniform(float lo = -1.0f, float hi = 1.0f) { return std::uniform_real_distribution<float>(lo, hi)(gen); }
-    int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(gen); }
-    std::vector<float> floats(size_t n, float lo = -1.0f, float hi = 1.0f) {
-        std::vector<float> v(n);
-        for (float& x : v) x = uniform(lo, hi);
-        return v;
-    }
-};
 
 // A weight/table of N rows × K columns with host bytes, and its values as F32 (the reference).
 struct HostWeight {

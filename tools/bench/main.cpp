@@ -122,16 +122,9 @@ private:
 double bytes_per_token(const mistral::Model& m) {
     const mistral::Weights& w = m.weights();
     double b = 0;
-    for (const fp4::Tensor* t : w.all()) {
-        if (t == w.patch_conv || t == w.ln_pre || t == w.mm_norm || t == w.mm_merge || t == w.mm_linear1 ||
-            t == w.mm_linear2)
-            continue;
-        b += double(t->nbytes() + t->scale_bytes());
-    }
-    for (const mistral::VisionLayer& L : w.vision_layers)
-        for (const fp4::Tensor* t : {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.ffn_norm, L.w_gate, L.w_up, L.w_down})
-            b -= double(t->nbytes() + t->scale_bytes());
-    if (w.tok_embd != w.lm_head) b -= double(w.tok_embd->nbytes()) - double(fp4::row_bytes(w.tok_embd->type, w.tok_embd->ne[0]));
+    for (const fp4::Tensor* t : w.text())
+        b += t == w.tok_embd && t != w.lm_head ? double(fp4::row_bytes(t->type, t->ne[0]))
+                                                : double(t->nbytes() + t->scale_bytes());
     return b;
 }
 
