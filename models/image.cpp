@@ -1,12 +1,11 @@
-// image.cpp — image decoding (stb_image), RGB conversion on white, mistral-common's size rule, the
-// OpenCV-compatible INTER_CUBIC resize and CLIP normalisation; see spec/mistral-format.md §4.
+// image.cpp — image loading (decoding lives in image_decode.cpp), RGB conversion on white, mistral-common's
+// size rule, the OpenCV-compatible INTER_CUBIC resize and CLIP normalisation; see spec/mistral-format.md §4.
 #include "image.h"
 
-#include <stb_image.h>
+#include "image_decode.h"
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -78,59 +77,6 @@ Taps cubic_taps(int src, int dst) {
         for (int k = 0; k < 4; ++k) t.idx[size_t(d) * 4 + k] = std::clamp(s - 1 + k, 0, src - 1);
     }
     return t;
-}
-
-// The format named by the file's first bytes, or nullptr when it is none the engine decodes.
-const char* sniff_format(const uint8_t* b, size_t n) {
-    auto starts = [&](const char* magic, size_t len) { return n >= len && std::memcmp(b, magic, len) == 0; };
-    if (starts("\x89PNG\r\n\x1a\n", 8)) return "PNG";
-    if (starts("\xff\xd8\xff", 3)) return "JPEG";
-    if (starts("GIF87a", 6) || starts("GIF89a", 6)) return "GIF";
-    if (starts("BM", 2)) return "BMP";
-    return nullptr;
-}
-
-// A PNG whose IHDR (always the first chunk) declares a width or height of 0.
-bool png_has_zero_side(const uint8_t* b, size_t n) {
-    if (n < 24 || std::memcmp(b + 12, "IHDR", 4) != 0) return false;
-    auto be32 = [&](size_t at) {
-        return uint32_t(b[at]) << 24 | uint32_t(b[at + 1]) << 16 | uint32_t(b[at + 2]) << 8 | b[at + 3];
-    };
-    return be32(16) == 0 || be32(20) == 0;
-}
-
-// Whether every Huffman table of a JPEG declares at most 256 codes. The stb_image Debian ships (2022-09-08)
-// trusts the 16 code counts of a DHT segment and writes past its 257-entry tables when they sum higher
-// (upstream stb_image 2.28 refuses such files); this walks the markers as stb does, scan data included,
-// so that no such table reaches it.
-bool jpeg_huffman_tables_ok(const uint8_t* b, size_t n) {
-    auto at = [&](size_t i) -> size_t { return i < n ? b[i] : 0; };  // stb reads 0 past the end
-    for (size_t i = 2; i + 1 < n;) {
-        if (b[i] != 0xff) {  // scan data, or junk stb skips
-            ++i;
-            continue;
-        }
-        const uint8_t m = b[i + 1];
-        if (m == 0xff || m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {  // fill, stuffing, no length
-            i += m == 0xff ? 1 : 2;
-            continue;
-        }
-        if (m == 0xd9) break;  // EOI
-        const int64_t len = int64_t(at(i + 2) << 8 | at(i + 3));
-        i += 4;
-        if (m != 0xc4) {
-            i += size_t(std::max<int64_t>(len - 2, 0));
-            continue;
-        }
-        for (int64_t left = len - 2; left > 0;) {  // DHT: tables of class/id, 16 counts, the codes
-            size_t count = 0;
-            for (size_t k = 1; k <= 16; ++k) count += at(i + k);
-            if (count > 256) return false;
-            i += 17 + count;
-            left -= int64_t(17 + count);
-        }
-    }
-    return true;
 }
 
 }  // namespace
@@ -220,33 +166,13 @@ Image preprocess(const uint8_t* pixels, int w, int h, int channels, const ImageO
 }
 
 Image load_image_memory(const uint8_t* bytes, size_t n, const ImageOptions& opt, const std::string& name) {
-    if (n == 0) fail(name, "empty file, not an image");
-    if (n > size_t(INT_MAX)) fail(name, "file too large");
-    const char* format = sniff_format(bytes, n);
-    if (!format) fail(name, "not an image (PNG, JPEG, BMP or GIF expected)");
-    if (std::strcmp(format, "JPEG") == 0 && !jpeg_huffman_tables_ok(bytes, n))
-        fail(name, "corrupt JPEG: a Huffman table declares more than 256 codes");
-    int w = 0, h = 0, comp = 0;
-    if (!stbi_info_from_memory(bytes, int(n), &w, &h, &comp)) {
-        // stbi_info's own reason is always "unknown image type" once every decoder has refused the bytes.
-        if (png_has_zero_side(bytes, n)) fail(name, "empty image (0 pixels wide or high)");
-        fail(name, std::string("corrupt or truncated ") + format + " header");
+    DecodedPixels px;
+    try {
+        px = decode_image(bytes, n, opt.max_pixels);
+    } catch (const std::runtime_error& e) {
+        fail(name, e.what());
     }
-    if (w <= 0 || h <= 0) fail(name, "empty image (" + std::to_string(w) + "x" + std::to_string(h) + ")");
-    if (int64_t(w) * h > opt.max_pixels)
-        fail(name, std::to_string(w) + "x" + std::to_string(h) + " exceeds the limit of " +
-                       std::to_string(opt.max_pixels) + " pixels");
-    // A header that says RGB decodes straight to RGB: Pillow keeps such images in mode RGB and ignores a PNG
-    // tRNS colour key, so mistral-common never composites them (stb would add an alpha channel).
-    const int want = comp == 3 ? 3 : 0;
-    int channels = 0;
-    std::unique_ptr<stbi_uc, void (*)(void*)> px(
-        stbi_load_from_memory(bytes, int(n), &w, &h, &channels, want), stbi_image_free);
-    if (!px) {
-        const char* why = stbi_failure_reason();
-        fail(name, std::string("corrupt or truncated image (") + (why ? why : "unknown error") + ")");
-    }
-    return preprocess_named(px.get(), w, h, want ? want : channels, opt, name);
+    return preprocess_named(px.data.get(), px.width, px.height, px.channels, opt, name);
 }
 
 Image load_image(const std::string& path, const ImageOptions& opt) {

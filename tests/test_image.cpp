@@ -367,9 +367,22 @@ TEST_CASE("load errors name the file") {
                 write_bytes(p, full.data(), keep);
                 const std::string e = error_of([&] { load_image(p.string(), o); });
                 CHECK(contains(e, p.string()));
-                CHECK(contains(e, "corrupt or truncated"));
+                CHECK(contains(e, "truncated"));
                 fs::remove(p);
             }
+        }
+    }
+    SUBCASE("truncated BMP and GIF are refused, not padded with black (stb_image reads zeros past the end)") {
+        std::vector<uint8_t> rgb(size_t(30) * 20 * 3, 200);
+        const std::vector<uint8_t> bmp = make_bmp(30, 20, rgb);
+        for (size_t keep : {bmp.size() - 1, bmp.size() / 2, size_t(60)}) {
+            CAPTURE(keep);
+            CHECK(contains(error_of([&] { load_image_memory(bmp.data(), keep, o, "cut.bmp"); }), "truncated BMP"));
+        }
+        const std::vector<uint8_t> gif = make_gif(false);
+        for (size_t keep : {gif.size() - 2, gif.size() - 4}) {  // inside the LZW data
+            CAPTURE(keep);
+            CHECK(contains(error_of([&] { load_image_memory(gif.data(), keep, o, "cut.gif"); }), "truncated GIF"));
         }
     }
     SUBCASE("0x0") {

@@ -1,0 +1,174 @@
+// image_decode.cpp — format sniffing, the pre-decode checks and the stb_image call behind decode_image().
+#include "image_decode.h"
+
+#include <stb_image.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mistral {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
+
+uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+
+// The format named by the file's first bytes, or nullptr when it is none the engine decodes.
+const char* sniff_format(const uint8_t* b, size_t n) {
+    auto starts = [&](const char* magic, size_t len) { return n >= len && std::memcmp(b, magic, len) == 0; };
+    if (starts("\x89PNG\r\n\x1a\n", 8)) return "PNG";
+    if (starts("\xff\xd8\xff", 3)) return "JPEG";
+    if (starts("GIF87a", 6) || starts("GIF89a", 6)) return "GIF";
+    if (starts("BM", 2)) return "BMP";
+    return nullptr;
+}
+
+// A PNG whose IHDR (always the first chunk) declares a width or height of 0.
+bool png_has_zero_side(const uint8_t* b, size_t n) {
+    if (n < 24 || std::memcmp(b + 12, "IHDR", 4) != 0) return false;
+    return be32(b + 16) == 0 || be32(b + 20) == 0;
+}
+
+// Throws when a PNG's image data inflates to much more than its IHDR implies. stb_image inflates into a buffer
+// that doubles until the stream ends (up to 4 GB, whatever the header says), so a few megabytes of zeros
+// behind a 1×1 header would cost gigabytes; here the stream is inflated into a buffer bounded by the header
+// first. A quarter plus 1 MiB of slack covers Adam7's extra filter bytes and the trailing zeros some writers
+// leave (stb_image accepts those too). Damaged streams are left for stb_image to report.
+void check_png_inflated_size(const uint8_t* b, size_t n) {
+    if (n < 33 || std::memcmp(b + 12, "IHDR", 4) != 0) return;
+    const uint64_t w = be32(b + 16), h = be32(b + 20), depth = b[24];
+    const int colour = b[25];
+    const uint64_t channels = colour == 2 ? 3 : colour == 4 ? 2 : colour == 6 ? 4 : 1;
+    const uint64_t expected = ((w * channels * depth + 7) / 8 + 1) * h;
+    const uint64_t limit = expected + expected / 4 + (1u << 20);
+    if (limit > uint64_t(INT_MAX)) return;  // beyond any pixel budget; refused on the header elsewhere
+
+    std::vector<char> idat;
+    bool apple = false;  // CgBI: Apple's PNG variant with a raw deflate stream
+    for (size_t at = 8; at + 12 <= n;) {
+        const uint64_t len = be32(b + at);
+        if (len > n - at - 12) break;  // a chunk that runs past the end: stb_image reports it
+        const uint8_t* type = b + at + 4;
+        if (std::memcmp(type, "CgBI", 4) == 0) apple = true;
+        if (std::memcmp(type, "IDAT", 4) == 0) idat.insert(idat.end(), b + at + 8, b + at + 8 + len);
+        if (std::memcmp(type, "IEND", 4) == 0) break;
+        at += 12 + len;
+    }
+    if (idat.empty() || idat.size() > size_t(INT_MAX)) return;
+    std::vector<char> out(static_cast<size_t>(limit));
+    const int got = apple ? stbi_zlib_decode_noheader_buffer(out.data(), int(limit), idat.data(), int(idat.size()))
+                          : stbi_zlib_decode_buffer(out.data(), int(limit), idat.data(), int(idat.size()));
+    const char* why = got < 0 ? stbi_failure_reason() : nullptr;
+    if (why && std::strcmp(why, "output buffer limit") == 0)
+        fail("PNG data inflates to more than " + std::to_string(limit) + " bytes although its " +
+             std::to_string(w) + "x" + std::to_string(h) + " header implies " + std::to_string(expected) +
+             " (a decompression bomb?)");
+}
+
+// Whether every Huffman table of a JPEG declares at most 256 codes. The stb_image Debian ships (2022-09-08)
+// trusts the 16 code counts of a DHT segment and writes past its 257-entry tables when they sum higher
+// (upstream stb_image 2.28 refuses such files); this walks the markers as stb does, scan data included,
+// so that no such table reaches it.
+bool jpeg_huffman_tables_ok(const uint8_t* b, size_t n) {
+    auto at = [&](size_t i) -> size_t { return i < n ? b[i] : 0; };  // stb reads 0 past the end
+    for (size_t i = 2; i + 1 < n;) {
+        if (b[i] != 0xff) {  // scan data, or junk stb skips
+            ++i;
+            continue;
+        }
+        const uint8_t m = b[i + 1];
+        if (m == 0xff || m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {  // fill, stuffing, no length
+            i += m == 0xff ? 1 : 2;
+            continue;
+        }
+        if (m == 0xd9) break;  // EOI
+        const int64_t len = int64_t(at(i + 2) << 8 | at(i + 3));
+        i += 4;
+        if (m != 0xc4) {
+            i += size_t(std::max<int64_t>(len - 2, 0));
+            continue;
+        }
+        for (int64_t left = len - 2; left > 0;) {  // DHT: tables of class/id, 16 counts, the codes
+            size_t count = 0;
+            for (size_t k = 1; k <= 16; ++k) count += at(i + k);
+            if (count > 256) return false;
+            i += 17 + count;
+            left -= int64_t(17 + count);
+        }
+    }
+    return true;
+}
+
+// The bytes stb_image reads, through its callback interface so that a read past the end is seen: from
+// memory, stb_image silently reads zeros there, which turns a truncated BMP or GIF into black pixels.
+struct Reader {
+    const uint8_t* bytes;
+    size_t n, pos = 0;
+    bool past_end = false;
+
+    static int read(void* user, char* data, int size) {
+        auto* r = static_cast<Reader*>(user);
+        const size_t got = std::min(size_t(std::max(size, 0)), r->n - r->pos);
+        if (got == 0 && size > 0) r->past_end = true;
+        std::memcpy(data, r->bytes + r->pos, got);
+        r->pos += got;
+        return int(got);
+    }
+    static void skip(void* user, int k) {
+        auto* r = static_cast<Reader*>(user);
+        if (k > 0 && size_t(k) > r->n - r->pos) r->past_end = true;
+        r->pos = k >= 0 ? std::min(r->n, r->pos + size_t(k)) : r->pos - std::min(r->pos, size_t(-int64_t(k)));
+    }
+    static int eof(void* user) {
+        auto* r = static_cast<Reader*>(user);
+        return r->pos >= r->n;
+    }
+};
+const stbi_io_callbacks kReaderCallbacks{Reader::read, Reader::skip, Reader::eof};
+
+}  // namespace
+
+DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
+    if (n == 0) fail("empty file, not an image");
+    if (n > size_t(INT_MAX)) fail("file too large");
+    const char* format = sniff_format(bytes, n);
+    if (!format) fail("not an image (PNG, JPEG, BMP or GIF expected)");
+    if (std::strcmp(format, "JPEG") == 0 && !jpeg_huffman_tables_ok(bytes, n))
+        fail("corrupt JPEG: a Huffman table declares more than 256 codes");
+
+    DecodedPixels px;
+    int comp = 0;
+    Reader info{bytes, n};
+    if (!stbi_info_from_callbacks(&kReaderCallbacks, &info, &px.width, &px.height, &comp)) {
+        // stbi_info's own reason is always "unknown image type" once every decoder has refused the bytes.
+        if (png_has_zero_side(bytes, n)) fail("empty image (0 pixels wide or high)");
+        fail(std::string("corrupt or truncated ") + format + " header");
+    }
+    if (px.width <= 0 || px.height <= 0)
+        fail("empty image (" + std::to_string(px.width) + "x" + std::to_string(px.height) + ")");
+    if (int64_t(px.width) * px.height > max_pixels)
+        fail(std::to_string(px.width) + "x" + std::to_string(px.height) + " exceeds the limit of " +
+             std::to_string(max_pixels) + " pixels");
+    if (std::strcmp(format, "PNG") == 0) check_png_inflated_size(bytes, n);
+
+    // A header that says RGB decodes straight to RGB: Pillow keeps such images in mode RGB and ignores a PNG
+    // tRNS colour key, so mistral-common never composites them (stb would add an alpha channel).
+    const int want = comp == 3 ? 3 : 0;
+    Reader pixels{bytes, n};
+    px.data = {stbi_load_from_callbacks(&kReaderCallbacks, &pixels, &px.width, &px.height, &px.channels, want),
+               stbi_image_free};
+    if (want) px.channels = want;
+    if (pixels.past_end) fail(std::string("truncated ") + format + ": the file ends before its image data does");
+    if (!px.data) {
+        const char* why = stbi_failure_reason();
+        fail(std::string("corrupt or truncated image (") + (why ? why : "unknown error") + ")");
+    }
+    return px;
+}
+
+}  // namespace mistral

@@ -1,0 +1,22 @@
+// image_decode.h — bytes → 8-bit pixels with stb_image, behind the checks stb_image lacks: the format by its
+// magic, the pixel budget (on the header, before decoding), truncated files (which stb would pad with black),
+// PNG data that inflates far beyond its header (decompression bombs) and oversized JPEG Huffman tables.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace mistral {
+
+struct DecodedPixels {
+    std::unique_ptr<uint8_t, void (*)(void*)> data{nullptr, nullptr};  // interleaved, rows top to bottom
+    int width = 0, height = 0;
+    int channels = 0;  // 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
+};
+
+// Decodes a PNG, JPEG, BMP or GIF (first frame). Throws std::runtime_error with a one-line reason (without
+// the file's name) on anything it cannot decode exactly.
+DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels);
+
+}  // namespace mistral
