@@ -25,7 +25,7 @@ namespace {
 struct ChatOptions {
     CommonOptions common;
     std::string prompt, prompt_file, system, system_file, tools_file, color = "auto", dump_ids;
-    std::vector<std::string> images;
+    ImageArgs images;
     bool no_system = false;
     int n_predict = -1;
     SamplingParams sampling;
@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
     add_common_options(app, o.common);
     auto* p_opt = app.add_option("-p,--prompt", o.prompt, "one-shot: answer this prompt and exit (- reads stdin)");
     auto* f_opt = app.add_option("-f,--file", o.prompt_file, "one-shot: read the prompt from a file")->excludes(p_opt);
-    app.add_option("--image", o.images, "image(s) shown before the prompt (in the chat: the first message), in order");
+    add_image_options(app, o.images, "image(s) shown before the prompt (in the chat: the first message), in order");
     auto* sys = app.add_option("--system-prompt", o.system, "system prompt (also -sys)");
     auto* sysf = app.add_option("--system-file", o.system_file, "read the system prompt from a file (also -sysf)")
                      ->excludes(sys);
@@ -315,27 +315,29 @@ int main(int argc, char** argv) {
         }
         const std::string system = system_prompt(o);
         const std::string prompt = one_shot ? one_shot_prompt(o) : "";
-        for (const std::string& p : o.images)  // fail before a long model load
+        for (const std::string& p : o.images.paths)  // fail before a long model load
             if (!std::ifstream(p, std::ios::binary)) throw std::runtime_error("cannot read image " + p);
 
         const auto t0 = std::chrono::steady_clock::now();
-        auto model = load_model(o.common, one_shot && o.images.empty());
+        auto model = load_model(o.common, one_shot && o.images.paths.empty());
         const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         const mistral::Config& cfg = model->config();
-        so.image.patch = cfg.vision.patch;
-        so.image.merge = cfg.spatial_merge;
-        if (tok.image()) so.image.max_image_size = tok.image()->max_image_size;
+        so.image = image_options(o.images, cfg, tok);
 
         const bool cpu = std::string(model->backend().name()).rfind("cpu", 0) == 0;
         int n_ctx = o.common.ctx > 0 ? o.common.ctx : (cpu ? 4096 : 32768);
         if (o.common.ctx == 0 && n_ctx > cfg.text.max_pos) n_ctx = int(cfg.text.max_pos);
+        if (o.n_predict > n_ctx)
+            throw std::runtime_error("-n " + std::to_string(o.n_predict) + " exceeds the context of " +
+                                     std::to_string(n_ctx) + " tokens (-c)");
+        so.reserve_n_predict = one_shot;
         mistral::Context ctx(*model, n_ctx);
         log_info("chat: %s layout, context %d tokens, sampling: %s", tok.version().c_str(), n_ctx,
                  check.describe().c_str());
 
         ChatSession session(ctx, tok, tmpl, o.sampling, so);
         session.set_system(system);
-        for (const std::string& p : o.images) session.attach_image(p);
+        for (const std::string& p : o.images.paths) session.attach_image(p);
         if (one_shot) return run_one_shot(session, prompt, load_ms);
         Console con(parse_color_mode(o.color));
         return Repl(session, con).run();

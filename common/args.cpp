@@ -25,6 +25,23 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool model_required) {
     });
 }
 
+void add_image_options(CLI::App& app, ImageArgs& a, const std::string& help) {
+    app.add_option("--image", a.paths, help);
+    app.add_option("--max-image-pixels", a.max_pixels,
+                   "refuse images of more pixels than this, checked on the header before decoding")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+}
+
+mistral::ImageOptions image_options(const ImageArgs& a, const mistral::Config& cfg, const mistral::Tokenizer& tok) {
+    mistral::ImageOptions io;
+    io.patch = cfg.vision.patch;
+    io.merge = cfg.spatial_merge;
+    if (tok.image()) io.max_image_size = tok.image()->max_image_size;
+    io.max_pixels = a.max_pixels;
+    return io;
+}
+
 std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o) {
     if (o.device != "cpu") {
         std::string why;

@@ -1,5 +1,6 @@
-// args.h — the options every binary shares (-m, --device, -t, -c, --seed, -v), backend selection, model
-// loading with a progress bar, and the error convention: one `error: ...` line and exit code 1.
+// args.h — the options every binary shares (-m, --device, -t, -c, --seed, -v; --image and --max-image-pixels
+// where images are read), backend selection, model loading with a progress bar, and the error convention:
+// one `error: ...` line and exit code 1.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -7,8 +8,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "context.h"
+#include "image.h"
+#include "tokenizer.h"
 
 namespace common {
 
@@ -23,6 +27,17 @@ struct CommonOptions {
 
 // Adds -m/--model (required unless `model_required` is false), --device, -t, -c, --seed, -v.
 void add_common_options(CLI::App& app, CommonOptions& o, bool model_required = true);
+
+struct ImageArgs {
+    std::vector<std::string> paths;
+    int64_t max_pixels = mistral::ImageOptions{}.max_pixels;
+};
+
+// Adds --image (described by `help`) and --max-image-pixels.
+void add_image_options(CLI::App& app, ImageArgs& a, const std::string& help);
+
+// The preprocessing the model and its tokenizer ask for, under the user's pixel budget.
+mistral::ImageOptions image_options(const ImageArgs& a, const mistral::Config& cfg, const mistral::Tokenizer& tok);
 
 // auto: CUDA when a GPU is present, else the CPU. An explicit `cuda` without a GPU is an error.
 std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o);

@@ -252,6 +252,10 @@ Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
     if (int64_t(p.ids.size()) >= int64_t(ctx_.n_ctx()))
         throw ContextOverflow("the prompt needs " + std::to_string(p.ids.size()) +
                               " tokens but the context holds " + std::to_string(ctx_.n_ctx()) + " (raise -c)");
+    if (opt_.reserve_n_predict && opt_.n_predict > 0 && int64_t(p.ids.size()) + opt_.n_predict > ctx_.n_ctx())
+        throw ContextOverflow("the prompt needs " + std::to_string(p.ids.size()) + " tokens and -n asks for " +
+                              std::to_string(opt_.n_predict) + " more, but the context holds " +
+                              std::to_string(ctx_.n_ctx()) + " (raise -c or lower -n)");
     Reply r;
     Timings& t = r.timings;
     t.turns = 1;

@@ -57,12 +57,13 @@ struct Reply {
 };
 
 struct SessionOptions {
-    int n_predict = -1;          // tokens per answer, < 0: until </s> or a full context
-    int n_batch = 512;           // prefill chunk
-    std::string tools;           // [AVAILABLE_TOOLS] JSON text, "" for none (see tools_json)
-    std::string dump_ids;        // debug: append {"pos": p, "ids": [...]} per prefill to this file
+    int n_predict = -1;              // tokens per answer, < 0: until </s> or a full context
+    int n_batch = 512;               // prefill chunk
+    bool reserve_n_predict = false;  // refuse a prompt that leaves fewer than n_predict tokens of context
+    std::string tools;               // [AVAILABLE_TOOLS] JSON text, "" for none (see tools_json)
+    std::string dump_ids;            // debug: append {"pos": p, "ids": [...]} per prefill to this file
     mistral::ImageOptions image;
-    uint64_t seed = 0;           // for tool-call ids
+    uint64_t seed = 0;               // for tool-call ids
 };
 
 class ChatSession {

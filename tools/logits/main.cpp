@@ -34,27 +34,24 @@ int main(int argc, char** argv) {
     CLI::App app{"logits: run one forward pass and write the logits (and hidden states) as safetensors"};
     common::CommonOptions opt;
     std::string ids_arg, prompt, out_path;
-    std::vector<std::string> image_paths;
+    common::ImageArgs images_arg;
     bool hidden = false;
     common::add_common_options(app, opt);
     auto* ids_opt = app.add_option("--ids", ids_arg, "comma-separated token ids; may hold [IMG] runs for the images");
     app.add_option("-p,--prompt", prompt, "text, tokenized with BOS; images come first")->excludes(ids_opt);
-    app.add_option("--image", image_paths, "image file(s) filling the [IMG] tokens in order");
+    common::add_image_options(app, images_arg, "image file(s) filling the [IMG] tokens in order");
     app.add_option("-o,--output", out_path, "output .safetensors")->required();
     app.add_flag("--hidden", hidden, "also write hidden.L for every layer");
 
     return common::run_main(app, argc, argv, [&] {
         if (ids_arg.empty() && prompt.empty()) throw std::runtime_error("give --ids or -p");
         mistral::Tokenizer tok(opt.model);
-        auto model = common::load_model(opt, image_paths.empty());
+        auto model = common::load_model(opt, images_arg.paths.empty());
         const mistral::Config& cfg = model->config();
 
-        mistral::ImageOptions io;
-        if (tok.image()) io.max_image_size = tok.image()->max_image_size;
-        io.patch = cfg.vision.patch;
-        io.merge = cfg.spatial_merge;
+        const mistral::ImageOptions io = common::image_options(images_arg, cfg, tok);
         std::vector<mistral::Image> images;
-        for (const std::string& p : image_paths) images.push_back(mistral::load_image(p, io));
+        for (const std::string& p : images_arg.paths) images.push_back(mistral::load_image(p, io));
 
         std::vector<int32_t> ids;
         if (!ids_arg.empty()) {
