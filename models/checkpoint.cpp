@@ -39,8 +39,9 @@ bool dense_type(DType d, fp4::Type* out) {
 // Binds checkpoint tensors (by canonical name) to fp4 leaves owned by a Weights.
 class Binder {
 public:
-    Binder(const SafeTensorSet& set, const std::string& dir, Weights& w, std::map<std::string, std::string>& role)
-        : dir_(dir), w_(w), role_(role) {
+    Binder(const SafeTensorSet& set, const std::string& dir, const Config& cfg, Weights& w,
+           std::map<std::string, std::string>& role)
+        : dir_(dir), cfg_(cfg), w_(w), role_(role) {
         for (const std::string& name : set.names()) {
             const TensorView* t = set.find(name);
             auto [it, fresh] = by_canon_.emplace(canonical_name(name), t);
@@ -67,8 +68,11 @@ public:
         return x;
     }
 
-    // A linear [out, in]: NVFP4 when `X.weight_packed` exists, else dense `X.weight`.
-    fp4::Tensor* linear(const std::string& x, int64_t out, int64_t in, const std::string& role) {
+    // A linear [out, in] (a module of class `cls`): NVFP4 when `X.weight_packed` exists, else dense
+    // `X.weight`; either way as config.json's quantization_config says.
+    fp4::Tensor* linear(const std::string& x, int64_t out, int64_t in, const std::string& role,
+                        const std::string& cls = "Linear") {
+        check_scheme(x, cls);
         if (!has(x + ".weight_packed")) {
             if (!has(x + ".weight"))
                 throw std::runtime_error(dir_ + ": missing tensor '" + x + ".weight' (BF16/F16/F32 " +
@@ -106,6 +110,25 @@ public:
     const TensorView* scale_source(const fp4::Tensor* t) const { return scale_src_.at(t); }
 
 private:
+    // Refuses a module stored dense where quantization_config quantizes it, or NVFP4 where it does not.
+    void check_scheme(const std::string& x, const std::string& cls) const {
+        const bool packed = has(x + ".weight_packed");
+        if (!packed && !has(x + ".weight")) return;  // linear() names what is missing
+        const TensorView* t = by_canon_.at(x + (packed ? ".weight_packed" : ".weight"));
+        const std::string stored = t->name.substr(0, t->name.rfind(".weight"));
+        std::string why = "config.json has no quantization_config";
+        bool want = false;
+        try {
+            want = !cfg_.quant_format.empty() && cfg_.quant.quantizes({stored, x}, cls, &why);
+        } catch (const std::invalid_argument& e) {
+            fail(*t, std::string("cannot be matched against quantization_config: ") + e.what());
+        }
+        if (want && !packed)
+            fail(*t, "is dense, but quantization_config quantizes " + cls + " '" + stored +
+                         "' (NVFP4 '" + stored + ".weight_packed' expected)");
+        if (!want && packed) fail(*t, "is NVFP4, but " + cls + " '" + stored + "' should be dense: " + why);
+    }
+
     [[noreturn]] void fail(const TensorView& t, const std::string& what) const {
         throw std::runtime_error(t.file + ": tensor '" + t.name + "' " + what);
     }
@@ -130,6 +153,7 @@ private:
     }
 
     std::string dir_;
+    const Config& cfg_;
     Weights& w_;
     std::map<std::string, std::string>& role_;
     std::map<std::string, const TensorView*> by_canon_;
@@ -138,7 +162,7 @@ private:
 
 void bind_text(Binder& b, const TextConfig& c, Weights& w, Config& cfg) {
     const int64_t D = c.hidden, q = int64_t(c.n_head) * c.head_dim, kv = int64_t(c.n_kv_head) * c.head_dim;
-    w.tok_embd = b.linear(kText + "embed_tokens", c.vocab, D, "tok_embd");
+    w.tok_embd = b.linear(kText + "embed_tokens", c.vocab, D, "tok_embd", "Embedding");
     w.layers.resize(size_t(c.n_layer));
     for (int i = 0; i < c.n_layer; ++i) {
         const std::string p = kText + "layers." + std::to_string(i) + ".";
@@ -258,7 +282,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir, const LoadO
     ck->config_ = load_config(dir + "/config.json");
     ck->tensors_ = SafeTensorSet::open(dir);
 
-    Binder b(*ck->tensors_, dir, ck->weights_, ck->role_);
+    Binder b(*ck->tensors_, dir, ck->config_, ck->weights_, ck->role_);
     bind_text(b, ck->config_.text, ck->weights_, ck->config_);
     if (ck->config_.has_vision && !opt.text_only) bind_vision(b, ck->config_, ck->weights_);
     if (opt.text_only) ck->config_.has_vision = false;

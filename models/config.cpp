@@ -139,6 +139,21 @@ VisionConfig parse_vision(const Reader& r) {
     return v;
 }
 
+// A list of module patterns (names, class names or `re:REGEX`), each regex compiled once to prove it valid.
+void read_patterns(const Reader& r, const std::string& key, std::vector<std::string>& out) {
+    if (!r.has(key) || !r.j[key].is_array()) r.fail(key, "must be a list");
+    for (const json& s : r.j[key]) {
+        if (!s.is_string()) r.fail(key, "must hold strings");
+        const std::string p = s.get<std::string>();
+        try {
+            module_matches("", p);
+        } catch (const std::invalid_argument& e) {
+            r.fail(key, "holds '" + p + "', not a valid regular expression (" + e.what() + ")");
+        }
+        out.push_back(p);
+    }
+}
+
 void parse_quantization(const Reader& top, Config& c) {
     if (!top.has("quantization_config")) return;
     Reader q = top.child("quantization_config");
@@ -164,14 +179,9 @@ void parse_quantization(const Reader& top, Config& c) {
         if (w.str("type") != "float") w.fail("type", "must be 'float' for " + kNvfp4);
         if (w.str("strategy") != "tensor_group") w.fail("strategy", "must be 'tensor_group' for " + kNvfp4);
         if (w.integer("group_size") != 16) w.fail("group_size", "must be 16 for " + kNvfp4);
+        read_patterns(g, "targets", c.quant.targets);
     }
-    if (q.has("ignore")) {
-        if (!q.j["ignore"].is_array()) q.fail("ignore", "must be a list");
-        for (const json& s : q.j["ignore"]) {
-            if (!s.is_string()) q.fail("ignore", "must hold strings");
-            c.quant_ignore.push_back(s.get<std::string>());
-        }
-    }
+    if (q.has("ignore")) read_patterns(q, "ignore", c.quant.ignore);
     c.quant_format = kNvfp4;
 }
 

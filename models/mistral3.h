@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fp4.h"
+#include "quant_scheme.h"
 
 namespace mistral {
 
@@ -35,7 +36,7 @@ struct Config {
     float projector_eps = 1e-5f;
     bool tie_embeddings = false;     // true only when no lm_head tensor exists
     std::string quant_format;        // "" (dense) or "nvfp4-pack-quantized"
-    std::vector<std::string> quant_ignore;  // quantization_config.ignore, as written (informational)
+    QuantScheme quant;               // quantization_config targets and ignore (empty when dense)
 };
 
 // A linear layer: F32/BF16/F16 dense weight or NVFP4 (codes + scales + global scale).

@@ -153,7 +153,7 @@ std::vector<OutTensor> plan(const SafeTensorSet& in, const std::vector<std::stri
     for (const std::string& name : in.names()) {
         const TensorView& v = in.get(name);
         std::string module;
-        if (!is_decoder_linear(name, &module) || ignore_matches(module, ignore)) {
+        if (!is_decoder_linear(name, &module) || first_match({module}, ignore)) {
             out.push_back({OutTensor::Copy, name, dtype_name(v.dtype), v.shape, v.nbytes, &v});
             continue;
         }
@@ -260,17 +260,6 @@ Nvfp4Weight quantize_nvfp4(const uint16_t* bf16, int64_t rows, int64_t cols, int
     return q;
 }
 
-bool ignore_matches(const std::string& module, const std::vector<std::string>& patterns) {
-    for (const std::string& p : patterns) {
-        if (p.rfind("re:", 0) == 0) {
-            if (std::regex_search(module, std::regex(p.substr(3)), std::regex_constants::match_continuous)) return true;
-        } else if (p == module) {
-            return true;
-        }
-    }
-    return false;
-}
-
 std::vector<std::string> default_ignore() { return {"lm_head", "re:.*vision_tower.*", "re:.*multi_modal_projector.*"}; }
 
 bool is_decoder_linear(const std::string& tensor, std::string* module) {
@@ -294,8 +283,8 @@ QuantizeSummary quantize_checkpoint(const std::string& bf16_dir, const std::stri
 
     for (const std::string& p : opt.ignore) {
         try {
-            if (p.rfind("re:", 0) == 0) std::regex(p.substr(3));
-        } catch (const std::regex_error& e) {
+            module_matches("", p);
+        } catch (const std::invalid_argument& e) {
             throw std::runtime_error("ignore pattern " + p + ": " + e.what());
         }
     }

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "quant_scheme.h"
+
 namespace mistral {
 
 // One [rows, cols] matrix in NVFP4: E2M1 codes [rows, cols/2] (even column in the low nibble), E4M3
@@ -31,9 +33,6 @@ void quantize_nvfp4_rows(const uint16_t* bf16, int64_t cols, float global_scale,
 // is zero or not finite (no usable global scale).
 Nvfp4Weight quantize_nvfp4(const uint16_t* bf16, int64_t rows, int64_t cols, int threads);
 
-// compressed-tensors' ignore rule: an exact module name, or `re:REGEX` matched at the start of the name
-// (Python re.match).
-bool ignore_matches(const std::string& module, const std::vector<std::string>& patterns);
 // `lm_head`, the vision tower and the projector, as LLM Compressor's Mistral3 recipes leave them.
 std::vector<std::string> default_ignore();
 // Whether `tensor` is the weight of a text-decoder Linear (q/k/v/o_proj, gate/up/down_proj of

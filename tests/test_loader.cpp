@@ -524,7 +524,7 @@ TEST_CASE("config.json: accepted spellings") {
     j = base;
     j["quantization_config"]["format"] = "mixed-precision";  // per-group format decides
     CHECK(parse(j).quant_format == "nvfp4-pack-quantized");
-    CHECK(parse(j).quant_ignore.size() == 3);
+    CHECK(parse(j).quant.ignore.size() == 3);
 
     j = base;
     j["quantization_config"]["config_groups"]["group_0"].erase("format");  // top-level format decides

@@ -201,14 +201,38 @@ TEST_CASE("which tensors are quantized") {
     CHECK_FALSE(is_decoder_linear("lm_head.weight", &m));
 
     auto ig = default_ignore();
-    CHECK(ignore_matches("lm_head", ig));
-    CHECK(ignore_matches("model.vision_tower.transformer.layers.0.attention.q_proj", ig));
-    CHECK(ignore_matches("model.multi_modal_projector.linear_1", ig));
-    CHECK_FALSE(ignore_matches("model.language_model.layers.0.mlp.up_proj", ig));
-    CHECK_FALSE(ignore_matches("model.lm_head", ig));  // exact names are exact
+    CHECK(first_match({"lm_head"}, ig));
+    CHECK(first_match({"model.vision_tower.transformer.layers.0.attention.q_proj"}, ig));
+    CHECK(first_match({"model.multi_modal_projector.linear_1"}, ig));
+    CHECK_FALSE(first_match({"model.language_model.layers.0.mlp.up_proj"}, ig));
+    CHECK_FALSE(first_match({"model.lm_head"}, ig));  // exact names are exact
     // `re:` is Python's re.match: anchored at the start only.
-    CHECK(ignore_matches("model.layers.0.mlp.up_proj", {"re:model\\.layers\\.0\\."}));
-    CHECK_FALSE(ignore_matches("model.layers.0.mlp.up_proj", {"re:layers\\.0"}));
+    CHECK(first_match({"model.layers.0.mlp.up_proj"}, {"re:model\\.layers\\.0\\."}));
+    CHECK_FALSE(first_match({"model.layers.0.mlp.up_proj"}, {"re:layers\\.0"}));
+}
+
+TEST_CASE("QuantScheme: targets by class, name or regex; ignore wins; hostile patterns fail cleanly") {
+    const std::string q = "model.language_model.layers.0.self_attn.q_proj";
+    QuantScheme s{{"Linear"}, default_ignore()};
+    std::string why;
+    CHECK(s.quantizes({q}, "Linear", &why));
+    CHECK_FALSE(s.quantizes({"lm_head"}, "Linear", &why));
+    CHECK(why == "'lm_head' is in its ignore list");
+    CHECK_FALSE(s.quantizes({"model.vision_tower.transformer.layers.0.attention.q_proj"}, "Linear", &why));
+    CHECK_FALSE(s.quantizes({"model.language_model.embed_tokens"}, "Embedding", &why));
+    CHECK(why == "no config group targets it");
+    // Any of a module's names may match: the stored one (old layout) or the canonical one.
+    CHECK_FALSE(s.quantizes({"language_model.lm_head", "lm_head"}, "Linear", &why));
+
+    QuantScheme mlp{{"re:.*mlp\\.(gate|up)_proj$"}, {}};
+    CHECK_FALSE(mlp.quantizes({q}, "Linear", &why));
+    CHECK(mlp.quantizes({"model.layers.0.mlp.up_proj"}, "Linear", &why));
+    CHECK_FALSE(mlp.quantizes({"model.layers.0.mlp.down_proj"}, "Linear", &why));
+
+    CHECK_THROWS_AS(module_matches(q, "re:" + std::string(300, '(') + std::string(300, ')')), std::invalid_argument);
+    CHECK_THROWS_AS(module_matches(q, "re:[a-"), std::invalid_argument);
+    // Catastrophic backtracking ends at the match limit instead of stalling the load.
+    CHECK_THROWS_AS(module_matches(std::string(64, 'a') + "!", "re:(a|aa|aaa)*(a|aa|aaa)*$"), std::invalid_argument);
 }
 
 TEST_CASE("tiny-kjv: byte-identical to compressed-tensors' output") { check_fixture("tiny-kjv"); }

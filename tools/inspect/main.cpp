@@ -32,9 +32,9 @@ int main(int argc, char** argv) {
 
         const mistral::Config& c = ck->config();
         std::printf("%s\n", mistral::config_summary(c).c_str());
-        if (!c.quant_ignore.empty()) {
+        if (!c.quant.ignore.empty()) {
             std::printf("quantization ignore:");
-            for (const auto& s : c.quant_ignore) std::printf(" %s", s.c_str());
+            for (const auto& s : c.quant.ignore) std::printf(" %s", s.c_str());
             std::printf("\n");
         }
         for (const auto& f : ck->tensors().files())
