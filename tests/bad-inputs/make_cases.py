@@ -57,6 +57,34 @@ def bmp(w, h):
             struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(px), 2835, 2835, 0, 0) + px)
 
 
+def gif(w, h):
+    """A GIF89a of w×h pixels of palette colour 1, LZW-coded with 3-bit codes: a clear code before every
+    two pixels keeps the code table (and so the code width) from growing."""
+    codes = [4, 1, 1] * (w * h // 2) + [5]
+    bits = nbits = 0
+    lzw = bytearray()
+    for c in codes:
+        bits |= c << nbits
+        nbits += 3
+        while nbits >= 8:
+            lzw.append(bits & 255)
+            bits >>= 8
+            nbits -= 8
+    if nbits:
+        lzw.append(bits)
+    blocks = b"".join(bytes([len(lzw[i:i + 255])]) + lzw[i:i + 255] for i in range(0, len(lzw), 255)) + b"\0"
+    return (b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + bytes([0, 0, 0, 255, 0, 0]) +
+            b"," + struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\2" + blocks + b";")
+
+
+def png_bomb(w, h, inflated):
+    """A w×h RGB PNG whose image data inflates to `inflated` zero bytes."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(bytes(inflated), 9)) + chunk(b"IEND", b""))
+
+
 # A 1×1 GIF89a (one black pixel): header, palette, image descriptor, LZW data, trailer.
 GIF_1X1 = bytes.fromhex("4749463839610100010080000000000000ffffff2c00000000010001000002024401003b")
 
@@ -233,6 +261,17 @@ def checkpoint_cases():
     case("ckpt-name-collision", "a tensor under both the old and the new transformers name", INSPECT,
          "both map to 'model.language_model.norm.weight'",
          folder(st=safetensors(model_tensors() + [("language_model.model.norm.weight", "BF16", [D], BF16_ONE * D)])))
+    dense_q = [t for t in model_tensors() if not t[0].startswith(Q + ".")] + [
+        (Q + ".weight", "BF16", [16, D], BF16_ONE * (16 * D))]
+    case("ckpt-quant-dense", "quantization_config quantizes every Linear; q_proj is stored dense", INSPECT,
+         "is dense, but quantization_config quantizes Linear 'model.layers.0.self_attn.q_proj'",
+         folder(st=safetensors(dense_q)))
+    qc = json.loads(json.dumps(CONFIG["quantization_config"]))
+    qc["ignore"] = ["lm_head", "re:.*q_proj$"]
+    case("ckpt-quant-ignored", "q_proj is NVFP4 but quantization_config ignores it", INSPECT,
+         "should be dense: 're:.*q_proj$' is in its ignore list", folder(cfg=config(quantization_config=qc)))
+    case("ckpt-no-quant-config", "NVFP4 tensors, but config.json has no quantization_config", INSPECT,
+         "should be dense: config.json has no quantization_config", folder(cfg=config(quantization_config=None)))
     case("ckpt-not-a-folder", "-m names a folder that does not exist", INSPECT, "cannot open (is this a model folder?)")
 
 
@@ -258,6 +297,8 @@ def config_cases():
          config(sliding_window=16)),
         ("config-quant-method", "a quantization method other than compressed-tensors", "quant_method = 'gptq' is not supported",
          config(quantization_config={"quant_method": "gptq", "bits": 4})),
+        ("config-quant-regex", "an ignore entry whose regex does not compile", "not a valid regular expression",
+         config(quantization_config=dict(CONFIG["quantization_config"], ignore=["re:.*vision_tower(.*"]))),
         ("config-group-size", "NVFP4 with a group size of 32", "group_size must be 16",
          config(quantization_config=dict(CONFIG["quantization_config"], config_groups={"g": {
              "format": "nvfp4-pack-quantized",
@@ -356,7 +397,15 @@ def image_cases():
         ("img-huge.png", "a 10000×10000 PNG header (100 MP) over tiny data", "exceeds the limit of 50000000 pixels",
          png(1, 1, ihdr=(10000, 10000))),
         ("img-thin.png", "a 1×3000 PNG: one side scales below a pixel", "too thin", png(1, 3000, color_type=0)),
-        ("img-truncated.jpg", "a JPEG cut after its header", "corrupt or truncated",
+        ("img-truncated-data.jpg", "a JPEG cut in its scan data", "truncated JPEG",
+         open(os.path.join(os.path.dirname(HERE), "data", "tiny-a", "images", "photo.jpg"), "rb").read()[:12000]),
+        ("img-truncated.bmp", "a BMP cut in its pixel rows (stb_image alone reads black there)", "truncated BMP",
+         bmp(64, 64)[:6000]),
+        ("img-truncated-data.gif", "a GIF cut in its LZW data (stb_image alone reads black there)", "truncated GIF",
+         gif(32, 32)[:300]),
+        ("img-bomb.png", "a 1×1 PNG whose data inflates to 64 MB (a decompression bomb)",
+         "PNG data inflates to more than 1048581 bytes although its 1x1 header implies 4", png_bomb(1, 1, 64 << 20)),
+        ("img-truncated.jpg", "a JPEG cut after its header", "truncated JPEG",
          open(os.path.join(os.path.dirname(HERE), "data", "tiny-a", "images", "photo.jpg"), "rb").read()[:600]),
         ("img-truncated.gif", "a GIF cut after its palette", "corrupt or truncated", GIF_1X1[:20]),
         ("img-jpeg-huffman.jpg", "a JPEG Huffman table of 4080 codes (stb_image 2022 overflows its tables)",
@@ -364,6 +413,9 @@ def image_cases():
          b"\xff\xd8\xff\xc4\x10\x13\x13" + b"\xff" * 16),
     ]:
         case(name, what, run, err, {"": body})
+    case("img-pixel-budget", "a valid 112×112 image over --max-image-pixels 1000",
+         "logits -m " + KJV + " --ids 1,2 --image tests/data/tiny-kjv/images/red_circle.png --max-image-pixels 1000 "
+         "-o {tmp}/out.safetensors", "112x112 exceeds the limit of 1000 pixels")
     case("img-missing.png", "an image path that does not exist", run, "cannot open: No such file or directory")
     case("img-token-mismatch", "--ids without [IMG] tokens for a valid image",
          "logits -m " + KJV + " --ids 1,2 --image tests/data/tiny-kjv/images/red_circle.png -o {tmp}/out.safetensors",
@@ -383,6 +435,10 @@ def limit_cases():
     case("chat-prompt-beyond-ctx", "chat: a prompt longer than -c", "chat -m " + KJV + " -f {case} -c 32",
          "tokens but the context holds 32 (raise -c)",
          {"": "In the beginning God created the heaven and the earth. " * 8})
+    case("chat-n-beyond-ctx", "chat: -n larger than the whole context", "chat -m " + KJV + " -p hi -c 64 -n 100",
+         "-n 100 exceeds the context of 64 tokens (-c)")
+    case("chat-n-plus-prompt", "chat one-shot: prompt plus -n beyond the context", "chat -m " + KJV + " -p hi -c 64 -n 61",
+         "the prompt needs 4 tokens and -n asks for 61 more, but the context holds 64")
     case("id-beyond-vocab", "logits: an id past the vocabulary", "logits -m " + KJV + " --ids 1,6000 -o {tmp}/out.safetensors",
          "token id 6000 is outside the vocabulary")
     case("ids-not-numbers", "logits: --ids that are not numbers", "logits -m " + KJV + " --ids 1,x -o {tmp}/out.safetensors",
@@ -449,8 +505,10 @@ text; `make_cases.py` writes the inputs and `cases.json`, and with `--readme BIN
 column being what the binaries of BIN_DIR print. `ok-checkpoint` is the valid 1-layer NVFP4 checkpoint
 (exit code 0) that the `ckpt-*`, `config-*`, `st-*` and `index-*` cases break; their folders link unchanged
 files to it and to the tiny-kjv tokenizer. Limits: safetensors headers ≤ 100 MB, ≤ 2^20 tensors of rank ≤ 8;
-config sizes ≤ 2^31 − 1 and counts (layers, heads, head_dim, patch, ...) ≤ 65536; images ≤ 50 megapixels
-(checked on the header, before decoding); tekken.json ≤ 2^20 special tokens.
+config sizes ≤ 2^31 − 1 and counts (layers, heads, head_dim, patch, ...) ≤ 65536; images ≤ 50 megapixels by
+default (`--max-image-pixels`; checked on the header, before decoding), PNG data inflating to at most 1.25× the
+header's size + 1 MiB, no read past the end of an image file; tekken.json ≤ 2^20 special tokens; `-n` within
+`-c` (one-shot chat: prompt + `-n` within `-c`).
 
 | command | what it is | what the user sees |
 |---|---|---|
