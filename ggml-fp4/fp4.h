@@ -39,7 +39,8 @@ enum class Op : uint8_t {
                    //   A[Dh/4+i] = col·f[2i+1]; lanes (i, i+Dh/2) rotate by A[i]
     ATTN_CACHED,   // causal attention through a KV cache; sources:
                    //   0 q [M, Hq·Dh], 1 k [M, Hkv·Dh], 2 v [M, Hkv·Dh] (new rows, already roped),
-                   //   3 kcache [S·C, Hkv·Dh], 4 vcache [same] (leaves, F32 on CPU),
+                   //   3 kcache [S·C, Hkv·Dh], 4 vcache [same] (leaves of one type: F32, BF16 or
+                   //   F8_E4M3; rows are rounded to it, to nearest even, FP8 saturating at ±448),
                    //   5 I32 pos [M], 6 I32 seq [M]
                    //   i[0]=Hq, i[1]=Hkv, i[2]=Dh, i[3]=C (context per sequence); f[0] = scale
                    //   First stores row m of k/v at cache row seq[m]·C + pos[m]; then row m of q attends
@@ -150,10 +151,15 @@ public:
     virtual double measure_bandwidth() = 0;
     // Bytes of device (or host) memory this backend holds now: weights, caches and graph arena.
     virtual size_t memory_used() const = 0;
+    // Bytes this backend could still allocate: free device memory on a GPU; on the CPU the memory the
+    // kernel reports available (MemAvailable), capped by the address-space limit (ulimit -v) if any.
+    virtual size_t memory_free() const = 0;
     // Returns a persistent tensor's storage (from alloc_persistent) to the backend.
     virtual void free_persistent(Tensor& t) = 0;
-    // Activation/cache type the backend prefers (F32 on CPU).
+    // KV-cache type when the user names none (F32 on the CPU, the reference).
     virtual Type cache_type() const { return Type::F32; }
+    // Whether upload_weight keeps using the caller's bytes instead of allocating a copy.
+    virtual bool zero_copy_weights() const { return false; }
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);

@@ -89,6 +89,8 @@ if [ -x build/tests/test_backend_ops ]; then
     step backend_ops 90 build/tests/test_backend_ops
 fi
 [ -d build ] && step ctest_golden 120 ctest --test-dir build -R "golden" --output-on-failure
+# The same goldens with decode steps replayed from CUDA graphs (FP4_CUDA_GRAPHS=1, off by default until this passes).
+[ -d build ] && step ctest_golden_graphs 120 env FP4_CUDA_GRAPHS=1 ctest --test-dir build -R "golden" --output-on-failure
 
 # The demo on the GPU: the psalm continuation and the six shape_* pictures named by colour.
 if [ -x build/bin/chat ]; then
@@ -109,6 +111,8 @@ if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     CFG=${FP4_BENCH_CONFIG:-tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json}
     step bench_24b 200 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 512 \
         --progress
+    step bench_24b_graphs 150 env FP4_CUDA_GRAPHS=1 build/bin/bench --device cuda --synthetic "$CFG" -p 0 -n 128 \
+        -r ${FP4_BENCH_REPS:-2}
 fi
 # Per-kernel figures on the 24B shapes (GEMV at M = 1..32, prefill GEMM, lm_head).
 [ -x build/tests/test_backend_ops ] && [ -z "${FP4_SKIP_BENCH:-}" ] && step kernel_bench 90 build/tests/test_backend_ops --no-skip -tc="bench*" -s

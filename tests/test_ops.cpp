@@ -300,9 +300,9 @@ struct CachedAttention {
     Backend& be;
     std::unique_ptr<Tensor> kc, vc;
 
-    explicit CachedAttention(Backend& backend) : be(backend) {
-        kc = make_tensor(Type::F32, {int64_t(Hkv) * Dh, int64_t(S) * C}, "kcache");
-        vc = make_tensor(Type::F32, {int64_t(Hkv) * Dh, int64_t(S) * C}, "vcache");
+    explicit CachedAttention(Backend& backend, Type cache_type = Type::F32) : be(backend) {
+        kc = make_tensor(cache_type, {int64_t(Hkv) * Dh, int64_t(S) * C}, "kcache");
+        vc = make_tensor(cache_type, {int64_t(Hkv) * Dh, int64_t(S) * C}, "vcache");
         be.alloc_persistent(*kc);
         be.alloc_persistent(*vc);
     }
@@ -396,6 +396,39 @@ TEST_CASE("ATTN_CACHED: two sequences in one batch do not see each other") {
         CachedAttention& alone = s == 0 ? a : b;
         check_close(alone.run(qs, ks, vs, ps, ss), to_double(want_rows), 1e-6,
                     std::vector<double>(want_rows.size(), 1.0));
+    }
+}
+
+TEST_CASE("ATTN_CACHED: BF16 and FP8 caches attend over the K/V rows rounded to their type") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    for (Type t : {Type::BF16, Type::F8_E4M3}) {
+        CAPTURE(type_name(t));
+        auto round = [&](float f) { return t == Type::BF16 ? bf16_to_f32(f32_to_bf16(f)) : e4m3_to_f32(f32_to_e4m3(f)); };
+        CachedAttention att(*be, t);
+        const int64_t T = 7, wq = int64_t(att.Hq) * att.Dh, wk = int64_t(att.Hkv) * att.Dh;
+        std::vector<float> q = rng.floats(size_t(T * wq), -2, 2), k = rng.floats(size_t(T * wk), -2, 2),
+                           v = rng.floats(size_t(T * wk));
+        std::vector<int32_t> pos(T), seq(T, 1);
+        for (int64_t i = 0; i < T; ++i) pos[size_t(i)] = int32_t(i);
+        // Prefill of 3 rows, then decode steps: later steps read rows stored by earlier passes.
+        std::vector<float> got = att.run(rows(q, wq, 0, 3), rows(k, wk, 0, 3), rows(v, wk, 0, 3), {0, 1, 2}, {1, 1, 1});
+        for (int64_t i = 3; i < T; ++i) {
+            std::vector<float> out = att.run(rows(q, wq, i, i + 1), rows(k, wk, i, i + 1), rows(v, wk, i, i + 1),
+                                             {int32_t(i)}, {1});
+            got.insert(got.end(), out.begin(), out.end());
+        }
+        std::vector<float> kr = k, vr = v;
+        for (float& f : kr) f = round(f);
+        for (float& f : vr) f = round(f);
+        std::vector<double> want(size_t(T * wq));
+        for (int64_t i = 0; i < T; ++i)
+            for (int h = 0; h < att.Hq; ++h) {
+                const int64_t kv = h / (att.Hq / att.Hkv) * att.Dh;
+                attend_ref(&q[size_t(i * wq + h * att.Dh)], &kr[size_t(kv)], &vr[size_t(kv)], wk, i + 1, att.Dh,
+                           att.scale, &want[size_t(i * wq + h * att.Dh)]);
+            }
+        check_close(got, want, 1e-5, std::vector<double>(want.size(), 1.0));
     }
 }
 

@@ -1,13 +1,16 @@
-// attention.cpp — ATTN_CACHED (causal, through a KV cache, several sequences, GQA) and ATTN_FULL
-// (bidirectional, no cache). One (row, head) pair per task: scores q·k·scale, softmax in F32 with the
-// maximum subtracted, then the probability-weighted sum of the value rows.
+// attention.cpp — ATTN_CACHED (causal, through a KV cache of F32, BF16 or FP8 E4M3 rows, several
+// sequences, GQA) and ATTN_FULL (bidirectional, no cache). One (row, head) pair per task: scores
+// q·k·scale, softmax in F32 with the maximum subtracted, then the probability-weighted sum of the value
+// rows. A BF16/FP8 cache is widened to F32 once per pass, over the rows the pass reads.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cpu/ops.h"
+#include "numeric.h"
 
 namespace fp4::cpu {
 
@@ -30,6 +33,27 @@ void attend(const Kernels& kern, const float* q, const float* k, const float* v,
     for (int64_t i = 0; i < n; ++i) kern.axpy(scores[i] / sum, v + i * ld, out, head_dim);
 }
 
+// Stores `n` F32 values as the cache's type (round to nearest even; FP8 saturates at ±448).
+void store_row(Type t, const float* src, int64_t n, void* dst) {
+    switch (t) {
+        case Type::F32: std::memcpy(dst, src, size_t(n) * 4); return;
+        case Type::BF16:
+            for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = f32_to_bf16(src[i]);
+            return;
+        case Type::F8_E4M3:
+            for (int64_t i = 0; i < n; ++i) static_cast<uint8_t*>(dst)[i] = f32_to_e4m3(src[i]);
+            return;
+        default: throw std::invalid_argument(std::string("ATTN_CACHED: a cache of type ") + type_name(t));
+    }
+}
+
+void load_rows(Type t, const void* src, int64_t n, float* dst) {
+    if (t == Type::BF16)
+        for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+    else
+        for (int64_t i = 0; i < n; ++i) dst[i] = e4m3_to_f32(static_cast<const uint8_t*>(src)[i]);
+}
+
 float* thread_scores(OpContext& ctx, int64_t per_thread) {
     return static_cast<float*>(ctx.scratch.grow(size_t(ctx.pool.size()) * align_up(size_t(per_thread) * 4)));
 }
@@ -38,7 +62,9 @@ float* thread_scores(OpContext& ctx, int64_t per_thread) {
 
 void op_attn_cached(OpContext& ctx, Tensor& dst) {
     Tensor *q = dst.src[0], *k = dst.src[1], *v = dst.src[2], *kc = dst.src[3], *vc = dst.src[4];
-    for (Tensor* t : {q, k, v, kc, vc}) require_f32(*t, Op::ATTN_CACHED);
+    for (Tensor* t : {q, k, v}) require_f32(*t, Op::ATTN_CACHED);
+    const Type ct = kc->type;
+    if (vc->type != ct) throw std::invalid_argument("ATTN_CACHED: the K and V caches differ in type");
     const int32_t* pos = static_cast<const int32_t*>(dst.src[5]->data);
     const int32_t* seq = static_cast<const int32_t*>(dst.src[6]->data);
     const int n_head = dst.ip[0], n_kv = dst.ip[1], head_dim = dst.ip[2];
@@ -50,22 +76,50 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
                                     ", seq " + std::to_string(seq[m]) + " outside a cache of " +
                                     std::to_string(n_seq) + " x " + std::to_string(n_ctx));
 
-    float* kcache = static_cast<float*>(kc->data);
-    float* vcache = static_cast<float*>(vc->data);
+    const size_t row_bytes = fp4::row_bytes(ct, ld);
+    auto row_of = [&](Tensor* c, int64_t row) { return static_cast<char*>(c->data) + size_t(row) * row_bytes; };
     for (int64_t m = 0; m < M; ++m) {
         const int64_t row = seq[m] * n_ctx + pos[m];
-        std::memcpy(kcache + row * ld, static_cast<const float*>(k->data) + m * ld, size_t(ld) * 4);
-        std::memcpy(vcache + row * ld, static_cast<const float*>(v->data) + m * ld, size_t(ld) * 4);
+        store_row(ct, static_cast<const float*>(k->data) + m * ld, ld, row_of(kc, row));
+        store_row(ct, static_cast<const float*>(v->data) + m * ld, ld, row_of(vc, row));
     }
 
-    float* scores = thread_scores(ctx, n_ctx);
+    // F32 views of the cache rows each sequence's queries read: the cache itself, or widened copies of
+    // rows [0, last position] placed after the score buffers in scratch.
+    std::vector<int64_t> used(size_t(n_seq), 0);  // rows of each sequence the pass reads
+    for (int64_t m = 0; m < M; ++m) used[size_t(seq[m])] = std::max<int64_t>(used[size_t(seq[m])], pos[m] + 1);
+    const size_t score_bytes = size_t(ctx.pool.size()) * align_up(size_t(n_ctx) * 4);
+    std::vector<size_t> at(size_t(n_seq), 0);  // offset of each sequence's widened K (V follows it)
+    size_t wide_bytes = 0;
+    if (ct != Type::F32)
+        for (int64_t s = 0; s < n_seq; ++s) {
+            at[size_t(s)] = score_bytes + wide_bytes;
+            wide_bytes += 2 * align_up(size_t(used[size_t(s)] * ld) * 4);
+        }
+    char* scratch = static_cast<char*>(ctx.scratch.grow(score_bytes + wide_bytes));
+    auto keys = [&](int64_t s) {
+        return ct == Type::F32 ? static_cast<const float*>(kc->data) + s * n_ctx * ld
+                               : reinterpret_cast<const float*>(scratch + at[size_t(s)]);
+    };
+    auto values = [&](int64_t s) {
+        return ct == Type::F32 ? static_cast<const float*>(vc->data) + s * n_ctx * ld
+                               : keys(s) + align_up(size_t(used[size_t(s)] * ld) * 4) / 4;
+    };
+    if (ct != Type::F32)
+        ctx.pool.parallel_chunks(n_seq * 2, [&](int64_t c, int) {
+            const int64_t s = c / 2, n = used[size_t(s)] * ld;
+            if (n == 0) return;
+            Tensor* cache = c % 2 ? vc : kc;
+            load_rows(ct, row_of(cache, s * n_ctx), n, const_cast<float*>(c % 2 ? values(s) : keys(s)));
+        });
+
+    float* scores = reinterpret_cast<float*>(scratch);
     const int group = n_head / n_kv;
     ctx.pool.parallel_chunks(M * n_head, [&](int64_t c, int ith) {
-        const int64_t m = c / n_head, h = c % n_head;
-        const int64_t first = seq[m] * n_ctx * ld + (h / group) * head_dim;
-        attend(ctx.kern, static_cast<const float*>(q->data) + m * ldq + h * head_dim, kcache + first, vcache + first,
-               ld, pos[m] + 1, head_dim, dst.fp[0], scores + ith * align_up(size_t(n_ctx) * 4) / 4,
-               static_cast<float*>(dst.data) + m * ldq + h * head_dim);
+        const int64_t m = c / n_head, h = c % n_head, kv = (h / group) * head_dim;
+        attend(ctx.kern, static_cast<const float*>(q->data) + m * ldq + h * head_dim, keys(seq[m]) + kv,
+               values(seq[m]) + kv, ld, pos[m] + 1, head_dim, dst.fp[0],
+               scores + ith * align_up(size_t(n_ctx) * 4) / 4, static_cast<float*>(dst.data) + m * ldq + h * head_dim);
     });
 }
 

@@ -11,6 +11,7 @@
 #include "cpu/bandwidth.h"
 #include "cpu/buffer.h"
 #include "cpu/graph_plan.h"
+#include "cpu/host_memory.h"
 #include "cpu/matmul.h"
 #include "cpu/ops.h"
 #include "cpu/thread_pool.h"
@@ -112,6 +113,9 @@ public:
         for (const auto& [ptr, buf] : persistent_) bytes += buf->size();
         return bytes;
     }
+
+    size_t memory_free() const override { return host_memory_free(); }
+    bool zero_copy_weights() const override { return true; }
 
     void free_persistent(Tensor& t) override {
         if (!persistent_.erase(t.data))

@@ -1,4 +1,5 @@
-// attention.cu — ATTN_CACHED and ATTN_FULL, softmax in F32.
+// attention.cu — ATTN_CACHED and ATTN_FULL, softmax in F32; the KV cache holds F32, BF16 or FP8 E4M3 rows
+// (rounded to nearest even when stored, FP8 saturating at ±448, as the CPU backend does).
 //  * Few query rows (decode, or rows of different sequences): flash-decoding. A block takes one
 //    (row, head, slice of the keys); each warp runs an online softmax over 32 keys at a time (one key per
 //    lane for the scores, one head dimension per lane for the values); warps merge in shared memory and
@@ -6,33 +7,64 @@
 //  * Many query rows of one sequence (prefill) and ATTN_FULL: scores = Q·Kᵀ and out = P·V as batched
 //    GEMMs through cuBLAS in TF32 (one batch per KV head covers its GQA group), with a masked row softmax
 //    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
-//    looks at the keys its last position can see.
+//    looks at the keys its last position can see. A BF16/FP8 cache is first widened to F32 over those keys.
+#include <cuda_fp8.h>
+
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels.cuh"
 
 namespace fp4::cuda {
 
 constexpr int kAttnWarps = 4;
-constexpr int kGemmRowsMin = 16;                 // query rows from which the GEMM path is used
 constexpr size_t kScoreBytes = size_t(256) << 20;  // score buffer per query chunk
 
+// Cache element types: F32 as is, BF16 and FP8 E4M3 through CUDA's round-to-nearest(-even) conversions.
+template <typename T> __device__ __forceinline__ T to_cache(float x);
+template <> __device__ __forceinline__ float to_cache<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 to_cache<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ __nv_fp8_e4m3 to_cache<__nv_fp8_e4m3>(float x) { return __nv_fp8_e4m3(x); }
+__device__ __forceinline__ float from_cache(float x) { return x; }
+__device__ __forceinline__ float from_cache(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float from_cache(__nv_fp8_e4m3 x) { return float(x); }
+
+// Four consecutive cache elements (4-element aligned) as floats, in one load.
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ float4 load4(const __nv_fp8_e4m3* p) {
+    const __nv_fp8x4_e4m3 u = *reinterpret_cast<const __nv_fp8x4_e4m3*>(p);
+    return float4(u);
+}
+
+template <typename T>
 __global__ void store_kv_kernel(const float* k, const float* v, const int32_t* pos, const int32_t* seq, int64_t M,
-                                int64_t HD, int64_t C, float* kc, float* vc) {
+                                int64_t HD, int64_t C, T* kc, T* vc) {
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < M * HD; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t m = i / HD, row = int64_t(seq[m]) * C + pos[m];
-        kc[row * HD + i % HD] = k[i];
-        vc[row * HD + i % HD] = v[i];
+        kc[row * HD + i % HD] = to_cache<T>(k[i]);
+        vc[row * HD + i % HD] = to_cache<T>(v[i]);
     }
+}
+
+template <typename T>
+__global__ void widen_kernel(const T* src, int64_t n, float* dst) {
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        dst[i] = from_cache(src[i]);
 }
 
 // DPL = head dimensions per lane (Dh ≤ 32·DPL). The S slices of a row's keys are sized on the device from
 // its position, so a launch does not depend on host values. Output: the final row when S = 1, else the
 // partial (unnormalised out[Dh], max, sum) of this slice in part[(m·Hq + h)·S + s].
-template <int DPL>
+template <int DPL, typename T>
 __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
-    const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc,
+    const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
     const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int Hq, int Hkv, int Dh, int64_t C,
     float scale, float* __restrict__ part, float* __restrict__ out) {
     extern __shared__ float sm[];  // q[Dh], then per warp: max, sum, out[Dh]
@@ -51,15 +83,15 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
         const int64_t j = c0 + lane;
         float sc = -INFINITY;
         if (j < j1) {
-            const float* kr = kc + base + j * HD;
+            const T* kr = kc + base + j * HD;
             sc = 0.f;
             if ((Dh & 3) == 0)
                 for (int d = 0; d < Dh; d += 4) {
-                    const float4 kv = *reinterpret_cast<const float4*>(kr + d);
+                    const float4 kv = load4(kr + d);
                     sc += qs[d] * kv.x + qs[d + 1] * kv.y + qs[d + 2] * kv.z + qs[d + 3] * kv.w;
                 }
             else
-                for (int d = 0; d < Dh; ++d) sc += qs[d] * kr[d];
+                for (int d = 0; d < Dh; ++d) sc += qs[d] * from_cache(kr[d]);
         }
         const float nm = fmaxf(mx, warp_max(sc)), corr = expf(mx - nm);
         const float p = j < j1 ? expf(sc - nm) : 0.f;
@@ -70,10 +102,10 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
         const int cnt = int(std::min<int64_t>(32, j1 - c0));
         for (int jj = 0; jj < cnt; ++jj) {
             const float pj = __shfl_sync(0xffffffffu, p, jj);
-            const float* vr = vc + base + (c0 + jj) * HD;
+            const T* vr = vc + base + (c0 + jj) * HD;
 #pragma unroll
             for (int i = 0; i < DPL; ++i)
-                if (lane + 32 * i < Dh) o[i] += pj * vr[lane + 32 * i];
+                if (lane + 32 * i < Dh) o[i] += pj * from_cache(vr[lane + 32 * i]);
         }
     }
     float* mine = wst + warp * (Dh + 2);
@@ -122,16 +154,17 @@ __global__ void attn_merge_kernel(const float* part, int Hq, int Dh, int S, floa
     }
 }
 
-template <int DPL>
+template <int DPL, typename T>
 static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, float* part, float* out) {
     const size_t smem = sizeof(float) * (a.head_dim + kAttnWarps * (a.head_dim + 2));
     dim3 grid(unsigned(a.n_head), unsigned(a.M), unsigned(splits));
-    attn_split_kernel<DPL><<<grid, kAttnWarps * 32, smem, c.stream>>>(a.q, a.kcache, a.vcache, a.pos, a.seq,
-                                                                       a.n_head, a.n_kv_head, a.head_dim, a.n_ctx,
-                                                                       a.scale, part, out);
+    attn_split_kernel<DPL, T><<<grid, kAttnWarps * 32, smem, c.stream>>>(
+        a.q, static_cast<const T*>(a.kcache), static_cast<const T*>(a.vcache), a.pos, a.seq, a.n_head, a.n_kv_head,
+        a.head_dim, a.n_ctx, a.scale, part, out);
     check_launch("attention (split)");
 }
 
+template <typename T>
 static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
     // Enough blocks for two waves; at most one slice per 256 keys of context.
     const int64_t blocks = a.M * a.n_head;
@@ -140,10 +173,10 @@ static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
                                    kAttn, sizeof(float) * size_t(blocks) * splits * (a.head_dim + 2)))
                              : nullptr;
     const int dpl = (a.head_dim + 31) / 32;
-    if (dpl <= 1) launch_split<1>(c, a, splits, part, out);
-    else if (dpl <= 2) launch_split<2>(c, a, splits, part, out);
-    else if (dpl <= 4) launch_split<4>(c, a, splits, part, out);
-    else if (dpl <= 8) launch_split<8>(c, a, splits, part, out);
+    if (dpl <= 1) launch_split<1, T>(c, a, splits, part, out);
+    else if (dpl <= 2) launch_split<2, T>(c, a, splits, part, out);
+    else if (dpl <= 4) launch_split<4, T>(c, a, splits, part, out);
+    else if (dpl <= 8) launch_split<8, T>(c, a, splits, part, out);
     else fail("attention: head_dim above 256 is not supported");
     if (splits > 1) {
         attn_merge_kernel<<<dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c.stream>>>(part, a.n_head, a.head_dim,
@@ -224,22 +257,47 @@ static void attn_gemm(const Ctx& c, const GemmAttn& a) {
     }
 }
 
-void attn_cached(const Ctx& c, const AttnCachedArgs& a, float* out) {
-    if (a.M == 0) return;
+template <typename T>
+static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& a, float* out) {
     const int64_t HD = int64_t(a.n_kv_head) * a.head_dim;
-    store_kv_kernel<<<blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c.stream>>>(
-        a.k, a.v, a.pos, a.seq, a.M, HD, a.n_ctx, a.kcache, a.vcache);
+    T* kc = static_cast<T*>(a.kcache);
+    T* vc = static_cast<T*>(a.vcache);
+    store_kv_kernel<T><<<blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c.stream>>>(
+        a.k, a.v, a.pos, a.seq, a.M, HD, a.n_ctx, kc, vc);
     check_launch("attention (store kv)");
 
     bool one_seq = true;
     for (int64_t m = 0; m < a.M; ++m) one_seq = one_seq && a.seq_h[m] == a.seq_h[0];
-    if (a.M < kGemmRowsMin || !one_seq) return attn_rows(c, a, out);
+    if (a.M < kAttnGemmRowsMin || !one_seq) return attn_rows<T>(c, a, out);
     int64_t max_keys = 0;
     for (int64_t m = 0; m < a.M; ++m) max_keys = std::max<int64_t>(max_keys, int64_t(a.pos_h[m]) + 1);
     const int64_t ld = int64_t(a.n_head) * a.head_dim;
     const int64_t cache0 = int64_t(a.seq_h[0]) * a.n_ctx * HD;
-    attn_gemm(c, GemmAttn{a.q, a.kcache + cache0, a.vcache + cache0, out, ld, HD, ld, a.M, max_keys, a.n_head,
-                          a.n_kv_head, a.head_dim, a.scale, a.pos, a.pos_h});
+    const float *keys = nullptr, *values = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+        keys = kc + cache0, values = vc + cache0;
+    } else {  // the GEMMs read F32: widen the keys this pass can see
+        const int64_t n = max_keys * HD;
+        float* wide = static_cast<float*>(c.scratch->get(kAttnKv, 2 * sizeof(float) * size_t(n)));
+        widen_kernel<T><<<blocks_for(std::min<int64_t>(n, int64_t(1) << 24), 256), 256, 0, c.stream>>>(kc + cache0, n,
+                                                                                                       wide);
+        widen_kernel<T><<<blocks_for(std::min<int64_t>(n, int64_t(1) << 24), 256), 256, 0, c.stream>>>(vc + cache0, n,
+                                                                                                       wide + n);
+        check_launch("attention (widen kv)");
+        keys = wide, values = wide + n;
+    }
+    attn_gemm(c, GemmAttn{a.q, keys, values, out, ld, HD, ld, a.M, max_keys, a.n_head, a.n_kv_head, a.head_dim,
+                          a.scale, a.pos, a.pos_h});
+}
+
+void attn_cached(const Ctx& c, const AttnCachedArgs& a, float* out) {
+    if (a.M == 0) return;
+    switch (a.cache_type) {
+        case Type::F32: return attn_cached_typed<float>(c, a, out);
+        case Type::BF16: return attn_cached_typed<__nv_bfloat16>(c, a, out);
+        case Type::F8_E4M3: return attn_cached_typed<__nv_fp8_e4m3>(c, a, out);
+        default: fail(std::string("attention: a KV cache of type ") + type_name(a.cache_type));
+    }
 }
 
 void attn_full(const Ctx& c, const float* q, const float* k, const float* v, int64_t M, int n_head, int head_dim,

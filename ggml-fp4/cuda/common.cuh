@@ -27,14 +27,16 @@ inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel)
 #define FP4_CHECK(call) ::fp4::cuda::check((call), #call)
 
 // Growable device buffers, one per slot, reused by every node of a run (one stream, so in order).
-enum Slot { kActBf16, kWeightTmp, kAttn, kSlotCount };
+enum Slot { kActBf16, kWeightTmp, kAttn, kAttnKv, kSlotCount };
 class Scratch {
 public:
     ~Scratch();
     void* get(Slot slot, size_t bytes);
+    uint64_t generation() const { return generation_; }  // counts reallocations (buffers moved)
 private:
     void* ptr_[kSlotCount] = {};
     size_t size_[kSlotCount] = {};
+    uint64_t generation_ = 0;
 };
 
 struct Ctx {

@@ -1,13 +1,15 @@
 // cuda_backend.cu — the CUDA Backend: weights and KV caches in device memory, graph intermediates in one
-// device arena planned by liveness (regrown only when a graph needs more), one stream, and the dispatch of
-// every op to its kernel file.
+// device arena planned by liveness (regrown only when a graph needs more), one stream, the dispatch of
+// every op to its kernel file, and (FP4_CUDA_GRAPHS=1) CUDA-graph replay of decode-sized graphs.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <stdexcept>
 #include <unordered_map>
 #include <vector>
 
+#include "graph_replay.cuh"
 #include "kernels.cuh"
 #include "nvfp4.cuh"
 
@@ -27,6 +29,7 @@ void* Scratch::get(Slot slot, size_t bytes) {
         ptr_[slot] = nullptr, size_[slot] = 0;
         FP4_CHECK(cudaMalloc(&ptr_[slot], bytes));
         size_[slot] = bytes;
+        ++generation_;
     }
     return ptr_[slot];
 }
@@ -179,8 +182,11 @@ public:
             if (!t->host) fail("graph input '" + t->name + "' has no host data");
             std::memcpy(static_cast<char*>(staging_) + plan.offset.at(t), t->host, t->nbytes());
         }
-        if (span) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span, cudaMemcpyHostToDevice, ctx_.stream));
-        for (Tensor* t : g.nodes()) run(*t);
+        for (Tensor* t : g.nodes()) validate(*t);
+        replay_.run(ctx_.stream, graphs_ ? replay_key(g) : std::string(), [&] {
+            if (span) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span, cudaMemcpyHostToDevice, ctx_.stream));
+            for (Tensor* t : g.nodes()) run(*t);
+        });
         FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
     }
 
@@ -237,6 +243,12 @@ public:
         return total_b - free_b;
     }
 
+    size_t memory_free() const override {
+        size_t free_b = 0, total_b = 0;
+        FP4_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        return free_b;
+    }
+
 private:
     void* device_alloc(size_t n) {
         void* p = nullptr;
@@ -265,13 +277,59 @@ private:
             if (h[i] < 0 || h[i] >= limit) fail(std::string(op_name(op)) + ": index out of range");
     }
 
+    // Host-side checks of a node's index inputs (kept out of run(): a replayed graph skips run()).
+    static void validate(const Tensor& t) {
+        Tensor* const* s = t.src;
+        switch (t.op) {
+            case Op::GET_ROWS: return check_indices(s[1], t.op, s[1]->ne[0], s[0]->rows());
+            case Op::ATTN_CACHED: {
+                const int64_t M = s[0]->rows(), C = t.ip[3];
+                check_indices(s[5], t.op, M, C);
+                return check_indices(s[6], t.op, M, s[3]->rows() / C);
+            }
+            case Op::SCATTER_ROWS: return check_indices(s[2], t.op, s[2]->ne[0], s[0]->rows());
+            default: return;
+        }
+    }
+
+    // What the work enqueued for `g` depends on besides its inputs' bytes: every node's op, shapes and
+    // parameters, the addresses of its buffers (arena, staging, scratch, weights, caches). Empty when `g`
+    // takes a path that reads host values to choose its launches or calls cuBLAS (products of more than
+    // kGemvMaxRowsDense rows, prefill attention, ATTN_FULL): those graphs are not captured.
+    std::string replay_key(const Graph& g) const {
+        std::string k;
+        auto put = [&k](const auto& v) { k.append(reinterpret_cast<const char*>(&v), sizeof v); };
+        put(arena_), put(staging_), put(scratch_.generation());
+        std::unordered_map<const Tensor*, int64_t> index;  // graph tensors by order of appearance
+        for (const Tensor* t : g.inputs()) {
+            index.emplace(t, int64_t(index.size()));
+            put(t->type), put(t->ne), put(t->data);
+        }
+        for (const Tensor* t : g.nodes()) {
+            if ((t->op == Op::MUL_MAT && t->src[1]->rows() > kGemvMaxRowsDense) ||
+                (t->op == Op::ATTN_CACHED && t->src[0]->rows() >= kAttnGemmRowsMin) || t->op == Op::ATTN_FULL)
+                return {};
+            put(t->op), put(t->type), put(t->ne), put(t->ip), put(t->fp), put(t->data);
+            for (const Tensor* s : t->src) {
+                const auto it = index.find(s);
+                if (it != index.end()) {
+                    put(it->second);
+                } else {  // a leaf: weight or cache (or no source)
+                    put(s);
+                    if (s) put(s->data), put(s->scale), put(s->gscale), put(s->type), put(s->ne);
+                }
+            }
+            index.emplace(t, int64_t(index.size()));
+        }
+        return k;
+    }
+
     void run(Tensor& t) {
         Tensor* const* s = t.src;
         float* out = static_cast<float*>(t.data);
         switch (t.op) {
             case Op::GET_ROWS:
                 if (!s[0]->data) fail("GET_ROWS table '" + s[0]->name + "' was not uploaded");
-                check_indices(s[1], t.op, s[1]->ne[0], s[0]->rows());
                 return get_rows(ctx_, *s[0], i32(s[1]), s[1]->ne[0], out);
             case Op::MUL_MAT:
                 if (!s[0]->data) fail("MUL_MAT weight '" + s[0]->name + "' was not uploaded");
@@ -284,11 +342,10 @@ private:
             case Op::ROPE_2D:
                 return rope_2d(ctx_, f32(s[0]), i32(s[1]), s[0]->rows(), t.ip[0], t.ip[1], t.fp[0], out);
             case Op::ATTN_CACHED: {
-                const int64_t M = s[0]->rows(), C = t.ip[3], seqs = s[3]->rows() / C;
-                check_indices(s[5], t.op, M, C);
-                check_indices(s[6], t.op, M, seqs);
-                AttnCachedArgs a{f32(s[0]), f32(s[1]), f32(s[2]),
-                                 const_cast<float*>(f32(s[3])), const_cast<float*>(f32(s[4])),
+                const int64_t M = s[0]->rows();
+                if (s[4]->type != s[3]->type) fail("ATTN_CACHED: the K and V caches differ in type");
+                if (!s[3]->data || !s[4]->data) fail("ATTN_CACHED: the caches have no device storage");
+                AttnCachedArgs a{f32(s[0]), f32(s[1]), f32(s[2]), s[3]->data, s[4]->data, s[3]->type,
                                  i32(s[5]), i32(s[6]), i32_host(s[5], t.op), i32_host(s[6], t.op),
                                  M, t.ip[0], t.ip[1], t.ip[2], t.ip[3], t.fp[0]};
                 return attn_cached(ctx_, a, out);
@@ -302,7 +359,6 @@ private:
                 return im2col_patch(ctx_, f32(s[0]), s[0]->ne[2], s[0]->ne[1], s[0]->ne[0], t.ip[0], out);
             case Op::PATCH_MERGE: return patch_merge(ctx_, f32(s[0]), t.ip[0], t.ip[1], s[0]->ne[0], out);
             case Op::SCATTER_ROWS:
-                check_indices(s[2], t.op, s[2]->ne[0], s[0]->rows());
                 FP4_CHECK(cudaMemcpyAsync(out, f32(s[0]), t.nbytes(), cudaMemcpyDeviceToDevice, ctx_.stream));
                 return scatter_rows(ctx_, f32(s[1]), i32(s[2]), s[1]->rows(), s[1]->ne[0], out);
             case Op::VIEW_ROWS:
@@ -317,6 +373,11 @@ private:
 
     Ctx ctx_;
     Scratch scratch_;
+    GraphReplay replay_;
+    const bool graphs_ = [] {
+        const char* v = std::getenv("FP4_CUDA_GRAPHS");
+        return v && std::strcmp(v, "1") == 0;
+    }();
     std::vector<void*> owned_;
     void* arena_ = nullptr;
     size_t arena_bytes_ = 0;

@@ -22,9 +22,11 @@ void gemv_dense(const Ctx& c, const Tensor& w, const float* x, int64_t M, float*
 void mul_mat(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y);
 
 // attention.cu
+constexpr int kAttnGemmRowsMin = 16;  // query rows of one sequence from which ATTN_CACHED uses cuBLAS GEMMs
 struct AttnCachedArgs {
     const float *q, *k, *v;
-    float *kcache, *vcache;
+    void *kcache, *vcache;           // rows of `cache_type`: F32, BF16 or F8_E4M3
+    Type cache_type;
     const int32_t *pos, *seq;        // device
     const int32_t *pos_h, *seq_h;    // host copies of the same (for the split and path choices)
     int64_t M;
