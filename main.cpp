@@ -331,7 +331,7 @@ int main(int argc, char** argv) {
             throw std::runtime_error("-n " + std::to_string(o.n_predict) + " exceeds the context of " +
                                      std::to_string(n_ctx) + " tokens (-c)");
         so.reserve_n_predict = one_shot;
-        mistral::Context ctx(*model, n_ctx);
+        mistral::Context ctx(*model, n_ctx, 1, cache_type_of(o.common));
         log_info("chat: %s layout, context %d tokens, sampling: %s", tok.version().c_str(), n_ctx,
                  check.describe().c_str());
 

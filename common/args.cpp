@@ -19,6 +19,9 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool model_required) {
     app.add_option("-t,--threads", o.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
     app.add_option("-c,--ctx-size", o.ctx, "context size in tokens (0: the tool's default)")
         ->check(CLI::NonNegativeNumber);
+    app.add_option("--kv-type", o.kv_type, "KV-cache type: auto (the backend's: f32 on the CPU), f32, bf16, fp8 (E4M3)")
+        ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
+        ->capture_default_str();
     app.add_option("--seed", o.seed, "random seed")->capture_default_str();
     app.add_flag("-v,--verbose", o.verbose, "more logging on stderr")->each([](const std::string&) {
         set_log_level(LogLevel::Debug);
@@ -40,6 +43,13 @@ mistral::ImageOptions image_options(const ImageArgs& a, const mistral::Config& c
     if (tok.image()) io.max_image_size = tok.image()->max_image_size;
     io.max_pixels = a.max_pixels;
     return io;
+}
+
+std::optional<fp4::Type> cache_type_of(const CommonOptions& o) {
+    if (o.kv_type == "f32") return fp4::Type::F32;
+    if (o.kv_type == "bf16") return fp4::Type::BF16;
+    if (o.kv_type == "fp8") return fp4::Type::F8_E4M3;
+    return std::nullopt;
 }
 
 std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,12 +22,16 @@ struct CommonOptions {
     std::string device = "auto";
     int threads = 0;           // 0: all cores
     int ctx = 0;               // 0: the binary's default
+    std::string kv_type = "auto";  // auto (the backend's), f32, bf16, fp8
     uint64_t seed = 0xC0FFEE;
     bool verbose = false;
 };
 
-// Adds -m/--model (required unless `model_required` is false), --device, -t, -c, --seed, -v.
+// Adds -m/--model (required unless `model_required` is false), --device, -t, -c, --kv-type, --seed, -v.
 void add_common_options(CLI::App& app, CommonOptions& o, bool model_required = true);
+
+// The KV-cache type --kv-type names; nullopt for auto.
+std::optional<fp4::Type> cache_type_of(const CommonOptions& o);
 
 struct ImageArgs {
     std::vector<std::string> paths;

@@ -1,15 +1,31 @@
-// context.cpp — weight upload, KV cache allocation, and running text and vision graphs on a backend.
+// context.cpp — weight upload, KV cache allocation (after checking both fit the backend's free memory), and
+// running text and vision graphs on a backend.
 #include "context.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
 namespace mistral {
 
+namespace {
+
+std::string gib(size_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(1ull << 30));
+    return buf;
+}
+
+}  // namespace
+
 Model::Model(Config cfg, Weights weights, std::shared_ptr<void> storage, std::unique_ptr<fp4::Backend> backend,
              const std::function<void(size_t, size_t)>& progress)
     : cfg_(std::move(cfg)), weights_(std::move(weights)), storage_(std::move(storage)), backend_(std::move(backend)) {
     const size_t total = weights_.bytes();
+    if (!backend_->zero_copy_weights() && total > backend_->memory_free())
+        throw std::runtime_error("the weights need " + gib(total) + " but only " + gib(backend_->memory_free()) +
+                                 " of " + backend_->name() + " memory is free");
     size_t done = 0;
     for (fp4::Tensor* t : weights_.all()) {
         backend_->upload_weight(*t);
@@ -30,15 +46,39 @@ Batch Batch::sequence(const std::vector<int32_t>& ids, int32_t p0, int32_t s, in
     return b;
 }
 
-Context::Context(Model& model, int n_ctx, int n_seq) : model_(model) {
+ContextMemory context_memory(const TextConfig& c, int n_ctx, int n_seq, fp4::Type kv_type, int64_t batch) {
+    const int64_t width = int64_t(c.n_kv_head) * c.head_dim, q = int64_t(c.n_head) * c.head_dim;
+    const int64_t tokens = std::min<int64_t>(batch, int64_t(n_ctx) * n_seq);
+    ContextMemory m;
+    m.kv = 2 * size_t(c.n_layer) * size_t(n_ctx) * size_t(n_seq) * fp4::row_bytes(kv_type, width);
+    // Live at once in a pass: the residual, a norm output, q/k/v and attention output, gate/up/SwiGLU,
+    // and one row of logits, all F32.
+    m.activations = 4 * size_t(tokens) * size_t(3 * c.hidden + 2 * q + 2 * width + 3 * c.intermediate) +
+                    4 * size_t(c.vocab);
+    return m;
+}
+
+Context::Context(Model& model, int n_ctx, int n_seq, std::optional<fp4::Type> kv_type) : model_(model) {
     const TextConfig& c = model.config().text;
     if (n_ctx <= 0 || n_seq <= 0) throw std::runtime_error("context size and sequence count must be positive");
     if (n_ctx > c.max_pos)
         throw std::runtime_error("context size " + std::to_string(n_ctx) + " exceeds the model's maximum of " +
                                  std::to_string(c.max_pos) + " tokens");
+    const fp4::Type type = kv_type.value_or(model.backend().cache_type());
+    if (type != fp4::Type::F32 && type != fp4::Type::BF16 && type != fp4::Type::F8_E4M3)
+        throw std::runtime_error(std::string("a KV cache of type ") + fp4::type_name(type) +
+                                 " is not supported (F32, BF16 or F8_E4M3)");
+    const ContextMemory need = context_memory(c, n_ctx, n_seq, type);
+    const size_t free = model.backend().memory_free();
+    if (need.kv + need.activations > free)
+        throw std::runtime_error(
+            "the " + std::string(fp4::type_name(type)) + " KV cache for " + std::to_string(n_ctx) + " tokens x " +
+            std::to_string(n_seq) + " sequence(s) needs " + gib(need.kv) + " (" +
+            std::to_string(need.kv / (size_t(n_ctx) * size_t(n_seq)) / 1024) + " KiB per token) and activations " +
+            "about " + gib(need.activations) + ", but only " + gib(free) + " of " + model.backend().name() +
+            " memory is free (lower -c or the sequence count, or pick a smaller --kv-type)");
     cache_.n_ctx = n_ctx;
     cache_.n_seq = n_seq;
-    const fp4::Type type = model.backend().cache_type();
     const int64_t width = int64_t(c.n_kv_head) * c.head_dim, rows = int64_t(n_ctx) * n_seq;
     for (int il = 0; il < c.n_layer; ++il) {
         cache_.k.push_back(fp4::make_tensor(type, {width, rows}, "k_cache." + std::to_string(il)));

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,15 +50,25 @@ struct BatchResult {
     std::vector<std::vector<float>> hidden;   // [n_layer + 1][T·D] when asked
 };
 
+// Device memory a context needs besides the weights: its KV cache and a reserve for the activations of a
+// pass of up to `batch` tokens.
+struct ContextMemory {
+    size_t kv = 0, activations = 0;
+};
+ContextMemory context_memory(const TextConfig& c, int n_ctx, int n_seq, fp4::Type kv_type, int64_t batch = 512);
+
 class Context {
 public:
-    Context(Model& model, int n_ctx, int n_seq = 1);
+    // A KV cache of `kv_type` (default: the backend's) for n_seq sequences of n_ctx positions. Refuses,
+    // naming the sizes, a context that does not fit the backend's free memory.
+    Context(Model& model, int n_ctx, int n_seq = 1, std::optional<fp4::Type> kv_type = std::nullopt);
     ~Context();
     Context(const Context&) = delete;
     Context& operator=(const Context&) = delete;
 
     int n_ctx() const { return cache_.n_ctx; }
     int n_seq() const { return cache_.n_seq; }
+    fp4::Type kv_type() const { return cache_.k.front()->type; }
     Model& model() { return model_; }
 
     BatchResult eval(const Batch& b);

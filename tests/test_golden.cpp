@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint.h"
@@ -43,9 +44,10 @@ int32_t argmax(const float* v, int64_t n) {
     return int32_t(std::max_element(v, v + n) - v);
 }
 
-// Runs every case of every variant on backends made by `make`; logits, features and hidden states
-// within `tol` relative.
-void check_goldens(const std::function<std::unique_ptr<fp4::Backend>()>& make, double tol) {
+// Runs every case of every variant on backends made by `make` with a KV cache of `kv` (default: the
+// backend's); logits, features and hidden states within `tol` relative, greedy continuations identical.
+void check_goldens(const std::function<std::unique_ptr<fp4::Backend>()>& make, double tol,
+                   std::optional<fp4::Type> kv = std::nullopt) {
     for (const Variant& var : kVariants) {
         Golden gold(var.golden);
         auto model = open_model(var.model, make());
@@ -69,7 +71,7 @@ void check_goldens(const std::function<std::unique_ptr<fp4::Backend>()>& make, d
             for (size_t i = 0; i < images.size(); ++i)
                 CHECK(max_abs_diff(images[i].pixels, gold.f32(name + ".pixels." + std::to_string(i))) <= 1e-4);
 
-            Context ctx(*model, 1024);
+            Context ctx(*model, 1024, 1, kv);
             Batch b = Batch::sequence(ids, 0, 0, int64_t(ids.size()));
             b.image_rows = ctx.encode_images(images);
             if (gold.has(name + ".image_features"))
@@ -85,7 +87,9 @@ void check_goldens(const std::function<std::unique_ptr<fp4::Backend>()>& make, d
             const int64_t R = int64_t(want.size()) / V;
             std::vector<float> got(r.logits.end() - R * V, r.logits.end());
             const double err = rel_err(got, want);
-            MESSAGE(model->backend().name() << " " << var.model << " " << name << " logits rel err " << err);
+            MESSAGE(std::string(model->backend().name()) << " KV " << std::string(fp4::type_name(ctx.kv_type())) << " "
+                                                         << std::string(var.model) << " " << name << " logits rel err "
+                                                         << err);
             CHECK(err <= tol);
 
             if (sfx == "nvfp4" && gold.has(name + ".greedy_nvfp4")) {
@@ -110,6 +114,23 @@ TEST_CASE("every golden case matches transformers on the CPU") {
     check_goldens([] { return fp4::make_cpu_backend(2); }, 1e-3);
 }
 
+// A BF16 cache rounds every key and value (and FP8 far more): within 1e-2 and the same greedy tokens.
+TEST_CASE("every golden case with a BF16 KV cache on the CPU") {
+    check_goldens([] { return fp4::make_cpu_backend(2); }, 1e-2, fp4::Type::BF16);
+}
+
+TEST_CASE("a context that does not fit the backend's memory is refused, naming the sizes") {
+    auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
+    const ContextMemory m = context_memory(model->config().text, 131072, 1000, fp4::Type::F32);
+    CHECK(m.kv == size_t(2) * 4 * 131072 * 1000 * 256 * 4);  // K and V, 4 layers, 2 heads x 128, F32
+    CHECK(context_memory(model->config().text, 131072, 1000, fp4::Type::BF16).kv == m.kv / 2);
+    CHECK(context_memory(model->config().text, 131072, 1000, fp4::Type::F8_E4M3).kv == m.kv / 4);
+    CHECK_THROWS_WITH_AS(Context(*model, 131072, 1000), doctest::Contains("needs 1000.00 GiB (8 KiB per token)"),
+                         std::runtime_error);
+    CHECK_THROWS_WITH_AS(Context(*model, 64, 1, fp4::Type::F16), doctest::Contains("not supported"),
+                         std::runtime_error);
+}
+
 TEST_CASE("every golden case matches transformers on CUDA") {
     std::string why;
     if (!fp4::make_cuda_backend(&why)) {
@@ -117,6 +138,15 @@ TEST_CASE("every golden case matches transformers on CUDA") {
         return;
     }
     check_goldens([] { return fp4::make_cuda_backend(nullptr); }, 2e-2);
+}
+
+TEST_CASE("every golden case with a BF16 KV cache on CUDA") {
+    std::string why;
+    if (!fp4::make_cuda_backend(&why)) {
+        MESSAGE("skipped: " << why);
+        return;
+    }
+    check_goldens([] { return fp4::make_cuda_backend(nullptr); }, 2e-2, fp4::Type::BF16);
 }
 
 TEST_CASE("decode through the KV cache equals a full recompute") {

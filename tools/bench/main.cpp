@@ -59,7 +59,8 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 class Runner {
 public:
-    Runner(mistral::Model& m, uint64_t seed) : model_(m), rng_(seed) {}
+    Runner(mistral::Model& m, uint64_t seed, std::optional<fp4::Type> kv_type)
+        : model_(m), rng_(seed), kv_type_(kv_type) {}
 
     std::vector<int32_t> random_tokens(int n) {
         std::uniform_int_distribution<int32_t> d(1000, int32_t(model_.config().text.vocab - 1));
@@ -70,7 +71,7 @@ public:
 
     // Prefill of n random tokens into an empty context: tokens/s.
     double prefill(int n) {
-        mistral::Context ctx(model_, n);
+        mistral::Context ctx(model_, n, 1, kv_type_);
         auto ids = random_tokens(n);
         auto t0 = Clock::now();
         ctx.eval(mistral::Batch::sequence(ids, 0));
@@ -79,7 +80,7 @@ public:
 
     // n single-token decode steps after a one-token prompt: tokens/s; ttft_ms gets prompt + first step.
     double decode(int n, double* ttft_ms) {
-        mistral::Context ctx(model_, n + 1);
+        mistral::Context ctx(model_, n + 1, 1, kv_type_);
         auto ids = random_tokens(n + 1);
         auto t0 = Clock::now();
         ctx.eval(mistral::Batch::sequence({ids[0]}, 0));
@@ -94,7 +95,7 @@ public:
     // np sequences: each prefilled with `prompt` tokens, then n steps decoding all of them together.
     // Returns the aggregate decode tokens/s; ttft_ms gets the time until every sequence has its first token.
     double parallel(int np, int prompt, int n, double* ttft_ms) {
-        mistral::Context ctx(model_, prompt + n, np);
+        mistral::Context ctx(model_, prompt + n, np, kv_type_);
         auto t0 = Clock::now();
         for (int s = 0; s < np; ++s) ctx.eval(mistral::Batch::sequence(random_tokens(prompt), 0, s));
         *ttft_ms = seconds_since(t0) * 1e3;
@@ -116,6 +117,7 @@ public:
 private:
     mistral::Model& model_;
     std::mt19937_64 rng_;
+    std::optional<fp4::Type> kv_type_;
 };
 
 // Bytes of weights one decode step reads: everything but the embedding table, of which one row.
@@ -189,7 +191,8 @@ int main(int argc, char** argv) {
         common::log_info("measuring the memory bandwidth of %s ...", model->backend().name());
         const double bw = model->backend().measure_bandwidth();
 
-        Runner run(*model, opt.seed);
+        const fp4::Type kv_type = common::cache_type_of(opt).value_or(model->backend().cache_type());
+        Runner run(*model, opt.seed, kv_type);
         std::vector<Result> results;
         size_t device_mem = 0;  // bytes the backend holds, the most seen after a test
         auto measure = [&](Result r, const std::function<double(double*)>& once) {
@@ -235,6 +238,7 @@ int main(int argc, char** argv) {
                             {"params_b", params / 1e9},
                             {"backend", model->backend().name()},
                             {"threads", threads},
+                            {"type_kv", fp4::type_name(kv_type)},
                             {"test", r.test},
                             {"n_prompt", r.n_prompt},
                             {"n_gen", r.n_gen},
@@ -275,7 +279,8 @@ int main(int argc, char** argv) {
                             r["n_gen"].get<int>() > 0
                                 ? (std::to_string(int(std::lround(r["ceiling_ratio"].get<double>() * 100))) + "%").c_str()
                                 : "-");
-            std::printf("\npeak host memory %.2f GB, backend memory %.2f GB\n", mem_gb, double(device_mem) / 1e9);
+            std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type), mem_gb,
+                        double(device_mem) / 1e9);
         }
         return 0;
     });
