@@ -28,6 +28,7 @@ struct ChatOptions {
     ImageArgs images;
     bool no_system = false;
     int n_predict = -1;
+    int n_ubatch = 512;
     SamplingParams sampling;
 };
 
@@ -65,6 +66,7 @@ std::vector<std::string> translate_args(int argc, char** argv) {
     for (std::string& a : args) {
         if (a == "-sys") a = "--system-prompt";
         if (a == "-sysf") a = "--system-file";
+        if (a == "-ub") a = "--ubatch-size";
     }
     return args;
 }
@@ -283,6 +285,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("-n,--n-predict", o.n_predict, "tokens per answer, -1 = until </s> or a full context")
         ->capture_default_str();
+    app.add_option("--ubatch-size", o.n_ubatch, "prompt tokens per forward pass (also -ub); logits only for the last")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     app.add_option("--tools", o.tools_file, "JSON file with an OpenAI-style function list");
     app.add_option("--color", o.color, "colours: auto (on a terminal), on, off")
         ->check(CLI::IsMember({"auto", "on", "off"}))
@@ -304,6 +309,7 @@ int main(int argc, char** argv) {
         const ChatTemplate tmpl(tok);
         SessionOptions so;
         so.n_predict = o.n_predict;
+        so.n_batch = o.n_ubatch;
         so.dump_ids = o.dump_ids;
         so.seed = o.common.seed;
         if (!o.tools_file.empty()) {

@@ -156,6 +156,10 @@ TEST_CASE("one-shot: the golden answer about an image") {
     CHECK(r.rc == 0);
     CHECK(r.out == golden_text("shape_red_circle") + "\n");
     CHECK(r.err.find("image encode time") != std::string::npos);
+    // Prefilled 5 tokens per pass, the image's rows spread over many passes: the same answer.
+    Run c = chat("-m " + kModel + " --temp 0 -ub 5 --image " + kRedCircle + " -p \"What is in the image?\"");
+    CHECK(c.rc == 0);
+    CHECK(c.out == golden_text("shape_red_circle") + "\n");
 }
 
 TEST_CASE("one-shot: the prompt from a file or stdin, and the layout sent to the model") {
