@@ -54,10 +54,11 @@ TEST_CASE("logits: wrong image count, bad ids and a prompt beyond the context ar
 }
 
 TEST_CASE("bench: JSON with every field and positive rates") {
-    cli::Run r = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 64 -n 32 -r 2 -np 2 --prompt-len 8 -o json");
+    cli::Run r = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 64 -n 32 -r 2 -np 2 --prompt-len 8 "
+                          "--image-size 56 -o json");
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     nlohmann::json j = nlohmann::json::parse(r.out);
-    REQUIRE(j.size() == 3);
+    REQUIRE(j.size() == 4);
     for (const auto& row : j) {
         for (const char* key : {"model", "backend", "test", "avg_ts", "stddev_ts", "ttft_ms", "weight_bytes_per_token",
                                 "bandwidth_gbs", "effective_gbs", "ceiling_ratio", "peak_host_mem_gb", "device_mem_gb"})
@@ -70,6 +71,8 @@ TEST_CASE("bench: JSON with every field and positive rates") {
     CHECK(j[1]["test"] == "tg32");
     CHECK(j[1]["ceiling_ratio"].get<double>() > 0);
     CHECK(j[2]["test"] == "np2 pp8+tg32");
+    CHECK(j[3]["test"] == "img56");  // 2x2 [IMG] tokens through the tower
+    CHECK(j[3]["ttft_ms"].get<double>() > 0);
 }
 
 TEST_CASE("bench: neither or both of -m and --synthetic is an error") {

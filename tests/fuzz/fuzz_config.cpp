@@ -1,5 +1,7 @@
 // fuzz_config.cpp — libFuzzer target: config.json text through parse_config. Either a std::runtime_error,
-// or a Config whose sizes the graphs can rely on (positive, divisible where they must be).
+// or a Config whose sizes the graphs can rely on (positive, divisible where they must be) and whose
+// quantization_config patterns match module names without crashing or stalling (std::invalid_argument at
+// PCRE2's limits is the only allowed failure).
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -22,5 +24,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (v.channels <= 0 || v.head_dim <= 0 || v.head_dim % 4 || c.spatial_merge <= 0) std::abort();
     }
     (void)mistral::config_summary(c);
+    std::string why;
+    for (const char* m : {"lm_head", "model.language_model.layers.0.self_attn.q_proj",
+                          "model.vision_tower.transformer.layers.23.feed_forward.down_proj"}) {
+        try {
+            (void)c.quant.quantizes({m, std::string("language_model.") + m}, "Linear", &why);
+        } catch (const std::invalid_argument&) {
+        }
+    }
     return 0;
 }

@@ -1,5 +1,6 @@
-// bench — llama-bench-style speed tests (ppN prefill, tgN decode, -np N concurrent sequences) on a model
-// folder or on synthetic weights with a config's shapes, with the bandwidth ceiling beside every figure.
+// bench — llama-bench-style speed tests (ppN prefill, tgN decode, -np N concurrent sequences, imgN vision
+// encode) on a model folder or on synthetic weights with a config's shapes, with the bandwidth ceiling
+// beside every decode figure.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -24,7 +25,7 @@ struct Result {
     std::string test;
     int n_prompt = 0, n_gen = 0, n_par = 1;
     std::vector<double> rates;  // tokens/s of each measured repetition
-    double ttft_ms = 0;         // mean time to the first token (prefill + one decode step)
+    double ttft_ms = 0;         // mean time to the first token (prefill + one decode step); imgN: per image
     double mean() const {
         double s = 0;
         for (double r : rates) s += r;
@@ -92,6 +93,24 @@ public:
         return n / seconds_since(t1);
     }
 
+    // One random size×size image (already preprocessed) through the vision tower and projector: [IMG]
+    // tokens/s; ms_per_image gets the time of one image.
+    double vision(int size, double* ms_per_image) {
+        const mistral::Config& cfg = model_.config();
+        mistral::Image im;
+        im.cell = cfg.vision.patch * cfg.spatial_merge;
+        im.width = im.height = (size + im.cell - 1) / im.cell * im.cell;
+        std::normal_distribution<float> d(0.0f, 1.0f);
+        im.pixels.resize(size_t(3) * size_t(im.width) * size_t(im.height));
+        for (float& p : im.pixels) p = d(rng_);
+        mistral::Context ctx(model_, 1, 1, kv_type_);
+        auto t0 = Clock::now();
+        ctx.encode_images({im});
+        const double s = seconds_since(t0);
+        *ms_per_image = s * 1e3;
+        return double(im.rows()) * im.cols() / s;
+    }
+
     // np sequences: each prefilled with `prompt` tokens, then n steps decoding all of them together.
     // Returns the aggregate decode tokens/s; ttft_ms gets the time until every sequence has its first token.
     double parallel(int np, int prompt, int n, double* ttft_ms) {
@@ -142,7 +161,7 @@ int main(int argc, char** argv) {
     CLI::App app{"bench: llama-bench-style prefill/decode speed, on a model folder or synthetic weights"};
     common::CommonOptions opt;
     std::string synthetic, pp_list = "512", tg_list = "128", output = "md";
-    int reps = 5, n_par = 1, prompt_len = 128;
+    int reps = 5, n_par = 1, prompt_len = 128, image_size = 0;
     bool progress = false;
     common::add_common_options(app, opt, false);
     app.add_option("--synthetic", synthetic, "random weights with the shapes of this config.json (no checkpoint)");
@@ -156,6 +175,8 @@ int main(int argc, char** argv) {
     app.add_option("--prompt-len", prompt_len, "prompt tokens of each sequence with -np")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
+    app.add_option("--image-size", image_size, "also encode a random N x N image through the vision tower (0: no)")
+        ->check(CLI::NonNegativeNumber);
     app.add_option("-o,--output", output, "md, csv, json or jsonl")
         ->check(CLI::IsMember({"md", "csv", "json", "jsonl"}))
         ->capture_default_str();
@@ -173,7 +194,7 @@ int main(int argc, char** argv) {
         std::string model_name;
         if (!synthetic.empty()) {
             mistral::Config cfg = mistral::load_config(synthetic);
-            cfg.has_vision = false;
+            cfg.has_vision = cfg.has_vision && image_size > 0;
             auto backend = common::make_backend(opt);
             common::log_info("building synthetic weights for %s ...", synthetic.c_str());
             int threads = opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency());
@@ -184,7 +205,7 @@ int main(int argc, char** argv) {
             bar.finish();
             model_name = "synthetic " + synthetic.substr(synthetic.find_last_of('/') + 1);
         } else {
-            model = common::load_model(opt, true);
+            model = common::load_model(opt, image_size == 0);
             model_name = opt.model;
         }
         const double bpt = bytes_per_token(*model);
@@ -223,6 +244,12 @@ int main(int argc, char** argv) {
                     measure({"np" + std::to_string(n_par) + " pp" + std::to_string(prompt_len) + "+tg" + std::to_string(n),
                              prompt_len, n, n_par, {}, 0},
                             [&](double* ttft) { return run.parallel(n_par, prompt_len, n, ttft); });
+
+        if (image_size > 0) {
+            if (!model->config().has_vision) throw std::runtime_error("--image-size: this model has no vision tower");
+            measure({"img" + std::to_string(image_size), 0, 0, 1, {}, 0},
+                    [&](double* ms) { return run.vision(image_size, ms); });
+        }
 
         const double size_gb = double(model->weights().bytes()) / 1e9, mem_gb = peak_rss_gb();
         double params = 0;
