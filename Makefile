@@ -1,5 +1,5 @@
 # Makefile — thin wrapper over CMake: `make deps`, `make`, `make test`, `make demo`, `make sanitize`,
-# `make fuzz`.
+# `make sanitize-unit`, `make fuzz`.
 BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
@@ -8,7 +8,7 @@ DEBIAN_PACKAGES = cmake g++ make pkg-config libcli11-dev libstb-dev doctest-dev 
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS = -fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined
 
-.PHONY: all deps configure test demo clean sanitize fuzz
+.PHONY: all deps configure test demo clean sanitize sanitize-unit fuzz
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -38,6 +38,15 @@ demo: all
 sanitize:
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(MAKE) test BUILD=build-sanitize \
 	    CMAKE_FLAGS="-DFP4_SANITIZE=ON -DFP4_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo"
+
+# The same build, the library unit tests only (no binaries to build): what CI runs after `make test`.
+SANITIZE_UNIT = test_numeric test_ops test_backend_ops test_loader test_tokenizer test_image test_quantize \
+                test_chat test_golden test_perplexity
+sanitize-unit:
+	cmake -S . -B build-sanitize -DFP4_SANITIZE=ON -DFP4_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-sanitize -j $(JOBS) --target $(SANITIZE_UNIT)
+	cd build-sanitize && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    ctest --output-on-failure -j $(JOBS) -R "^($(shell echo $(SANITIZE_UNIT) | tr ' ' '|'))$$"
 
 # libFuzzer targets (tests/fuzz) with ASan + UBSan, FUZZ_SECONDS each; crashes go to build-fuzz/artifacts.
 fuzz:
