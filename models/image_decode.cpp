@@ -70,6 +70,25 @@ void check_png_inflated_size(const uint8_t* b, size_t n) {
              " (a decompression bomb?)");
 }
 
+// A copy of a PNG without its empty IDAT chunks, or an empty vector when it has none. The PNG format allows
+// them; the stb_image Debian ships copies zero bytes to a null buffer for one that comes first (undefined
+// behaviour, found by fuzz_image), and they add nothing to the image data.
+std::vector<uint8_t> without_empty_idat(const uint8_t* b, size_t n) {
+    std::vector<uint8_t> out;
+    size_t copied = 0;  // bytes of b already in out (or still to copy)
+    for (size_t at = 8; at + 12 <= n;) {
+        const uint64_t len = be32(b + at);
+        if (len > n - at - 12) break;
+        if (len == 0 && std::memcmp(b + at + 4, "IDAT", 4) == 0) {
+            out.insert(out.end(), b + copied, b + at);
+            copied = at + 12;
+        }
+        at += 12 + len;
+    }
+    if (copied) out.insert(out.end(), b + copied, b + n);
+    return out;
+}
+
 // Whether every Huffman table of a JPEG declares at most 256 codes. The stb_image Debian ships (2022-09-08)
 // trusts the 16 code counts of a DHT segment and writes past its 257-entry tables when they sum higher
 // (upstream stb_image 2.28 refuses such files); this walks the markers as stb does, scan data included,
@@ -140,6 +159,9 @@ DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
     if (!format) fail("not an image (PNG, JPEG, BMP or GIF expected)");
     if (std::strcmp(format, "JPEG") == 0 && !jpeg_huffman_tables_ok(bytes, n))
         fail("corrupt JPEG: a Huffman table declares more than 256 codes");
+    std::vector<uint8_t> cleaned;
+    if (std::strcmp(format, "PNG") == 0) cleaned = without_empty_idat(bytes, n);
+    if (!cleaned.empty()) bytes = cleaned.data(), n = cleaned.size();
 
     DecodedPixels px;
     int comp = 0;

@@ -303,6 +303,14 @@ TEST_CASE("other formats and PNG colour keys") {
         CHECK(s.pixels[size_t(2) * 28 * 28] == near(normalised(60, 2)));
         for (int ch = 0; ch < 3; ++ch) CHECK(c.pixels[size_t(ch) * 28 * 28] == near(normalised(255, ch)));
     }
+    SUBCASE("empty IDAT chunks are allowed and add nothing (stb_image alone misbehaves on a first one)") {
+        std::vector<uint8_t> png = read_bytes("tests/data/tiny-a/images/small.png");
+        const Image plain = load_image_memory(png.data(), png.size(), o, "small.png");
+        const uint8_t empty_idat[] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xaf, 0x06, 0x1e};  // IHDR ends at 33
+        png.insert(png.begin() + 33, std::begin(empty_idat), std::end(empty_idat));
+        const Image padded = load_image_memory(png.data(), png.size(), o, "padded.png");
+        CHECK(padded.pixels == plain.pixels);
+    }
     SUBCASE("an RGB PNG's tRNS colour key is ignored, as Pillow keeps mode RGB") {
         std::vector<uint8_t> png = read_bytes("tests/data/tiny-a/images/small.png");
         const Image plain = load_image_memory(png.data(), png.size(), o, "small.png");

@@ -70,6 +70,9 @@ def main():
     write("image", "wide.png", mc.png(60, 2))
     write("image", "rgb.bmp", mc.bmp(5, 3))
     write("image", "one.gif", mc.GIF_1X1)
+    write("image", "lzw.gif", mc.gif(16, 16))
+    grey = mc.png(5, 3, color_type=0)  # an empty IDAT chunk first: stb_image memcpy'd to a null buffer
+    write("image", "regress-png-empty-idat", grey[:33] + b"\0\0\0\0IDAT" + struct.pack(">I", 0x35af061e) + grey[33:])
     write("image", "regress-jpeg-huffman", open(os.path.join(mc.HERE, "img-jpeg-huffman.jpg"), "rb").read())
 
     for i, line in enumerate(["/image cat.png", "/image \"my cat.png\"  ", "//not a command", "  hello there \\",
