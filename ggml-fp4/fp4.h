@@ -128,6 +128,13 @@ private:
 // Makes a standalone leaf tensor (weights, caches): shape and type only, no storage.
 std::unique_ptr<Tensor> make_tensor(Type t, std::vector<int64_t> ne, std::string name = "");
 
+// Time spent on one kind of node while profiling (see Backend::set_profiling).
+struct OpProfile {
+    std::string what;  // op name; for MUL_MAT and GET_ROWS also the table's type and [rows x cols]
+    long long calls = 0;
+    double ms = 0;
+};
+
 // A backend: where tensors live and graphs run.
 class Backend {
 public:
@@ -156,6 +163,10 @@ public:
     virtual size_t memory_free() const = 0;
     // Returns a persistent tensor's storage (from alloc_persistent) to the backend.
     virtual void free_persistent(Tensor& t) = 0;
+    // While on, compute() times every node (a GPU then waits after each, so the totals are kernel times
+    // without the gaps between launches) and adds them to profile(); switching it on clears the totals.
+    virtual void set_profiling(bool on) = 0;
+    virtual std::vector<OpProfile> profile() const = 0;  // most time first
     // KV-cache type when the user names none (F32 on the CPU, the reference).
     virtual Type cache_type() const { return Type::F32; }
     // Whether upload_weight keeps using the caller's bytes instead of allocating a copy.

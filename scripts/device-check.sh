@@ -110,7 +110,7 @@ fi
 if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     CFG=${FP4_BENCH_CONFIG:-tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json}
     step bench_24b 200 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 512 \
-        --image-size 1024 --progress
+        --image-size 1024 --profile --progress
     step bench_24b_graphs 150 env FP4_CUDA_GRAPHS=1 build/bin/bench --device cuda --synthetic "$CFG" -p 0 -n 128 \
         -r ${FP4_BENCH_REPS:-2}
 fi

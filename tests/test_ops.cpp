@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -604,4 +605,40 @@ TEST_CASE("FP4_CPU_ISA names the kernel set") {
     setenv("FP4_CPU_ISA", "sse9", 1);
     CHECK_THROWS(cpu::isa_from_env());
     unsetenv("FP4_CPU_ISA");
+}
+
+TEST_CASE("profiling times every node, grouped by op and weight shape") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    std::vector<float> w = rng.floats(64 * 32), x = rng.floats(32 * 3);
+    auto wt = make_tensor(Type::F32, {32, 64}, "w");
+    wt->data = w.data();
+    be->upload_weight(*wt);
+    auto run = [&] {
+        Graph g;
+        Tensor* in = g.input(Type::F32, {32, 3}, x.data());
+        Tensor* y = g.mul_mat(wt.get(), g.add(in, in));
+        g.mark_output(g.gelu(g.mul_mat(wt.get(), g.view_rows(g.add(in, in), 0, 2))));
+        g.mark_output(y);
+        be->compute(g);
+    };
+    run();
+    CHECK(be->profile().empty());  // off by default
+    be->set_profiling(true);
+    run();
+    run();
+    be->set_profiling(false);
+    run();
+    std::map<std::string, OpProfile> by;
+    for (const OpProfile& p : be->profile()) by[p.what] = p;
+    CHECK(by.size() == 4);
+    CHECK(by["MUL_MAT F32 64x32"].calls == 4);
+    CHECK(by["ADD"].calls == 4);
+    CHECK(by["GELU"].calls == 2);
+    CHECK(by["VIEW_ROWS"].calls == 2);
+    for (const auto& [what, p] : by) CHECK(p.ms >= 0);
+    const std::vector<OpProfile> sorted = be->profile();
+    for (size_t i = 1; i < sorted.size(); ++i) CHECK(sorted[i - 1].ms >= sorted[i].ms);
+    be->set_profiling(true);  // switching on starts over
+    CHECK(be->profile().empty());
 }

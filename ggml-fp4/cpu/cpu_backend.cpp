@@ -2,6 +2,7 @@
 // plans the arena, copies the inputs in and runs the nodes in order on the thread pool.
 #include "cpu/cpu_backend.h"
 
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@
 #include "cpu/matmul.h"
 #include "cpu/ops.h"
 #include "cpu/thread_pool.h"
+#include "profile.h"
 
 namespace fp4::cpu {
 
@@ -80,7 +82,10 @@ public:
                 if (s && !s->data)
                     throw std::invalid_argument(std::string(op_name(t->op)) + ": source '" + s->name +
                                                 "' has no storage");
+            const auto t0 = std::chrono::steady_clock::now();
             run_node(ctx, *t);
+            if (profiling_)
+                profiler_.add(*t, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
         }
         // Outputs stay readable until the next compute; the other buffers are reused, so forget them.
         for (const auto* list : {&g.inputs(), &g.nodes()})
@@ -103,6 +108,12 @@ public:
     }
 
     void set_threads(int n) override { pool_.resize(n); }
+
+    void set_profiling(bool on) override {
+        if (on) profiler_.reset();
+        profiling_ = on;
+    }
+    std::vector<OpProfile> profile() const override { return profiler_.report(); }
 
     double measure_bandwidth() override { return measure_memory_bandwidth(pool_, size_t(512) << 20, 3).read; }
 
@@ -131,6 +142,8 @@ private:
     std::unordered_map<const void*, std::unique_ptr<AlignedBuffer>> persistent_;
     AlignedBuffer arena_, scratch_;
     std::unordered_set<const Tensor*> outputs_;  // of the last graph; their data points into the arena
+    bool profiling_ = false;
+    Profiler profiler_;
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "graph_replay.cuh"
 #include "kernels.cuh"
 #include "nvfp4.cuh"
+#include "profile.h"
 
 namespace fp4 {
 namespace cuda {
@@ -183,12 +184,19 @@ public:
             std::memcpy(static_cast<char*>(staging_) + plan.offset.at(t), t->host, t->nbytes());
         }
         for (Tensor* t : g.nodes()) validate(*t);
+        if (profiling_) return run_timed(g, span);
         replay_.run(ctx_.stream, graphs_ ? replay_key(g) : std::string(), [&] {
             if (span) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span, cudaMemcpyHostToDevice, ctx_.stream));
             for (Tensor* t : g.nodes()) run(*t);
         });
         FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
     }
+
+    void set_profiling(bool on) override {
+        if (on) profiler_.reset();
+        profiling_ = on;
+    }
+    std::vector<OpProfile> profile() const override { return profiler_.report(); }
 
     void read(const Tensor& t, void* dst, size_t nbytes) override {
         if (!t.data || nbytes > t.nbytes()) fail("read of '" + t.name + "': no storage or too many bytes");
@@ -275,6 +283,31 @@ private:
         const int32_t* h = i32_host(idx, op);
         for (int64_t i = 0; i < count; ++i)
             if (h[i] < 0 || h[i] >= limit) fail(std::string(op_name(op)) + ": index out of range");
+    }
+
+    // compute() while profiling: every node between two events, waiting for each (no replay).
+    void run_timed(Graph& g, size_t span) {
+        if (span) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span, cudaMemcpyHostToDevice, ctx_.stream));
+        cudaEvent_t e0, e1;
+        FP4_CHECK(cudaEventCreate(&e0));
+        FP4_CHECK(cudaEventCreate(&e1));
+        try {
+            for (Tensor* t : g.nodes()) {
+                FP4_CHECK(cudaEventRecord(e0, ctx_.stream));
+                run(*t);
+                FP4_CHECK(cudaEventRecord(e1, ctx_.stream));
+                FP4_CHECK(cudaEventSynchronize(e1));
+                float ms = 0;
+                FP4_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+                profiler_.add(*t, double(ms));
+            }
+        } catch (...) {
+            cudaEventDestroy(e0);
+            cudaEventDestroy(e1);
+            throw;
+        }
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
     }
 
     // Host-side checks of a node's index inputs (kept out of run(): a replayed graph skips run()).
@@ -374,6 +407,8 @@ private:
     Ctx ctx_;
     Scratch scratch_;
     GraphReplay replay_;
+    bool profiling_ = false;
+    Profiler profiler_;
     const bool graphs_ = [] {
         const char* v = std::getenv("FP4_CUDA_GRAPHS");
         return v && std::strcmp(v, "1") == 0;

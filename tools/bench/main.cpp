@@ -58,6 +58,18 @@ std::vector<int> parse_list(const std::string& s, const char* flag) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// The per-node breakdown of `steps` decode steps, per token, most time first.
+void print_profile(const std::vector<fp4::OpProfile>& prof, int steps, FILE* out) {
+    double total = 0;
+    for (const auto& p : prof) total += p.ms;
+    std::fprintf(out, "\n| node (%d decode steps, each kernel timed alone) | calls/token | us/token | share |\n", steps);
+    std::fprintf(out, "| --- | ---: | ---: | ---: |\n");
+    for (const auto& p : prof)
+        std::fprintf(out, "| %s | %.1f | %.1f | %.1f%% |\n", p.what.c_str(), double(p.calls) / steps, p.ms * 1e3 / steps,
+                     total > 0 ? 100.0 * p.ms / total : 0.0);
+    std::fprintf(out, "| total | | %.1f | 100%% |\n", total * 1e3 / steps);
+}
+
 class Runner {
 public:
     Runner(mistral::Model& m, uint64_t seed, std::optional<fp4::Type> kv_type)
@@ -91,6 +103,17 @@ public:
             if (i == 1) *ttft_ms = seconds_since(t0) * 1e3;
         }
         return n / seconds_since(t1);
+    }
+
+    // n decode steps after a one-token prompt with the backend timing every node: the per-node table.
+    std::vector<fp4::OpProfile> profile_decode(int n) {
+        mistral::Context ctx(model_, n + 1, 1, kv_type_);
+        auto ids = random_tokens(n + 1);
+        ctx.eval(mistral::Batch::sequence({ids[0]}, 0));
+        model_.backend().set_profiling(true);
+        for (int i = 1; i <= n; ++i) ctx.eval(mistral::Batch::sequence({ids[size_t(i)]}, i));
+        model_.backend().set_profiling(false);
+        return model_.backend().profile();
     }
 
     // One random size×size image (already preprocessed) through the vision tower and projector: [IMG]
@@ -162,7 +185,7 @@ int main(int argc, char** argv) {
     common::CommonOptions opt;
     std::string synthetic, pp_list = "512", tg_list = "128", output = "md";
     int reps = 5, n_par = 1, prompt_len = 128, image_size = 0;
-    bool progress = false;
+    bool progress = false, profile = false;
     common::add_common_options(app, opt, false);
     app.add_option("--synthetic", synthetic, "random weights with the shapes of this config.json (no checkpoint)");
     app.add_option("-p,--n-prompt", pp_list, "prefill test sizes, comma-separated (0 skips)")->capture_default_str();
@@ -181,6 +204,8 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"md", "csv", "json", "jsonl"}))
         ->capture_default_str();
     app.add_flag("--progress", progress, "report each test on stderr as it runs");
+    app.add_flag("--profile", profile, "also time every kernel of 16 decode steps and print the breakdown (stderr "
+                                       "unless -o md)");
 
     // llama.cpp spells it -np, a two-letter short flag CLI11 cannot declare.
     std::vector<std::string> args(argv, argv + argc);
@@ -309,6 +334,7 @@ int main(int argc, char** argv) {
             std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type), mem_gb,
                         double(device_mem) / 1e9);
         }
+        if (profile) print_profile(run.profile_decode(16), 16, output == "md" ? stdout : stderr);
         return 0;
     });
 }
