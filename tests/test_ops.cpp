@@ -405,7 +405,9 @@ TEST_CASE("ATTN_CACHED: BF16 and FP8 caches attend over the K/V rows rounded to 
     Rng rng;
     for (Type t : {Type::BF16, Type::F8_E4M3}) {
         CAPTURE(type_name(t));
-        auto round = [&](float f) { return t == Type::BF16 ? bf16_to_f32(f32_to_bf16(f)) : e4m3_to_f32(f32_to_e4m3(f)); };
+        auto round = [&](float f) {
+            return t == Type::BF16 ? bf16_to_f32(f32_to_bf16(f)) : e4m3_to_f32(f32_to_e4m3(f));
+        };
         CachedAttention att(*be, t);
         const int64_t T = 7, wq = int64_t(att.Hq) * att.Dh, wk = int64_t(att.Hkv) * att.Dh;
         std::vector<float> q = rng.floats(size_t(T * wq), -2, 2), k = rng.floats(size_t(T * wk), -2, 2),

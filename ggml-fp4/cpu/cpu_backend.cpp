@@ -85,7 +85,8 @@ public:
             const auto t0 = std::chrono::steady_clock::now();
             run_node(ctx, *t);
             if (profiling_)
-                profiler_.add(*t, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+                profiler_.add(*t, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                                      .count());
         }
         // Outputs stay readable until the next compute; the other buffers are reused, so forget them.
         for (const auto* list : {&g.inputs(), &g.nodes()})

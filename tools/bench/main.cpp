@@ -62,11 +62,12 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 void print_profile(const std::vector<fp4::OpProfile>& prof, int steps, FILE* out) {
     double total = 0;
     for (const auto& p : prof) total += p.ms;
-    std::fprintf(out, "\n| node (%d decode steps, each kernel timed alone) | calls/token | us/token | share |\n", steps);
+    std::fprintf(out, "\n| node (%d decode steps, each kernel timed alone) | calls/token | us/token | share |\n",
+                 steps);
     std::fprintf(out, "| --- | ---: | ---: | ---: |\n");
     for (const auto& p : prof)
-        std::fprintf(out, "| %s | %.1f | %.1f | %.1f%% |\n", p.what.c_str(), double(p.calls) / steps, p.ms * 1e3 / steps,
-                     total > 0 ? 100.0 * p.ms / total : 0.0);
+        std::fprintf(out, "| %s | %.1f | %.1f | %.1f%% |\n", p.what.c_str(), double(p.calls) / steps,
+                     p.ms * 1e3 / steps, total > 0 ? 100.0 * p.ms / total : 0.0);
     std::fprintf(out, "| total | | %.1f | 100%% |\n", total * 1e3 / steps);
 }
 
@@ -331,8 +332,8 @@ int main(int argc, char** argv) {
                             r["n_gen"].get<int>() > 0
                                 ? (std::to_string(int(std::lround(r["ceiling_ratio"].get<double>() * 100))) + "%").c_str()
                                 : "-");
-            std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type), mem_gb,
-                        double(device_mem) / 1e9);
+            std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type),
+                        mem_gb, double(device_mem) / 1e9);
         }
         if (profile) print_profile(run.profile_decode(16), 16, output == "md" ? stdout : stderr);
         return 0;
