@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint.h"
+#include "config.h"
 #include "context.h"
 #include "golden.h"
 #include "tokenizer.h"
@@ -129,6 +130,19 @@ TEST_CASE("a context that does not fit the backend's memory is refused, naming t
                          std::runtime_error);
     CHECK_THROWS_WITH_AS(Context(*model, 64, 1, fp4::Type::F16), doctest::Contains("not supported"),
                          std::runtime_error);
+}
+
+TEST_CASE("the 24B model's full 131072-token context: 20 GiB of BF16 cache, 10 GiB of FP8") {
+    const Config cfg = load_config("tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json");
+    const size_t per_token = 2 * 40 * 8 * 128;  // K and V, 40 layers, 8 KV heads of 128
+    CHECK(context_memory(cfg.text, 131072, 1, fp4::Type::BF16).kv == per_token * 2 * 131072);  // 160 KiB/token
+    CHECK(context_memory(cfg.text, 131072, 1, fp4::Type::BF16).kv == size_t(20) << 30);
+    CHECK(context_memory(cfg.text, 131072, 1, fp4::Type::F8_E4M3).kv == size_t(10) << 30);
+    // With 15.2 GB of weights, a 512-token pass stays within an 80 GB card (BF16) and a 32 GB card (FP8).
+    const ContextMemory bf16 = context_memory(cfg.text, 131072, 1, fp4::Type::BF16);
+    const ContextMemory fp8 = context_memory(cfg.text, 131072, 1, fp4::Type::F8_E4M3);
+    CHECK(15.2e9 + double(bf16.kv + bf16.activations) < 80e9);
+    CHECK(15.2e9 + double(fp8.kv + fp8.activations) < 32e9);
 }
 
 TEST_CASE("every golden case matches transformers on CUDA") {
