@@ -42,7 +42,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs with a timeout, logs to $LOG/NA
     local status=ok
     [ $rc -eq 124 ] && status="TIMEOUT(${limit}s)"
     [ $rc -ne 0 ] && [ $rc -ne 124 ] && status="FAIL(rc=$rc)"
-    tail -n 25 "$LOG/$name.log"
+    tail -n 40 "$LOG/$name.log"
     SUMMARY+=("$(printf '%-22s %-16s %5ds' "$name" "$status" $((SECONDS - t0)))")
     return $rc
 }
