@@ -3,6 +3,7 @@
 // q·k·scale, softmax in F32 with the maximum subtracted, then the probability-weighted sum of the value
 // rows. A BF16/FP8 cache is widened to F32 once per pass, over the rows the pass reads.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -47,11 +48,18 @@ void store_row(Type t, const float* src, int64_t n, void* dst) {
     }
 }
 
-void load_rows(Type t, const void* src, int64_t n, float* dst) {
-    if (t == Type::BF16)
-        for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
-    else
-        for (int64_t i = 0; i < n; ++i) dst[i] = e4m3_to_f32(static_cast<const uint8_t*>(src)[i]);
+// Widens n cache elements to F32; dst has room for n rounded up to 16 (the SIMD BF16 decoder's step).
+void load_rows(const Kernels& kern, Type t, const void* src, int64_t n, float* dst) {
+    if (t == Type::BF16) {
+        const WeightRef w{Type::BF16, static_cast<const uint8_t*>(src), nullptr, 1, n};
+        return kern.decode_bf16(w, 0, 1, 0, (n + 15) / 16 * 16, dst, 0);
+    }
+    static const std::array<float, 256> e4m3 = [] {
+        std::array<float, 256> v{};
+        for (int b = 0; b < 256; ++b) v[size_t(b)] = e4m3_to_f32(uint8_t(b));
+        return v;
+    }();
+    for (int64_t i = 0; i < n; ++i) dst[i] = e4m3[static_cast<const uint8_t*>(src)[i]];
 }
 
 float* thread_scores(OpContext& ctx, int64_t per_thread) {
@@ -110,7 +118,7 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
             const int64_t s = c / 2, n = used[size_t(s)] * ld;
             if (n == 0) return;
             Tensor* cache = c % 2 ? vc : kc;
-            load_rows(ct, row_of(cache, s * n_ctx), n, const_cast<float*>(c % 2 ? values(s) : keys(s)));
+            load_rows(ctx.kern, ct, row_of(cache, s * n_ctx), n, const_cast<float*>(c % 2 ? values(s) : keys(s)));
         });
 
     float* scores = reinterpret_cast<float*>(scratch);
