@@ -32,8 +32,10 @@ int main(int argc, char** argv) {
 
         const mistral::Config& c = ck->config();
         std::printf("%s\n", mistral::config_summary(c).c_str());
-        if (!c.quant.ignore.empty()) {
-            std::printf("quantization ignore:");
+        if (!c.quant_format.empty()) {
+            std::printf("quantization targets:");
+            for (const auto& s : c.quant.targets) std::printf(" %s", s.c_str());
+            std::printf("; ignore:");
             for (const auto& s : c.quant.ignore) std::printf(" %s", s.c_str());
             std::printf("\n");
         }
