@@ -146,7 +146,7 @@ void read_patterns(const Reader& r, const std::string& key, std::vector<std::str
         if (!s.is_string()) r.fail(key, "must hold strings");
         const std::string p = s.get<std::string>();
         try {
-            module_matches("", p);
+            check_pattern(p);
         } catch (const std::invalid_argument& e) {
             r.fail(key, "holds '" + p + "', not a valid regular expression (" + e.what() + ")");
         }

@@ -23,9 +23,12 @@ Model::Model(Config cfg, Weights weights, std::shared_ptr<void> storage, std::un
              const std::function<void(size_t, size_t)>& progress)
     : cfg_(std::move(cfg)), weights_(std::move(weights)), storage_(std::move(storage)), backend_(std::move(backend)) {
     const size_t total = weights_.bytes();
-    if (!backend_->zero_copy_weights() && total > backend_->memory_free())
-        throw std::runtime_error("the weights need " + gib(total) + " but only " + gib(backend_->memory_free()) +
-                                 " of " + backend_->name() + " memory is free");
+    if (!backend_->zero_copy_weights()) {
+        const size_t free = backend_->memory_free();
+        if (total > free)
+            throw std::runtime_error("the weights need " + gib(total) + " but only " + gib(free) + " of " +
+                                     backend_->name() + " memory is free");
+    }
     size_t done = 0;
     for (fp4::Tensor* t : weights_.all()) {
         backend_->upload_weight(*t);

@@ -34,6 +34,17 @@ bool png_has_zero_side(const uint8_t* b, size_t n) {
     return be32(b + 16) == 0 || be32(b + 20) == 0;
 }
 
+// Calls fn(offset, length, type) for each chunk after the signature that lies wholly inside the file, in order,
+// until fn returns false; a chunk that runs past the end stops the walk (stb_image reports it).
+template <typename Fn>
+void png_chunks(const uint8_t* b, size_t n, Fn fn) {
+    for (size_t at = 8; at + 12 <= n;) {
+        const uint64_t len = be32(b + at);
+        if (len > n - at - 12 || !fn(at, size_t(len), b + at + 4)) return;
+        at += 12 + len;
+    }
+}
+
 // Throws when a PNG's image data inflates to much more than its IHDR implies. stb_image inflates into a buffer
 // that doubles until the stream ends (up to 4 GB, whatever the header says), so a few megabytes of zeros
 // behind a 1×1 header would cost gigabytes; here the stream is inflated into a buffer bounded by the header
@@ -50,15 +61,11 @@ void check_png_inflated_size(const uint8_t* b, size_t n) {
 
     std::vector<char> idat;
     bool apple = false;  // CgBI: Apple's PNG variant with a raw deflate stream
-    for (size_t at = 8; at + 12 <= n;) {
-        const uint64_t len = be32(b + at);
-        if (len > n - at - 12) break;  // a chunk that runs past the end: stb_image reports it
-        const uint8_t* type = b + at + 4;
+    png_chunks(b, n, [&](size_t at, size_t len, const uint8_t* type) {
         if (std::memcmp(type, "CgBI", 4) == 0) apple = true;
         if (std::memcmp(type, "IDAT", 4) == 0) idat.insert(idat.end(), b + at + 8, b + at + 8 + len);
-        if (std::memcmp(type, "IEND", 4) == 0) break;
-        at += 12 + len;
-    }
+        return std::memcmp(type, "IEND", 4) != 0;
+    });
     if (idat.empty() || idat.size() > size_t(INT_MAX)) return;
     std::vector<char> out(static_cast<size_t>(limit));
     const int got = apple ? stbi_zlib_decode_noheader_buffer(out.data(), int(limit), idat.data(), int(idat.size()))
@@ -76,15 +83,13 @@ void check_png_inflated_size(const uint8_t* b, size_t n) {
 std::vector<uint8_t> without_empty_idat(const uint8_t* b, size_t n) {
     std::vector<uint8_t> out;
     size_t copied = 0;  // bytes of b already in out (or still to copy)
-    for (size_t at = 8; at + 12 <= n;) {
-        const uint64_t len = be32(b + at);
-        if (len > n - at - 12) break;
-        if (len == 0 && std::memcmp(b + at + 4, "IDAT", 4) == 0) {
+    png_chunks(b, n, [&](size_t at, size_t len, const uint8_t* type) {
+        if (len == 0 && std::memcmp(type, "IDAT", 4) == 0) {
             out.insert(out.end(), b + copied, b + at);
             copied = at + 12;
         }
-        at += 12 + len;
-    }
+        return true;
+    });
     if (copied) out.insert(out.end(), b + copied, b + n);
     return out;
 }

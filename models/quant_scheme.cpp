@@ -48,6 +48,10 @@ const Regex& compiled(const std::string& pattern) {
 
 }  // namespace
 
+void check_pattern(const std::string& pattern) {
+    if (pattern.rfind("re:", 0) == 0) compiled(pattern);
+}
+
 bool module_matches(const std::string& module, const std::string& pattern) {
     if (pattern.rfind("re:", 0) != 0) return module == pattern;
     const Regex& r = compiled(pattern);

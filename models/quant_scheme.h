@@ -12,6 +12,9 @@ namespace mistral {
 // or that needs more than a bounded effort to match.
 bool module_matches(const std::string& module, const std::string& pattern);
 
+// Throws std::invalid_argument when a `re:` pattern does not compile.
+void check_pattern(const std::string& pattern);
+
 // The first of `patterns` naming any of `names`, or nullptr.
 const std::string* first_match(const std::vector<std::string>& names, const std::vector<std::string>& patterns);
 

@@ -283,7 +283,7 @@ QuantizeSummary quantize_checkpoint(const std::string& bf16_dir, const std::stri
 
     for (const std::string& p : opt.ignore) {
         try {
-            module_matches("", p);
+            check_pattern(p);
         } catch (const std::invalid_argument& e) {
             throw std::runtime_error("ignore pattern " + p + ": " + e.what());
         }

@@ -322,6 +322,20 @@ struct CachedAttention {
     }
 };
 
+// Reference causal GQA attention of T rows of one sequence at positions 0..T−1, with att's head layout.
+std::vector<double> causal_ref(const CachedAttention& att, const std::vector<float>& q, const std::vector<float>& k,
+                               const std::vector<float>& v, int64_t T) {
+    const int64_t wq = int64_t(att.Hq) * att.Dh, wk = int64_t(att.Hkv) * att.Dh;
+    std::vector<double> want(size_t(T * wq));
+    for (int64_t t = 0; t < T; ++t)
+        for (int h = 0; h < att.Hq; ++h) {
+            const int64_t kv = h / (att.Hq / att.Hkv) * att.Dh;
+            attend_ref(&q[size_t(t * wq + h * att.Dh)], &k[size_t(kv)], &v[size_t(kv)], wk, t + 1, att.Dh, att.scale,
+                       &want[size_t(t * wq + h * att.Dh)]);
+        }
+    return want;
+}
+
 // Rows [r0, r1) of a row-major matrix of width w.
 std::vector<float> rows(const std::vector<float>& a, int64_t w, int64_t r0, int64_t r1) {
     return {a.begin() + r0 * w, a.begin() + r1 * w};
@@ -342,13 +356,7 @@ TEST_CASE("ATTN_CACHED: causal GQA prefill matches the reference, decode steps m
         for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(t);
         const std::vector<float> prefill = att.run(q, k, v, pos, seq);
 
-        std::vector<double> want(size_t(T * wq));
-        for (int64_t t = 0; t < T; ++t)
-            for (int h = 0; h < att.Hq; ++h) {
-                const int64_t kv = h / (att.Hq / att.Hkv) * att.Dh;
-                attend_ref(&q[size_t(t * wq + h * att.Dh)], &k[size_t(kv)], &v[size_t(kv)], wk, t + 1, att.Dh,
-                           att.scale, &want[size_t(t * wq + h * att.Dh)]);
-            }
+        const std::vector<double> want = causal_ref(att, q, k, v, T);
         check_close(prefill, want, 1e-5, std::vector<double>(want.size(), 1.0));
 
         // The same sequence again in a fresh cache: 4 tokens of prefill, then one token per step.
@@ -424,13 +432,7 @@ TEST_CASE("ATTN_CACHED: BF16 and FP8 caches attend over the K/V rows rounded to 
         std::vector<float> kr = k, vr = v;
         for (float& f : kr) f = round(f);
         for (float& f : vr) f = round(f);
-        std::vector<double> want(size_t(T * wq));
-        for (int64_t i = 0; i < T; ++i)
-            for (int h = 0; h < att.Hq; ++h) {
-                const int64_t kv = h / (att.Hq / att.Hkv) * att.Dh;
-                attend_ref(&q[size_t(i * wq + h * att.Dh)], &kr[size_t(kv)], &vr[size_t(kv)], wk, i + 1, att.Dh,
-                           att.scale, &want[size_t(i * wq + h * att.Dh)]);
-            }
+        const std::vector<double> want = causal_ref(att, q, kr, vr, T);
         check_close(got, want, 1e-5, std::vector<double>(want.size(), 1.0));
     }
 }

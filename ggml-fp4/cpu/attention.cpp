@@ -62,8 +62,18 @@ void load_rows(const Kernels& kern, Type t, const void* src, int64_t n, float* d
     for (int64_t i = 0; i < n; ++i) dst[i] = e4m3[static_cast<const uint8_t*>(src)[i]];
 }
 
-float* thread_scores(OpContext& ctx, int64_t per_thread) {
-    return static_cast<float*>(ctx.scratch.grow(size_t(ctx.pool.size()) * align_up(size_t(per_thread) * 4)));
+// The op's scratch: a row of `per_thread` scores for each thread, then `extra` bytes.
+struct AttnScratch {
+    float* scores;
+    size_t stride;  // floats from one thread's scores to the next's
+    char* extra;
+    float* scores_of(int ith) const { return scores + size_t(ith) * stride; }
+};
+
+AttnScratch attn_scratch(OpContext& ctx, int64_t per_thread, size_t extra = 0) {
+    const size_t stride = align_up(size_t(per_thread) * 4), score_bytes = size_t(ctx.pool.size()) * stride;
+    char* base = static_cast<char*>(ctx.scratch.grow(score_bytes + extra));
+    return {reinterpret_cast<float*>(base), stride / 4, base + score_bytes};
 }
 
 }  // namespace
@@ -92,42 +102,41 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
         store_row(ct, static_cast<const float*>(v->data) + m * ld, ld, row_of(vc, row));
     }
 
-    // F32 views of the cache rows each sequence's queries read: the cache itself, or widened copies of
-    // rows [0, last position] placed after the score buffers in scratch.
-    std::vector<int64_t> used(size_t(n_seq), 0);  // rows of each sequence the pass reads
+    // F32 rows of K and V of each sequence: the cache itself, or copies of the rows [0, last position] this
+    // pass reads, widened into scratch after the scores.
+    std::vector<int64_t> used(size_t(n_seq), 0);
     for (int64_t m = 0; m < M; ++m) used[size_t(seq[m])] = std::max<int64_t>(used[size_t(seq[m])], pos[m] + 1);
-    const size_t score_bytes = size_t(ctx.pool.size()) * align_up(size_t(n_ctx) * 4);
-    std::vector<size_t> at(size_t(n_seq), 0);  // offset of each sequence's widened K (V follows it)
-    size_t wide_bytes = 0;
+    auto wide_bytes = [&](int64_t s) { return align_up(size_t(used[size_t(s)] * ld) * 4); };
+    size_t extra = 0;
     if (ct != Type::F32)
-        for (int64_t s = 0; s < n_seq; ++s) {
-            at[size_t(s)] = score_bytes + wide_bytes;
-            wide_bytes += 2 * align_up(size_t(used[size_t(s)] * ld) * 4);
+        for (int64_t s = 0; s < n_seq; ++s) extra += 2 * wide_bytes(s);
+    const AttnScratch sc = attn_scratch(ctx, n_ctx, extra);
+    std::vector<float*> keys(static_cast<size_t>(n_seq)), values(static_cast<size_t>(n_seq));
+    char* next = sc.extra;
+    for (int64_t s = 0; s < n_seq; ++s) {
+        if (ct == Type::F32) {
+            keys[size_t(s)] = static_cast<float*>(kc->data) + s * n_ctx * ld;
+            values[size_t(s)] = static_cast<float*>(vc->data) + s * n_ctx * ld;
+        } else {
+            keys[size_t(s)] = reinterpret_cast<float*>(next);
+            values[size_t(s)] = reinterpret_cast<float*>(next + wide_bytes(s));
+            next += 2 * wide_bytes(s);
         }
-    char* scratch = static_cast<char*>(ctx.scratch.grow(score_bytes + wide_bytes));
-    auto keys = [&](int64_t s) {
-        return ct == Type::F32 ? static_cast<const float*>(kc->data) + s * n_ctx * ld
-                               : reinterpret_cast<const float*>(scratch + at[size_t(s)]);
-    };
-    auto values = [&](int64_t s) {
-        return ct == Type::F32 ? static_cast<const float*>(vc->data) + s * n_ctx * ld
-                               : keys(s) + align_up(size_t(used[size_t(s)] * ld) * 4) / 4;
-    };
+    }
     if (ct != Type::F32)
         ctx.pool.parallel_chunks(n_seq * 2, [&](int64_t c, int) {
             const int64_t s = c / 2, n = used[size_t(s)] * ld;
-            if (n == 0) return;
-            Tensor* cache = c % 2 ? vc : kc;
-            load_rows(ctx.kern, ct, row_of(cache, s * n_ctx), n, const_cast<float*>(c % 2 ? values(s) : keys(s)));
+            if (n > 0)
+                load_rows(ctx.kern, ct, row_of(c % 2 ? vc : kc, s * n_ctx), n,
+                          c % 2 ? values[size_t(s)] : keys[size_t(s)]);
         });
 
-    float* scores = reinterpret_cast<float*>(scratch);
     const int group = n_head / n_kv;
     ctx.pool.parallel_chunks(M * n_head, [&](int64_t c, int ith) {
         const int64_t m = c / n_head, h = c % n_head, kv = (h / group) * head_dim;
-        attend(ctx.kern, static_cast<const float*>(q->data) + m * ldq + h * head_dim, keys(seq[m]) + kv,
-               values(seq[m]) + kv, ld, pos[m] + 1, head_dim, dst.fp[0],
-               scores + ith * align_up(size_t(n_ctx) * 4) / 4, static_cast<float*>(dst.data) + m * ldq + h * head_dim);
+        attend(ctx.kern, static_cast<const float*>(q->data) + m * ldq + h * head_dim, keys[size_t(seq[m])] + kv,
+               values[size_t(seq[m])] + kv, ld, pos[m] + 1, head_dim, dst.fp[0], sc.scores_of(ith),
+               static_cast<float*>(dst.data) + m * ldq + h * head_dim);
     });
 }
 
@@ -136,12 +145,12 @@ void op_attn_full(OpContext& ctx, Tensor& dst) {
     for (Tensor* t : {q, k, v}) require_f32(*t, Op::ATTN_FULL);
     const int n_head = dst.ip[0], head_dim = dst.ip[1];
     const int64_t M = q->rows(), ld = int64_t(n_head) * head_dim;
-    float* scores = thread_scores(ctx, M);
+    const AttnScratch sc = attn_scratch(ctx, M);
     ctx.pool.parallel_chunks(M * n_head, [&](int64_t c, int ith) {
         const int64_t m = c / n_head, off = (c % n_head) * head_dim;
         attend(ctx.kern, static_cast<const float*>(q->data) + m * ld + off,
                static_cast<const float*>(k->data) + off, static_cast<const float*>(v->data) + off, ld, M, head_dim,
-               dst.fp[0], scores + ith * align_up(size_t(M) * 4) / 4, static_cast<float*>(dst.data) + m * ld + off);
+               dst.fp[0], sc.scores_of(ith), static_cast<float*>(dst.data) + m * ld + off);
     });
 }
 
