@@ -9,9 +9,12 @@ namespace mistral {
 using fp4::Graph;
 using fp4::Tensor;
 
-// SwiGLU feed-forward shared by the text decoder and the vision tower.
+// SwiGLU feed-forward shared by the text decoder and the vision tower. The products that read the same
+// input are built one after another (here and for q/k/v) so that a backend can run them as one group.
 static Tensor* feed_forward(Graph& g, Tensor* x, Linear gate, Linear up, Linear down) {
-    return g.mul_mat(down, g.swiglu(g.mul_mat(gate, x), g.mul_mat(up, x)));
+    Tensor* gated = g.mul_mat(gate, x);
+    Tensor* upped = g.mul_mat(up, x);
+    return g.mul_mat(down, g.swiglu(gated, upped));
 }
 
 TextOutputs build_text_graph(Graph& g, const Config& cfg, const Weights& w, KvCache& cache,
@@ -36,9 +39,11 @@ TextOutputs build_text_graph(Graph& g, const Config& cfg, const Weights& w, KvCa
     for (int il = 0; il < c.n_layer; ++il) {
         const Block& L = w.layers[size_t(il)];
         Tensor* a = g.rms_norm(x, L.attn_norm, c.norm_eps);
-        Tensor* q = g.rope(g.mul_mat(L.wq, a), pos, c.n_head, c.head_dim, c.rope_theta);
-        Tensor* k = g.rope(g.mul_mat(L.wk, a), pos, c.n_kv_head, c.head_dim, c.rope_theta);
+        Tensor* q = g.mul_mat(L.wq, a);
+        Tensor* k = g.mul_mat(L.wk, a);
         Tensor* v = g.mul_mat(L.wv, a);
+        q = g.rope(q, pos, c.n_head, c.head_dim, c.rope_theta);
+        k = g.rope(k, pos, c.n_kv_head, c.head_dim, c.rope_theta);
         Tensor* o = g.attn_cached(q, k, v, cache.k[size_t(il)].get(), cache.v[size_t(il)].get(), pos, seq,
                                   c.n_head, c.n_kv_head, c.head_dim, cache.n_ctx, kq_scale);
         x = g.add(x, g.mul_mat(L.wo, o));
@@ -70,9 +75,12 @@ Tensor* build_vision_graph(Graph& g, const Config& cfg, const Weights& w, const 
     const float kq_scale = 1.0f / std::sqrt(float(v.head_dim));
     for (const Block& L : w.vision_layers) {
         Tensor* n = g.rms_norm(x, L.attn_norm, v.norm_eps);
-        Tensor* q = g.rope_2d(g.mul_mat(L.wq, n), prc, v.n_head, v.head_dim, v.rope_theta);
-        Tensor* k = g.rope_2d(g.mul_mat(L.wk, n), prc, v.n_head, v.head_dim, v.rope_theta);
-        Tensor* o = g.attn_full(q, k, g.mul_mat(L.wv, n), v.n_head, v.head_dim, kq_scale);
+        Tensor* q = g.mul_mat(L.wq, n);
+        Tensor* k = g.mul_mat(L.wk, n);
+        Tensor* val = g.mul_mat(L.wv, n);
+        q = g.rope_2d(q, prc, v.n_head, v.head_dim, v.rope_theta);
+        k = g.rope_2d(k, prc, v.n_head, v.head_dim, v.rope_theta);
+        Tensor* o = g.attn_full(q, k, val, v.n_head, v.head_dim, kq_scale);
         x = g.add(x, g.mul_mat(L.wo, o));
         x = g.add(x, feed_forward(g, g.rms_norm(x, L.ffn_norm, v.norm_eps), L.w_gate, L.w_up, L.w_down));
     }

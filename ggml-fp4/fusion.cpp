@@ -1,0 +1,72 @@
+// fusion.cpp — plan_steps: a greedy walk over the nodes that groups norm → products → epilogue.
+#include "fusion.h"
+
+#include <unordered_map>
+
+namespace fp4 {
+
+Tensor* Step::residual() const {
+    if (!epilogue || epilogue->op != Op::ADD) return nullptr;
+    return epilogue->src[0] == products.front() ? epilogue->src[1] : epilogue->src[0];
+}
+
+std::vector<Tensor*> Step::outputs() const {
+    if (!fused()) return nodes;
+    if (epilogue) return {epilogue};
+    return products;
+}
+
+std::vector<Step> plan_steps(const Graph& g, const FusionRules& rules) {
+    const std::vector<Tensor*>& nodes = g.nodes();
+    std::unordered_map<const Tensor*, int> uses;  // source slots that name a tensor, over all nodes
+    for (const Tensor* t : nodes)
+        for (const Tensor* s : t->src)
+            if (s) ++uses[s];
+    // A node no other step needs to see: read by `readers` slots only, and not an output.
+    auto private_to = [&](const Tensor* t, int readers) { return !t->is_output && uses[t] == readers; };
+    auto is_product = [&](const Tensor* t, const Tensor* input) {
+        return t->op == Op::MUL_MAT && t->src[1] == input && t->src[0]->type == rules.weight_type &&
+               input->rows() >= 1 && input->rows() <= rules.max_rows;
+    };
+
+    std::vector<Step> steps;
+    const size_t n = nodes.size();
+    for (size_t i = 0; i < n;) {
+        Step s;
+        size_t j = i;
+        if (rules.max_rows > 0) {
+            Tensor* norm = nodes[i]->op == Op::RMS_NORM ? nodes[i] : nullptr;
+            if (norm) ++j;
+            Tensor* input = norm ? norm : nodes[j < n ? j : i]->src[1];
+            while (j < n && int(s.products.size()) < rules.max_products && is_product(nodes[j], input))
+                s.products.push_back(nodes[j++]);
+            if (norm && (s.products.empty() || !private_to(norm, int(s.products.size())))) {
+                s.products.clear();  // the norm runs alone; its products may still group from the next node
+                j = i + 1;
+            } else {
+                s.norm = norm;
+            }
+        }
+        if (!s.products.empty() && j < n) {
+            Tensor* e = nodes[j];
+            if (s.products.size() == 2 && e->op == Op::SWIGLU && e->src[0] != e->src[1] &&
+                private_to(s.products[0], 1) && private_to(s.products[1], 1) &&
+                (e->src[0] == s.products[0] || e->src[0] == s.products[1]) &&
+                (e->src[1] == s.products[0] || e->src[1] == s.products[1])) {
+                s.products = {e->src[0], e->src[1]};  // gate first
+                s.epilogue = e, ++j;
+            } else if (s.products.size() == 1 && e->op == Op::ADD && e->src[0] != e->src[1] &&
+                       (e->src[0] == s.products[0] || e->src[1] == s.products[0]) && private_to(s.products[0], 1)) {
+                s.epilogue = e, ++j;
+            }
+        }
+        if (s.products.size() == 1 && !s.norm && !s.epilogue) s.products.clear();  // nothing to gain
+        if (!s.fused()) j = i + 1;
+        s.nodes.assign(nodes.begin() + std::ptrdiff_t(i), nodes.begin() + std::ptrdiff_t(j));
+        steps.push_back(std::move(s));
+        i = j;
+    }
+    return steps;
+}
+
+}  // namespace fp4

@@ -1,0 +1,40 @@
+// fusion.h — the steps a backend may run a graph in: each node alone, or a group of consecutive nodes
+// as one kernel. The groups are the small-M products of a decoder step ("linear groups"):
+//   [RMS_NORM →] 1–3 MUL_MATs reading the same input [→ SWIGLU of two of them | → ADD of one to a residual]
+// A folded RMS_NORM and products that feed an epilogue are never materialised, so a group is only formed
+// when nothing else reads them (and they are not outputs). Knows nothing about any particular model.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "fp4.h"
+
+namespace fp4 {
+
+// What a backend's fused product kernel accepts.
+struct FusionRules {
+    Type weight_type = Type::NVFP4;  // every product's weight
+    int64_t max_rows = 0;            // input rows (M) at most; 0 turns fusion off
+    int max_products = 3;
+};
+
+struct Step {
+    std::vector<Tensor*> nodes;     // graph nodes this step computes, in graph order
+    Tensor* norm = nullptr;         // RMS_NORM folded into the products' input (not materialised)
+    std::vector<Tensor*> products;  // MUL_MATs of the group (empty for a single node)
+    Tensor* epilogue = nullptr;     // SWIGLU(products[0] = gate, products[1] = up) or ADD(residual, products[0])
+
+    bool fused() const { return !products.empty(); }
+    // The input every product reads: the norm's source when a norm is folded.
+    Tensor* input() const { return norm ? norm->src[0] : products.front()->src[1]; }
+    // For an ADD epilogue: the source that is not the product.
+    Tensor* residual() const;
+    // Nodes whose results the step writes: the epilogue, or the products, or the single node.
+    std::vector<Tensor*> outputs() const;
+};
+
+// Splits g's nodes into steps, in execution order. With rules.max_rows == 0 every node is its own step.
+std::vector<Step> plan_steps(const Graph& g, const FusionRules& rules);
+
+}  // namespace fp4

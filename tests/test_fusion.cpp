@@ -1,0 +1,202 @@
+// test_fusion.cpp — the steps a backend runs a graph in (fusion.h) and the arena planned for them
+// (arena_plan.h): which node groups fuse and which must not, on hand-built graphs and on the decode graph
+// the Mistral builder makes; and that no planned buffer is written while another still needs its bytes.
+// (That the fused kernels compute what the separate nodes do is test_backend_ops' job, on a GPU.)
+#include <doctest/doctest.h>
+
+#include <map>
+#include <string>
+#include <unordered_map>
+
+#include "arena_plan.h"
+#include "checkpoint.h"
+#include "fusion.h"
+#include "mistral3_graph.h"
+
+using namespace fp4;
+
+namespace {
+
+const FusionRules kRules{Type::NVFP4, 32, 3};
+
+// A step as text: its nodes' ops joined by '+', e.g. "RMS_NORM+MUL_MAT+MUL_MAT+MUL_MAT".
+std::string describe(const Step& s) {
+    std::string out;
+    for (const Tensor* t : s.nodes) out += (out.empty() ? "" : "+") + std::string(op_name(t->op));
+    return out;
+}
+
+std::vector<std::string> describe(const std::vector<Step>& steps) {
+    std::vector<std::string> out;
+    for (const Step& s : steps) out.push_back(describe(s));
+    return out;
+}
+
+// Checks a plan by replaying it: when a step runs, none of its outputs may overlap another of them or any
+// buffer that is still to be read (at this step or later) or that is an output of the graph.
+void check_plan(const Graph& g, const std::vector<Step>& steps, const ArenaPlan& plan) {
+    std::unordered_map<const Tensor*, size_t> last;  // step that reads a buffer for the last time
+    for (size_t i = 0; i < steps.size(); ++i)
+        for (const Tensor* t : steps[i].nodes)
+            for (const Tensor* s : t->src)
+                if (s) last[s] = i;
+    std::vector<const Tensor*> placed(g.inputs().begin(), g.inputs().end());
+    auto size_of = [](const Tensor* t) { return (t->nbytes() + 255) / 256 * 256; };
+    auto overlap = [&](const Tensor* a, const Tensor* b) {
+        const size_t a0 = plan.offset.at(a), b0 = plan.offset.at(b);
+        return a0 < b0 + size_of(b) && b0 < a0 + size_of(a);
+    };
+    for (size_t i = 0; i < steps.size(); ++i) {
+        const std::vector<Tensor*> outs = steps[i].outputs();
+        for (const Tensor* o : outs) {
+            REQUIRE(plan.offset.count(o));
+            CHECK(plan.offset.at(o) + size_of(o) <= plan.bytes);
+            for (const Tensor* p : placed) {
+                const bool needed = p->is_output || (last.count(p) && last.at(p) >= i);
+                if (needed) CHECK_MESSAGE(!overlap(o, p), describe(steps[i]) << " writes over a live buffer");
+            }
+        }
+        for (size_t a = 0; a < outs.size(); ++a)
+            for (size_t b = a + 1; b < outs.size(); ++b) CHECK(!overlap(outs[a], outs[b]));
+        placed.insert(placed.end(), outs.begin(), outs.end());
+    }
+}
+
+// One decoder block in the order the Mistral builder makes it, on M rows.
+struct Block {
+    std::vector<std::unique_ptr<Tensor>> leaves;
+    Graph g;
+    std::vector<int32_t> ids, pos;
+    Tensor* leaf(Type t, std::vector<int64_t> ne) {
+        leaves.push_back(make_tensor(t, std::move(ne)));
+        return leaves.back().get();
+    }
+    Tensor* x = nullptr;
+    Tensor *norm_out = nullptr, *gate = nullptr;
+    explicit Block(int64_t M) : ids(size_t(M), 1), pos(size_t(M), 0) {
+        const int64_t D = 64, F = 128, Hq = 4, Hkv = 2, Dh = 16, C = 64;
+        Tensor* emb = leaf(Type::BF16, {D, 100});
+        Tensor* nw = leaf(Type::F32, {D});
+        auto lin = [&](int64_t n, int64_t k) { return leaf(Type::NVFP4, {k, n}); };
+        Tensor *wq = lin(Hq * Dh, D), *wk = lin(Hkv * Dh, D), *wv = lin(Hkv * Dh, D), *wo = lin(D, Hq * Dh);
+        Tensor *wg = lin(F, D), *wu = lin(F, D), *wd = lin(D, F);
+        Tensor *kc = leaf(Type::F32, {Hkv * Dh, C}), *vc = leaf(Type::F32, {Hkv * Dh, C});
+        Tensor* p = g.input(Type::I32, {M}, pos.data());
+        x = g.get_rows(emb, g.input(Type::I32, {M}, ids.data()));
+        Tensor* a = norm_out = g.rms_norm(x, nw, 1e-5f);
+        Tensor* q = g.mul_mat(wq, a);
+        Tensor* k = g.mul_mat(wk, a);
+        Tensor* v = g.mul_mat(wv, a);
+        q = g.rope(q, p, Hq, Dh, 1e6f);
+        k = g.rope(k, p, Hkv, Dh, 1e6f);
+        Tensor* o = g.attn_cached(q, k, v, kc, vc, p, p, int(Hq), int(Hkv), int(Dh), int(C), 0.25f);
+        x = g.add(x, g.mul_mat(wo, o));
+        Tensor* h = g.rms_norm(x, nw, 1e-5f);
+        gate = g.mul_mat(wg, h);
+        Tensor* up = g.mul_mat(wu, h);
+        x = g.add(x, g.mul_mat(wd, g.swiglu(gate, up)));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a decode-sized decoder block runs as four fused product groups") {
+    for (int64_t M : {1, 7, 32}) {
+        Block b(M);
+        b.g.mark_output(b.x);
+        const std::vector<Step> steps = plan_steps(b.g, kRules);
+        CHECK(describe(steps) == std::vector<std::string>{
+                                     "GET_ROWS", "RMS_NORM+MUL_MAT+MUL_MAT+MUL_MAT", "ROPE", "ROPE", "ATTN_CACHED",
+                                     "MUL_MAT+ADD", "RMS_NORM+MUL_MAT+MUL_MAT+SWIGLU", "MUL_MAT+ADD"});
+        const Step& ffn = steps[6];
+        CHECK((ffn.norm && ffn.norm->op == Op::RMS_NORM));
+        CHECK(ffn.products[0] == b.gate);  // gate first, whatever order the two were built in
+        CHECK(ffn.outputs() == std::vector<Tensor*>{ffn.epilogue});
+        CHECK(steps[7].residual() == steps[5].epilogue);  // down's residual: the sum after attention
+        CHECK(steps[1].input() == steps[0].nodes[0]);      // q/k/v read the embeddings through the norm
+        CHECK(steps[1].outputs() == steps[1].products);
+        check_plan(b.g, steps, plan_arena(b.g, steps));
+    }
+}
+
+TEST_CASE("nothing fuses beyond the row limit, with fusion off, or when a part is needed elsewhere") {
+    Block big(33);
+    for (const Step& s : plan_steps(big.g, kRules)) CHECK(!s.fused());
+    Block off(1);
+    for (const Step& s : plan_steps(off.g, FusionRules{Type::NVFP4, 0, 3})) CHECK(!s.fused());
+    Block bf16(1);
+    for (const Step& s : plan_steps(bf16.g, FusionRules{Type::BF16, 32, 3})) CHECK(!s.fused());
+
+    // The attention norm is an output: it must be written, so q/k/v group without it.
+    Block shown(1);
+    shown.g.mark_output(shown.norm_out);
+    std::vector<Step> steps = plan_steps(shown.g, kRules);
+    CHECK(describe(steps[1]) == "RMS_NORM");
+    CHECK(describe(steps[2]) == "MUL_MAT+MUL_MAT+MUL_MAT");
+    CHECK(steps[2].norm == nullptr);
+    check_plan(shown.g, steps, plan_arena(shown.g, steps));
+
+    // The gate is read again after SwiGLU: the products group, SwiGLU runs alone.
+    Block reused(1);
+    reused.g.add(reused.gate, reused.gate);
+    steps = plan_steps(reused.g, kRules);
+    CHECK(describe(steps[6]) == "RMS_NORM+MUL_MAT+MUL_MAT");
+    CHECK(describe(steps[7]) == "SWIGLU");
+    check_plan(reused.g, steps, plan_arena(reused.g, steps));
+
+    // At most rules.max_products products in one group; the norm then has a reader outside it.
+    Block two(1);
+    steps = plan_steps(two.g, FusionRules{Type::NVFP4, 32, 2});
+    CHECK(describe(steps[1]) == "RMS_NORM");
+    CHECK(describe(steps[2]) == "MUL_MAT+MUL_MAT");
+    CHECK(describe(steps[3]) == "MUL_MAT");
+    check_plan(two.g, steps, plan_arena(two.g, steps));
+}
+
+TEST_CASE("unfused, every node is a step and the plan matches node-by-node liveness") {
+    Block b(5);
+    b.g.mark_output(b.x);
+    const std::vector<Step> steps = plan_steps(b.g, FusionRules{});
+    REQUIRE(steps.size() == b.g.nodes().size());
+    for (size_t i = 0; i < steps.size(); ++i) CHECK(steps[i].nodes == std::vector<Tensor*>{b.g.nodes()[i]});
+    const ArenaPlan plan = plan_arena(b.g, steps);
+    check_plan(b.g, steps, plan);
+    // Fusing never needs more arena: the folded norms and the products before an epilogue have no buffer.
+    const std::vector<Step> fused = plan_steps(b.g, kRules);
+    const ArenaPlan fused_plan = plan_arena(b.g, fused);
+    CHECK(fused_plan.bytes <= plan.bytes);
+    CHECK(fused_plan.offset.size() < plan.offset.size());
+}
+
+TEST_CASE("the Mistral decode graph fuses every layer; prefill and the vision tower do not") {
+    std::shared_ptr<mistral::Checkpoint> ck = mistral::Checkpoint::open("tests/data/tiny-kjv/nvfp4", {});
+    const mistral::Config& cfg = ck->config();
+    mistral::KvCache cache;
+    cache.n_ctx = 64, cache.n_seq = 1;
+    for (int il = 0; il < cfg.text.n_layer; ++il) {
+        cache.k.push_back(make_tensor(Type::F32, {int64_t(cfg.text.n_kv_head) * cfg.text.head_dim, 64}));
+        cache.v.push_back(make_tensor(Type::F32, {int64_t(cfg.text.n_kv_head) * cfg.text.head_dim, 64}));
+    }
+    for (int64_t T : {1, 4, 40}) {
+        std::vector<int32_t> ids(size_t(T), 5), pos(size_t(T), 0), seq(size_t(T), 0);
+        for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(t);
+        mistral::TextInputs in;
+        in.n_tokens = T, in.ids = ids.data(), in.pos = pos.data(), in.seq = seq.data();
+        in.logits_first = T - 1, in.logits_count = 1;
+        Graph g;
+        mistral::build_text_graph(g, cfg, ck->weights(), cache, in, false);
+        const std::vector<Step> steps = plan_steps(g, kRules);
+        std::map<std::string, int> groups;
+        for (const Step& s : steps)
+            if (s.fused()) ++groups[describe(s)];
+        INFO("tokens: " << T);
+        if (T <= 32) {
+            CHECK(groups == std::map<std::string, int>{{"RMS_NORM+MUL_MAT+MUL_MAT+MUL_MAT", cfg.text.n_layer},
+                                                       {"MUL_MAT+ADD", 2 * cfg.text.n_layer},
+                                                       {"RMS_NORM+MUL_MAT+MUL_MAT+SWIGLU", cfg.text.n_layer}});
+        } else {
+            CHECK(groups.empty());
+        }
+        check_plan(g, steps, plan_arena(g, steps));
+    }
+}
