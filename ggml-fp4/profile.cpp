@@ -5,12 +5,32 @@
 
 namespace fp4 {
 
-void Profiler::add(const Tensor& node, double ms) {
+namespace {
+
+std::string shape_of(const Tensor& w) { return std::to_string(w.ne[1]) + "x" + std::to_string(w.ne[0]); }
+
+std::string describe(const Tensor& node) {
     std::string what = op_name(node.op);
-    if (node.op == Op::MUL_MAT || node.op == Op::GET_ROWS) {
-        const Tensor& w = *node.src[0];
-        what += std::string(" ") + type_name(w.type) + " " + std::to_string(w.ne[1]) + "x" + std::to_string(w.ne[0]);
-    }
+    if (node.op == Op::MUL_MAT || node.op == Op::GET_ROWS)
+        what += std::string(" ") + type_name(node.src[0]->type) + " " + shape_of(*node.src[0]);
+    return what;
+}
+
+}  // namespace
+
+void Profiler::add(const Tensor& node, double ms) { add(describe(node), ms); }
+
+// A fused step reads as its parts: "RMS_NORM+MUL_MAT NVFP4 32768x5120,32768x5120+SWIGLU".
+void Profiler::add(const Step& step, double ms) {
+    if (!step.fused()) return add(*step.nodes.front(), ms);
+    std::string what = step.norm ? "RMS_NORM+" : "";
+    what += describe(*step.products.front());
+    for (size_t i = 1; i < step.products.size(); ++i) what += "," + shape_of(*step.products[i]->src[0]);
+    if (step.epilogue) what += std::string("+") + op_name(step.epilogue->op);
+    add(what, ms);
+}
+
+void Profiler::add(const std::string& what, double ms) {
     OpProfile& p = totals_[what];
     p.what = what;
     p.calls += 1;

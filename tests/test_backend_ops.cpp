@@ -6,7 +6,8 @@
 //   * F32 matrix products (F32/F16 weights; another summation order): 1e-4;
 //   * attention: 3e-3 (many query rows go through TF32 GEMMs, ~5e-4 expected; the decode path is F32);
 //   * products through BF16 (NVFP4 weights at any M, BF16 weights in the cuBLAS path, activations rounded
-//     to BF16): 1e-2 — the contract is 2e-2, the expected error ~2e-3;
+//     to BF16): 1e-2 — the contract is 2e-2, the expected error ~2e-3; fused groups (FP4_CUDA_FUSE=1) too,
+//     where a folded norm's 1/rms multiplies the sums instead of the activations before their rounding;
 //   * ROPE at large positions: 1e-3 (the angle pos·inv_freq is F32 on both sides, sin/cos of it differ).
 // Without a CUDA device (or in a build without CUDA) every case passes with a message saying it was skipped.
 // The "bench:" case (skipped by default; run with --no-skip -tc="bench*") times the GEMVs and the prefill GEMM
@@ -41,6 +42,20 @@ Backend* cuda_backend() {
 
 Backend& cpu_backend() {
     static std::unique_ptr<Backend> b = make_cpu_backend(2);
+    return *b;
+}
+
+// A CUDA backend made with `variable`=1 set (FP4_CUDA_FUSE, FP4_CUDA_GRAPHS: read when it is made).
+std::unique_ptr<Backend> cuda_backend_with(const char* variable) {
+    setenv(variable, "1", 1);
+    std::unique_ptr<Backend> b = make_cuda_backend(nullptr);
+    unsetenv(variable);
+    REQUIRE(b);
+    return b;
+}
+
+Backend& fusing_backend() {
+    static std::unique_ptr<Backend> b = cuda_backend_with("FP4_CUDA_FUSE");
     return *b;
 }
 
@@ -149,8 +164,8 @@ double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
     return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-void compare(const Build& build, double tol, const std::string& what) {
-    Env cpu{cpu_backend(), {}, {}}, gpu{*cuda_backend(), {}, {}};
+void compare(const Build& build, double tol, const std::string& what, Backend* on = nullptr) {
+    Env cpu{cpu_backend(), {}, {}}, gpu{on ? *on : *cuda_backend(), {}, {}};
     const auto ref = cpu.run(build(cpu));
     const auto got = gpu.run(build(gpu));
     const double err = rel_err(got, ref);
@@ -280,6 +295,62 @@ TEST_CASE("ATTN_FULL") {
     }
 }
 
+// The product groups a fusing backend runs as one kernel (fusion.h) against the CPU's separate nodes:
+// norm → q/k/v, product + residual, norm → product + residual, [norm →] gate/up → SwiGLU; K not a multiple
+// of the 64-column tile, N not a multiple of the 16-row tile, odd tile counts, every M of the GEMV.
+TEST_CASE("fused product groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
+    REQUIRE_CUDA();
+    Rng r{20260101};
+    struct Shape { int64_t K, Nq, Nkv, F; };
+    for (Shape s : {Shape{80, 72, 24, 200}, Shape{1024, 256, 64, 1040}}) {
+        HostWeight norm = random_weight(r, Type::BF16, 1, s.K);  // widened to F32 by the upload
+        norm.ne = {s.K};
+        HostWeight wq = random_weight(r, Type::NVFP4, s.Nq, s.K), wk = random_weight(r, Type::NVFP4, s.Nkv, s.K),
+                   wv = random_weight(r, Type::NVFP4, s.Nkv, s.K), wo = random_weight(r, Type::NVFP4, s.K, s.K),
+                   wg = random_weight(r, Type::NVFP4, s.F, s.K), wu = random_weight(r, Type::NVFP4, s.F, s.K);
+        wk.gscale = 77.0f;  // products of one group need not share a global scale
+        for (int64_t M : {1, 3, 8, 9, 16, 17, 32}) {
+            auto x = r.floats(size_t(M * s.K), -2, 2), res = r.floats(size_t(M * s.K));
+            const std::string at = " K=" + std::to_string(s.K) + " M=" + std::to_string(M);
+            for (int i = 0; i < 3; ++i)
+                compare([&](Env& e) {
+                    Tensor* n = e.graph.rms_norm(e.input(x, {s.K, M}), e.weight(norm), 1e-5f);
+                    Tensor* p[3] = {e.graph.mul_mat(e.weight(wq), n), e.graph.mul_mat(e.weight(wk), n),
+                                    e.graph.mul_mat(e.weight(wv), n)};
+                    for (Tensor* t : p) e.graph.mark_output(t);
+                    return p[i];
+                }, 1e-2, "norm -> q/k/v, product " + std::to_string(i) + at, &fusing_backend());
+            compare([&](Env& e) { return e.graph.add(e.input(res, {s.K, M}), e.graph.mul_mat(e.weight(wo), e.input(x, {s.K, M}))); },
+                    1e-2, "product + residual" + at, &fusing_backend());
+            compare([&](Env& e) {
+                Tensor* in = e.input(x, {s.K, M});
+                return e.graph.add(in, e.graph.mul_mat(e.weight(wo), e.graph.rms_norm(in, e.weight(norm), 1e-5f)));
+            }, 1e-2, "norm -> product + residual" + at, &fusing_backend());
+            for (bool with_norm : {true, false})
+                compare([&](Env& e) {
+                    Tensor* in = e.input(x, {s.K, M});
+                    if (with_norm) in = e.graph.rms_norm(in, e.weight(norm), 1e-5f);
+                    Tensor* gate = e.graph.mul_mat(e.weight(wg), in);
+                    Tensor* up = e.graph.mul_mat(e.weight(wu), in);
+                    return e.graph.swiglu(gate, up);
+                }, 1e-2, std::string(with_norm ? "norm -> " : "") + "gate/up -> swiglu" + at, &fusing_backend());
+        }
+    }
+    // The groups above did run fused: the profile names them.
+    Backend& b = fusing_backend();
+    HostWeight w = random_weight(r, Type::NVFP4, 48, 64), up = random_weight(r, Type::NVFP4, 48, 64);
+    auto x = r.floats(64);
+    Env e{b, {}, {}};
+    Tensor* in = e.input(x, {64, 1});
+    Tensor* out = e.graph.swiglu(e.graph.mul_mat(e.weight(w), in), e.graph.mul_mat(e.weight(up), in));
+    b.set_profiling(true);
+    e.run(out);
+    b.set_profiling(false);
+    const std::vector<OpProfile> prof = b.profile();
+    REQUIRE(prof.size() == 1);
+    CHECK(prof[0].what == "MUL_MAT NVFP4 48x64,48x64+SWIGLU");
+}
+
 // Steps of rows (pos, seq) through one KV cache per backend and cache type; outputs agree and the final
 // caches are identical to the bit (both round to nearest even, FP8 saturating).
 TEST_CASE("ATTN_CACHED: prefill, decode, several sequences, long context, F32/BF16/FP8 caches") {
@@ -328,10 +399,11 @@ TEST_CASE("ATTN_CACHED: prefill, decode, several sequences, long context, F32/BF
 }
 
 // A small decoder block (NVFP4 projections, BF16 head) through prefill and decode: many nodes, so the
-// arena's reuse of buffers is exercised, and the graph is rebuilt for each step as the model does. A second
-// CUDA backend with FP4_CUDA_GRAPHS=1 runs the same steps: its decode steps are captured on the second
-// one and replayed after that, and must give the very bits the directly launched kernels give.
-TEST_CASE("a transformer block: prefill then decode steps, launched and replayed") {
+// arena's reuse of buffers is exercised, and the graph is rebuilt for each step as the model does. CUDA
+// backends with FP4_CUDA_GRAPHS=1 run the same steps: their decode steps are captured on the second one and
+// replayed after that, and must give the very bits the directly launched kernels give. The same with
+// FP4_CUDA_FUSE=1: decode steps run as fused product groups, within the model-level tolerance.
+TEST_CASE("a transformer block: prefill then decode steps, launched and replayed, fused or not") {
     REQUIRE_CUDA();
     Rng r{20260101};
     const int D = 256, F = 512, Hq = 8, Hkv = 2, Dh = 32, V = 300, C = 64;
@@ -363,30 +435,38 @@ TEST_CASE("a transformer block: prefill then decode steps, launched and replayed
         const int64_t T = int64_t(ids.size());
         Tensor* p = e.ids(pos, {T});
         Tensor* x = g.get_rows(m.emb, e.ids(ids, {T}));
-        Tensor* h = g.rms_norm(x, m.norm, 1e-5f);
-        Tensor* q = g.rope(g.mul_mat(m.wq, h), p, Hq, Dh, 1e6f);
-        Tensor* k = g.rope(g.mul_mat(m.wk, h), p, Hkv, Dh, 1e6f);
-        Tensor* a = g.attn_cached(q, k, g.mul_mat(m.wv, h), m.kc, m.vc, p, e.ids(seq, {T}), Hq, Hkv, Dh, C,
-                                  1.0f / std::sqrt(float(Dh)));
+        Tensor* h = g.rms_norm(x, m.norm, 1e-5f);  // in the order the Mistral builder makes (fusable)
+        Tensor* q = g.mul_mat(m.wq, h);
+        Tensor* k = g.mul_mat(m.wk, h);
+        Tensor* v = g.mul_mat(m.wv, h);
+        q = g.rope(q, p, Hq, Dh, 1e6f);
+        k = g.rope(k, p, Hkv, Dh, 1e6f);
+        Tensor* a = g.attn_cached(q, k, v, m.kc, m.vc, p, e.ids(seq, {T}), Hq, Hkv, Dh, C, 1.0f / std::sqrt(float(Dh)));
         x = g.add(x, g.mul_mat(m.wo, a));
         h = g.rms_norm(x, m.norm, 1e-5f);
-        x = g.add(x, g.mul_mat(m.wd, g.swiglu(g.mul_mat(m.wg, h), g.mul_mat(m.wu, h))));
+        Tensor* gate = g.mul_mat(m.wg, h);
+        Tensor* up = g.mul_mat(m.wu, h);
+        x = g.add(x, g.mul_mat(m.wd, g.swiglu(gate, up)));
         return e.run(g.mul_mat(m.head, g.rms_norm(x, m.norm, 1e-5f)));
     };
+    std::unique_ptr<Backend> replaying = cuda_backend_with("FP4_CUDA_GRAPHS");
     setenv("FP4_CUDA_GRAPHS", "1", 1);
-    std::unique_ptr<Backend> replaying = make_cuda_backend(nullptr);
+    std::unique_ptr<Backend> fused_replaying = cuda_backend_with("FP4_CUDA_FUSE");
     unsetenv("FP4_CUDA_GRAPHS");
-    REQUIRE(replaying);
     auto cpu = load(cpu_backend()), gpu = load(*cuda_backend()), gpu_graphs = load(*replaying);
+    auto gpu_fused = load(fusing_backend()), gpu_fused_graphs = load(*fused_replaying);
     std::vector<int32_t> ids = r.ints(24, 0, V - 1), pos(24), seq(24, 0);
     for (int i = 0; i < 24; ++i) pos[size_t(i)] = i;
     for (int step = 0; step < 6; ++step) {
-        const std::vector<float> got = forward(*gpu, ids, pos, seq);
-        const double err = rel_err(got, forward(*cpu, ids, pos, seq));
-        INFO("step " << step << " (" << ids.size() << " tokens): relative error " << err);
+        const std::vector<float> ref = forward(*cpu, ids, pos, seq), got = forward(*gpu, ids, pos, seq);
+        const std::vector<float> fused = forward(*gpu_fused, ids, pos, seq);
+        INFO("step " << step << " (" << ids.size() << " tokens): relative error " << rel_err(got, ref)
+                     << ", fused " << rel_err(fused, ref));
         // The model-level contract (as for the goldens): BF16-rounded activations compound over a block.
-        CHECK(err <= 2e-2);
+        CHECK(rel_err(got, ref) <= 2e-2);
+        CHECK(rel_err(fused, ref) <= 2e-2);
         CHECK(forward(*gpu_graphs, ids, pos, seq) == got);
+        CHECK(forward(*gpu_fused_graphs, ids, pos, seq) == fused);
         const int next = pos.back() + 1;
         ids = {r.integer(0, V - 1)}, pos = {next}, seq = {0};
     }

@@ -1,16 +1,20 @@
 // cuda_backend.cu — the CUDA Backend: weights and KV caches in device memory, graph intermediates in one
 // device arena planned by liveness (regrown only when a graph needs more), one stream, the dispatch of
-// every op to its kernel file, and (FP4_CUDA_GRAPHS=1) CUDA-graph replay of decode-sized graphs.
+// every op to its kernel file, and two opt-in speed-ups: (FP4_CUDA_FUSE=1) decode-sized products run as
+// fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up → SwiGLU, down + residual), and
+// (FP4_CUDA_GRAPHS=1) CUDA-graph replay of decode-sized graphs.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <stdexcept>
 #include <unordered_map>
 #include <vector>
 
+#include "arena_plan.h"
+#include "fusion.h"
 #include "graph_replay.cuh"
 #include "kernels.cuh"
+#include "numeric.h"
 #include "nvfp4.cuh"
 #include "profile.h"
 
@@ -37,60 +41,10 @@ void* Scratch::get(Slot slot, size_t bytes) {
 
 __global__ void probe_kernel(int* flag) { *flag = 1; }
 
-// Offsets of every graph input and node in one arena: a node's buffer is taken before the buffers of the
-// sources it used for the last time are given back, so it never aliases them; outputs are never given back.
-class ArenaPlan {
-public:
-    explicit ArenaPlan(const Graph& g) {
-        std::unordered_map<const Tensor*, int> last;
-        auto lives_here = [&](const Tensor* t) { return t && (t->op != Op::NONE || t->host); };
-        const auto& nodes = g.nodes();
-        for (int i = 0; i < int(nodes.size()); ++i)
-            for (const Tensor* s : nodes[size_t(i)]->src)
-                if (lives_here(s)) last[s] = i;
-        auto release_after = [&](const Tensor* t, int i) {
-            auto it = last.find(t);
-            if (!t->is_output && it != last.end() && it->second == i) {
-                release(offset.at(t), size_of(t));
-                last.erase(it);
-            }
-        };
-        for (const Tensor* t : g.inputs()) offset[t] = take(size_of(t));
-        for (int i = 0; i < int(nodes.size()); ++i) {
-            offset[nodes[size_t(i)]] = take(size_of(nodes[size_t(i)]));
-            for (const Tensor* s : nodes[size_t(i)]->src)
-                if (lives_here(s)) release_after(s, i);
-        }
-    }
-    std::unordered_map<const Tensor*, size_t> offset;
-    size_t bytes = 0;
-
-private:
-    static size_t size_of(const Tensor* t) { return (t->nbytes() + 255) & ~size_t(255); }
-    size_t take(size_t n) {
-        for (auto it = free_.begin(); it != free_.end(); ++it)
-            if (it->second >= n) {
-                const size_t off = it->first, left = it->second - n;
-                free_.erase(it);
-                if (left) free_[off + n] = left;
-                return off;
-            }
-        const size_t off = bytes;
-        bytes += n;
-        return off;
-    }
-    void release(size_t off, size_t n) {
-        if (n == 0) return;
-        auto it = free_.emplace(off, n).first;
-        auto next = std::next(it);
-        if (next != free_.end() && off + n == next->first) it->second += next->second, free_.erase(next);
-        if (it != free_.begin()) {
-            auto prev = std::prev(it);
-            if (prev->first + prev->second == it->first) prev->second += it->second, free_.erase(it);
-        }
-    }
-    std::map<size_t, size_t> free_;  // offset -> size
-};
+static bool env_on(const char* name) {
+    const char* v = std::getenv(name);
+    return v && std::strcmp(v, "1") == 0;
+}
 
 class CudaBackend final : public Backend {
 public:
@@ -121,6 +75,15 @@ public:
     void upload_weight(Tensor& t) override {
         if (!t.data) fail("weight '" + t.name + "' has no bytes to upload");
         if (t.type != Type::NVFP4) {
+            // Vectors (norm scales) are widened to F32, exactly: the fused products read them as F32.
+            std::vector<float> wide;
+            if (t.rows() == 1 && (t.type == Type::BF16 || t.type == Type::F16)) {
+                const auto* h = static_cast<const uint16_t*>(t.data);
+                for (int64_t i = 0; i < t.ne[0]; ++i)
+                    wide.push_back(t.type == Type::BF16 ? bf16_to_f32(h[i]) : f16_to_f32(h[i]));
+                t.type = Type::F32;
+                t.data = wide.data();
+            }
             void* d = device_alloc(t.nbytes());
             FP4_CHECK(cudaMemcpyAsync(d, t.data, t.nbytes(), cudaMemcpyHostToDevice, ctx_.stream));
             FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
@@ -160,7 +123,8 @@ public:
     }
 
     void compute(Graph& g) override {
-        ArenaPlan plan(g);
+        const std::vector<Step> steps = plan_steps(g, fusion_);
+        const ArenaPlan plan = plan_arena(g, steps);
         if (plan.bytes > arena_bytes_) {
             FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
             FP4_CHECK(cudaFree(arena_));
@@ -168,6 +132,7 @@ public:
             FP4_CHECK(cudaMalloc(&arena_, plan.bytes));
             arena_bytes_ = plan.bytes;
         }
+        for (Tensor* t : g.nodes()) t->data = nullptr;  // nodes inside a fused step have no buffer
         for (auto& [t, off] : plan.offset) const_cast<Tensor*>(t)->data = static_cast<char*>(arena_) + off;
         // Inputs are gathered in pinned memory at their arena offsets and go over in one copy.
         size_t span = 0;
@@ -184,10 +149,10 @@ public:
             std::memcpy(static_cast<char*>(staging_) + plan.offset.at(t), t->host, t->nbytes());
         }
         for (Tensor* t : g.nodes()) validate(*t);
-        if (profiling_) return run_timed(g, span);
+        if (profiling_) return run_timed(steps, span);
         replay_.run(ctx_.stream, graphs_ ? replay_key(g) : std::string(), [&] {
             if (span) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span, cudaMemcpyHostToDevice, ctx_.stream));
-            for (Tensor* t : g.nodes()) run(*t);
+            for (const Step& st : steps) run(st);
         });
         FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
     }
@@ -285,21 +250,21 @@ private:
             if (h[i] < 0 || h[i] >= limit) fail(std::string(op_name(op)) + ": index out of range");
     }
 
-    // compute() while profiling: every node between two events, waiting for each (no replay).
-    void run_timed(Graph& g, size_t span) {
+    // compute() while profiling: every step between two events, waiting for each (no replay).
+    void run_timed(const std::vector<Step>& steps, size_t span) {
         if (span) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span, cudaMemcpyHostToDevice, ctx_.stream));
         cudaEvent_t e0, e1;
         FP4_CHECK(cudaEventCreate(&e0));
         FP4_CHECK(cudaEventCreate(&e1));
         try {
-            for (Tensor* t : g.nodes()) {
+            for (const Step& st : steps) {
                 FP4_CHECK(cudaEventRecord(e0, ctx_.stream));
-                run(*t);
+                run(st);
                 FP4_CHECK(cudaEventRecord(e1, ctx_.stream));
                 FP4_CHECK(cudaEventSynchronize(e1));
                 float ms = 0;
                 FP4_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-                profiler_.add(*t, double(ms));
+                profiler_.add(st, double(ms));
             }
         } catch (...) {
             cudaEventDestroy(e0);
@@ -357,6 +322,26 @@ private:
         return k;
     }
 
+    void run(const Step& st) {
+        if (!st.fused()) return run(*st.nodes.front());
+        GemvGroup grp;
+        for (const Tensor* p : st.products) {
+            if (!p->src[0]->data) fail("MUL_MAT weight '" + p->src[0]->name + "' was not uploaded");
+            grp.w[grp.n] = p->src[0], grp.y[grp.n++] = static_cast<float*>(p->data);
+        }
+        grp.x = f32(st.input()), grp.M = st.input()->rows();
+        if (st.norm) {
+            if (!st.norm->src[1]->data) fail("RMS_NORM weight '" + st.norm->src[1]->name + "' was not uploaded");
+            grp.norm = st.norm->src[1], grp.eps = st.norm->fp[0];
+        }
+        if (st.epilogue) {
+            grp.y[0] = static_cast<float*>(st.epilogue->data);
+            grp.swiglu = st.epilogue->op == Op::SWIGLU;
+            if (!grp.swiglu) grp.residual = f32(st.residual());
+        }
+        gemv_nvfp4_group(ctx_, grp);
+    }
+
     void run(Tensor& t) {
         Tensor* const* s = t.src;
         float* out = static_cast<float*>(t.data);
@@ -409,10 +394,9 @@ private:
     GraphReplay replay_;
     bool profiling_ = false;
     Profiler profiler_;
-    const bool graphs_ = [] {
-        const char* v = std::getenv("FP4_CUDA_GRAPHS");
-        return v && std::strcmp(v, "1") == 0;
-    }();
+    const bool graphs_ = env_on("FP4_CUDA_GRAPHS");
+    // Decode-sized products run as fused groups with FP4_CUDA_FUSE=1 (off until verified on a GPU).
+    const FusionRules fusion_{Type::NVFP4, env_on("FP4_CUDA_FUSE") ? kGemvMaxRowsNvfp4 : 0, kMaxGroupProducts};
     std::vector<void*> owned_;
     void* arena_ = nullptr;
     size_t arena_bytes_ = 0;

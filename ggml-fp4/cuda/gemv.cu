@@ -5,12 +5,13 @@
 //    in flight (a register ring) so that a multiprocessor has ~50-70 KB of loads outstanding. The warps of a
 //    block split K and add their partial sums in shared memory; the global scale is applied once per output.
 //    The warp count is the largest that keeps every block resident at once (no tail wave).
-//    FP4_GEMV=old selects the previous schedule (one tile ahead, ~40 warps per multiprocessor) for A/B.
+//    One launch serves a fused group (fusion.h): up to three weights of the same K one after another in
+//    the grid (q/k/v), an RMSNorm folded into the activations (x·w rounded to BF16 for the MMA, the row's
+//    1/rms applied to the sums: each warp adds up x² over the columns it reads anyway), and an epilogue
+//    that adds a residual or, with the block taking row tile b of both gate and up, applies SwiGLU.
 //  * F32/BF16/F16 (M ≤ 8): CUDA cores, one warp per pair of rows, 16-byte loads, F32 accumulation.
 #include <algorithm>
 #include <array>
-#include <cstdlib>
-#include <cstring>
 
 #include "kernels.cuh"
 #include "nvfp4.cuh"
@@ -19,41 +20,88 @@ namespace fp4::cuda {
 
 using namespace nvfp4;
 
-template <int NB, int R, int P>
-__global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const uint4* __restrict__ codes,
-                                                         const uint2* __restrict__ scales,
-                                                         const float* __restrict__ x, float* __restrict__ y,
-                                                         int M, int64_t N, int64_t K, int64_t KT,
-                                                         int64_t row_tiles, float out_scale) {
-    extern __shared__ float red[];  // [warps][R·NB·4 values][32 lanes]
-    constexpr int V = R * NB * 4;
-    const int W = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int64_t rt0 = int64_t(blockIdx.x) * R;
+// One product of a group: its tiles, its output and its scale, and the first block that works on it.
+struct GemvSegment {
+    const uint4* codes;
+    const uint2* scales;
+    float* y;  // [M, N]
+    int64_t N, row_tiles;
+    float out_scale;  // 2^8 / gscale
+    int first_block;
+};
+struct GemvArgs {
+    GemvSegment seg[kMaxGroupProducts];
+    int n_seg;
+    const float* x;  // [M, K]
+    int M;
+    int64_t K, KT;
+    const float* norm_w;  // RMSNorm weight [K] folded into x
+    float eps;
+    const float* residual;  // Epilogue::kAdd: [M, N] added to seg[0]'s product
+};
+// What a block does with its sums: store them, add a residual (one product), or store silu(gate)·up of
+// segments 0 and 1 (the block then takes row tile b of both). Compile-time, as is the folded norm: the
+// plain product keeps the registers (and occupancy) of a kernel without either.
+enum class Epilogue { kStore, kAdd, kSwiglu };
 
+// Shared memory of a block: partial sums [warps][R·NB·4][32], then the warps' x² sums [warps][NB·8] and
+// the rows' 1/rms [NB·8].
+template <int NB, int R>
+constexpr size_t gemv_smem(int warps) {
+    return (size_t(warps) * (R * NB * 4 * 32 + NB * 8) + NB * 8) * sizeof(float);
+}
+
+template <int NB, int R, int P, Epilogue E, bool NORM>
+__global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__ GemvArgs a) {
+    extern __shared__ float red[];
+    static_assert(E != Epilogue::kSwiglu || R == 2, "SwiGLU pairs two row tiles");
+    constexpr int V = R * NB * 4;
+    constexpr bool kSw = E == Epilogue::kSwiglu;
+    const int W = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t K = a.K, KT = a.KT;
+    int s = 0;
+    if (!kSw)
+        while (s + 1 < a.n_seg && int(blockIdx.x) >= a.seg[s + 1].first_block) ++s;
+    const int64_t b = int64_t(blockIdx.x) - a.seg[s].first_block;
+    // Row tile r of this block: tile_of(r) of segment s, or with SwiGLU tile b of segment r; past the last
+    // tile, the first one of the block is read (and its results dropped).
+    auto tile_of = [&](int r) { return kSw ? b : b * R + r; };
+    auto tile_index = [&](int r, int64_t kt) {
+        const int64_t rt = tile_of(r) < a.seg[kSw ? r : s].row_tiles ? tile_of(r) : tile_of(0);
+        return rt * KT + kt;
+    };
     float acc[R][NB][4] = {};
+    float ss[NB] = {};  // x² over the columns this lane reads, when a norm is folded
     auto load = [&](int64_t kt, uint4* qd, uint2* sd) {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            int64_t tile = (rt0 + r < row_tiles ? rt0 + r : rt0) * KT + kt;
-            qd[r] = __ldcs(codes + tile * 32 + lane);
-            sd[r] = __ldg(scales + tile * 8 + g);
+            const GemvSegment& S = a.seg[kSw ? r : s];
+            qd[r] = __ldcs(S.codes + tile_index(r, kt) * 32 + lane);
+            sd[r] = __ldg(S.scales + tile_index(r, kt) * 8 + g);
         }
     };
-    auto compute = [&](int64_t kt, const uint4* q, const uint2* s) {
-        uint32_t b[4][NB][2];  // activations as B fragments: x[m = 8nb + g][k = 2t.., 2t+8..]
+    auto compute = [&](int64_t kt, const uint4* q, const uint2* sc) {
+        uint32_t bf[4][NB][2];  // activations as B fragments: x[m = 8nb + g][k = 2t.., 2t+8..]
 #pragma unroll
         for (int nb = 0; nb < NB; ++nb) {
             // Columns m ≥ M of the product are never stored, so their lanes may read any valid row.
-            const int m = min(nb * 8 + g, M - 1);
-            const float* xr = x + int64_t(m) * K + kt * kTileCols + 2 * t;
+            const float* xr = a.x + int64_t(min(nb * 8 + g, a.M - 1)) * K + kt * kTileCols + 2 * t;
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
-                const int64_t k = kt * kTileCols + kk * 16 + 2 * t;
+                const int64_t k = kt * kTileCols + kk * 16 + 2 * t;  // K is a multiple of 16: a group is all in or out
                 float2 v0 = make_float2(0.f, 0.f), v1 = v0;
-                if (k < K) v0 = *reinterpret_cast<const float2*>(xr + kk * 16);
-                if (k + 8 < K) v1 = *reinterpret_cast<const float2*>(xr + kk * 16 + 8);
-                b[kk][nb][0] = pack_bf16x2(v0.x, v0.y);
-                b[kk][nb][1] = pack_bf16x2(v1.x, v1.y);
+                if (k < K) {
+                    v0 = *reinterpret_cast<const float2*>(xr + kk * 16);
+                    v1 = *reinterpret_cast<const float2*>(xr + kk * 16 + 8);
+                    if (NORM) {  // times the norm weights of columns k, k+1, k+8, k+9
+                        ss[nb] += v0.x * v0.x + v0.y * v0.y + v1.x * v1.x + v1.y * v1.y;
+                        const float2 w0 = __ldg(reinterpret_cast<const float2*>(a.norm_w + k));
+                        const float2 w1 = __ldg(reinterpret_cast<const float2*>(a.norm_w + k + 8));
+                        v0.x *= w0.x, v0.y *= w0.y, v1.x *= w1.x, v1.y *= w1.y;
+                    }
+                }
+                bf[kk][nb][0] = pack_bf16x2(v0.x, v0.y);
+                bf[kk][nb][1] = pack_bf16x2(v1.x, v1.y);
             }
         }
 #pragma unroll
@@ -61,27 +109,27 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const uint4* __restrict
             const uint32_t words[4] = {q[r].x, q[r].y, q[r].z, q[r].w};
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
-                uint32_t a[4];
-                dequant_fragment(words[kk], s[r], kk, a);
+                uint32_t af[4];
+                dequant_fragment(words[kk], sc[r], kk, af);
 #pragma unroll
-                for (int nb = 0; nb < NB; ++nb) mma_bf16(acc[r][nb], a, b[kk][nb][0], b[kk][nb][1]);
+                for (int nb = 0; nb < NB; ++nb) mma_bf16(acc[r][nb], af, bf[kk][nb][0], bf[kk][nb][1]);
             }
         }
     };
 
     // A ring of P tiles per row tile in flight: stage j is consumed, then refilled with the tile P·W ahead.
     uint4 q[P][R];
-    uint2 s[P][R];
+    uint2 sc[P][R];
 #pragma unroll
     for (int j = 0; j < P; ++j)
-        if (warp + int64_t(j) * W < KT) load(warp + int64_t(j) * W, q[j], s[j]);
+        if (warp + int64_t(j) * W < KT) load(warp + int64_t(j) * W, q[j], sc[j]);
     for (int64_t kt0 = warp; kt0 < KT; kt0 += int64_t(P) * W) {
 #pragma unroll
         for (int j = 0; j < P; ++j) {
             const int64_t kt = kt0 + int64_t(j) * W;
             if (kt < KT) {
-                compute(kt, q[j], s[j]);
-                if (kt + int64_t(P) * W < KT) load(kt + int64_t(P) * W, q[j], s[j]);
+                compute(kt, q[j], sc[j]);
+                if (kt + int64_t(P) * W < KT) load(kt + int64_t(P) * W, q[j], sc[j]);
             }
         }
     }
@@ -93,66 +141,135 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const uint4* __restrict
         for (int nb = 0; nb < NB; ++nb)
 #pragma unroll
             for (int c = 0; c < 4; ++c) mine[((r * NB + nb) * 4 + c) * 32 + lane] = acc[r][nb][c];
+    float* ssq = red + W * V * 32;  // [W][NB·8]
+    float* inv = ssq + W * NB * 8;  // [NB·8]
+    if (NORM)
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+            float v = ss[nb];
+            v += __shfl_xor_sync(0xffffffffu, v, 1);
+            v += __shfl_xor_sync(0xffffffffu, v, 2);
+            if (t == 0) ssq[warp * NB * 8 + nb * 8 + g] = v;
+        }
     __syncthreads();
+    // The sums over warps, in place in warp 0's slots (each thread reads and writes only its own e).
     for (int e = threadIdx.x; e < V * 32; e += blockDim.x) {
         float sum = 0.f;
         for (int w = 0; w < W; ++w) sum += red[w * V * 32 + e];
+        red[e] = sum;
+    }
+    if (NORM)
+        for (int m = threadIdx.x; m < NB * 8; m += blockDim.x) {
+            float sq = 0.f;
+            for (int w = 0; w < W; ++w) sq += ssq[w * NB * 8 + m];
+            inv[m] = 1.0f / sqrtf(sq / float(K) + a.eps);
+        }
+    __syncthreads();
+    // With SwiGLU the values of row tile 1 (up) pair with those of row tile 0 (gate), V/2·32 apart.
+    const int values = kSw ? V / 2 * 32 : V * 32;
+    for (int e = threadIdx.x; e < values; e += blockDim.x) {
         const int l = e & 31, v = e >> 5, c = v & 3, nb = (v >> 2) % NB, r = (v >> 2) / NB;
-        const int64_t n = (rt0 + r) * kTileRows + (l >> 2) + (c >= 2 ? 8 : 0);
+        const GemvSegment& S = a.seg[kSw ? 0 : s];
+        const int64_t rt = tile_of(r), n = rt * kTileRows + (l >> 2) + (c >= 2 ? 8 : 0);
         const int m = nb * 8 + 2 * (l & 3) + (c & 1);
-        if (rt0 + r < row_tiles && n < N && m < M) y[int64_t(m) * N + n] = sum * out_scale;
+        if (rt >= S.row_tiles || n >= S.N || m >= a.M) continue;
+        const float norm = NORM ? inv[m] : 1.0f;
+        const int64_t o = int64_t(m) * S.N + n;
+        float y = red[e] * S.out_scale * norm;
+        if (kSw) {
+            const float up = red[e + V / 2 * 32] * a.seg[1].out_scale * norm;
+            y = y / (1.0f + expf(-y)) * up;
+        } else if (E == Epilogue::kAdd) {
+            y += a.residual[o];
+        }
+        S.y[o] = y;
     }
 }
 
-// Warps per block. Old heuristic (FP4_GEMV=old): about 40 warps per multiprocessor. New: the most warps
-// that still let every block be resident at once (no tail wave: down has only 320 row tiles, so a second
-// partial wave cost ~20% there), found with the occupancy calculator once per kernel and warp count.
-template <int NB, int R, int P>
-static int pick_warps(const Ctx& c, int64_t blocks, int64_t KT, bool old) {
-    constexpr int V = R * NB * 4;
-    if (old) return int(std::clamp<int64_t>((int64_t(c.sms) * 40 + blocks - 1) / blocks, 1, std::min<int64_t>(16, KT)));
-    static const std::array<int, 17> occ = [] {
+// Warps per block: the most that still let every block be resident at once (no tail wave: down has only
+// 320 row tiles, so a second partial wave cost ~20% there), found with the occupancy calculator once per
+// kernel and warp count.
+template <int NB, int R, int P, Epilogue E, bool NORM>
+static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
+    constexpr auto kernel = gemv_nvfp4_kernel<NB, R, P, E, NORM>;
+    static const std::array<int, 17> occ = [&] {
         std::array<int, 17> o{};
+        FP4_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gemv_smem<NB, R>(16))));
         for (int w = 1; w <= 16; ++w)
-            FP4_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o[w], gemv_nvfp4_kernel<NB, R, P>, w * 32,
-                                                                    size_t(w) * V * 32 * sizeof(float)));
+            FP4_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o[w], kernel, w * 32, gemv_smem<NB, R>(w)));
         return o;
     }();
-    for (int w = int(std::min<int64_t>(16, KT)); w >= 1; --w)
-        if (blocks <= int64_t(c.sms) * occ[w]) return w;
-    return int(std::clamp<int64_t>(KT, 1, 4));  // more blocks than fit at once anyway
-}
-
-template <int NB, int R, int P>
-static void launch_nvfp4(const Ctx& c, const Tensor& w, const float* x, int M, float* y, bool old) {
-    const int64_t N = w.ne[1], K = w.ne[0], KT = col_tiles(K), row_tiles = padded_rows(N) / kTileRows;
-    const int64_t blocks = (row_tiles + R - 1) / R;
-    const int warps = pick_warps<NB, R, P>(c, blocks, KT, old);
-    const size_t smem = size_t(warps) * R * NB * 4 * 32 * sizeof(float);
-    gemv_nvfp4_kernel<NB, R, P><<<unsigned(blocks), warps * 32, smem, c.stream>>>(
-        static_cast<const uint4*>(w.data), static_cast<const uint2*>(w.scale), x, y, M, N, K, KT, row_tiles,
-        kOutScale / w.gscale);
+    int warps = int(std::clamp<int64_t>(a.KT, 1, 4));  // more blocks than fit at once anyway
+    for (int w = int(std::min<int64_t>(16, a.KT)); w >= 1; --w)
+        if (blocks <= int64_t(c.sms) * occ[w]) {
+            warps = w;
+            break;
+        }
+    kernel<<<unsigned(blocks), warps * 32, gemv_smem<NB, R>(warps), c.stream>>>(a);
     check_launch("gemv nvfp4");
 }
 
-void gemv_nvfp4(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y) {
-    static const bool old = [] {
-        const char* e = std::getenv("FP4_GEMV");
-        return e && std::strcmp(e, "old") == 0;
-    }();
-    const bool two_tiles = padded_rows(w.ne[1]) / kTileRows >= 8 * int64_t(c.sms);
-    const int m = int(M);
-    if (M > kGemvMaxRowsNvfp4) fail("gemv_nvfp4: too many rows");
-    if (M <= 0) return;  // the kernel reads activation row min(m, M - 1)
-    if (old) {  // the previous kernel: one tile ahead, ~40 warps per multiprocessor
-        if (M <= 8) two_tiles ? launch_nvfp4<1, 2, 1>(c, w, x, m, y, true) : launch_nvfp4<1, 1, 1>(c, w, x, m, y, true);
-        else if (M <= 16) two_tiles ? launch_nvfp4<2, 2, 1>(c, w, x, m, y, true) : launch_nvfp4<2, 1, 1>(c, w, x, m, y, true);
-        else launch_nvfp4<4, 1, 1>(c, w, x, m, y, true);
-        return;
+// The kernel for M rows: 8 activation rows per MMA column block (NB), R row tiles per block.
+template <Epilogue E, bool NORM>
+static void launch_for_rows(const Ctx& c, const GemvArgs& a, int64_t blocks, bool two_tiles) {
+    if constexpr (E == Epilogue::kSwiglu) {
+        if (a.M <= 8) launch_nvfp4<1, 2, 4, E, NORM>(c, a, blocks);
+        else if (a.M <= 16) launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks);
+        else launch_nvfp4<4, 2, NORM ? 1 : 2, E, NORM>(c, a, blocks);  // a deeper ring would spill
+    } else if constexpr (E == Epilogue::kStore && !NORM) {
+        if (a.M <= 8) two_tiles ? launch_nvfp4<1, 2, 4, E, NORM>(c, a, blocks) : launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
+        else if (a.M <= 16) two_tiles ? launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks) : launch_nvfp4<2, 1, 4, E, NORM>(c, a, blocks);
+        else launch_nvfp4<4, 1, 2, E, NORM>(c, a, blocks);
+    } else {  // fused groups of q/k/v, o or down size: one row tile per block
+        if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
+        else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM>(c, a, blocks);
+        else launch_nvfp4<4, 1, NORM ? 1 : 2, E, NORM>(c, a, blocks);
     }
-    if (M <= 8) two_tiles ? launch_nvfp4<1, 2, 4>(c, w, x, m, y, false) : launch_nvfp4<1, 1, 4>(c, w, x, m, y, false);
-    else if (M <= 16) two_tiles ? launch_nvfp4<2, 2, 2>(c, w, x, m, y, false) : launch_nvfp4<2, 1, 4>(c, w, x, m, y, false);
-    else launch_nvfp4<4, 1, 2>(c, w, x, m, y, false);
+}
+
+void gemv_nvfp4_group(const Ctx& c, const GemvGroup& grp) {
+    if (grp.n < 1 || grp.n > kMaxGroupProducts || (grp.swiglu && grp.n != 2) || (grp.residual && grp.n != 1))
+        fail("gemv_nvfp4: malformed product group");
+    if (grp.M > kGemvMaxRowsNvfp4) fail("gemv_nvfp4: too many rows");
+    if (grp.M <= 0) return;  // the kernel reads activation row min(m, M - 1)
+    GemvArgs a{};
+    a.n_seg = grp.n, a.x = grp.x, a.M = int(grp.M);
+    a.K = grp.w[0]->ne[0], a.KT = col_tiles(a.K);
+    if (grp.norm) {
+        if (grp.norm->type != Type::F32) fail("gemv_nvfp4: a folded norm weight must be F32 (upload widens it)");
+        a.norm_w = static_cast<const float*>(grp.norm->data), a.eps = grp.eps;
+    }
+    a.residual = grp.residual;
+    int64_t row_tiles = 0;
+    for (int i = 0; i < grp.n; ++i) {
+        const Tensor& w = *grp.w[i];
+        if (w.type != Type::NVFP4 || w.ne[0] != a.K || a.K % 16 != 0) fail("gemv_nvfp4: weights of one group differ");
+        a.seg[i] = {static_cast<const uint4*>(w.data), static_cast<const uint2*>(w.scale), grp.y[i], w.ne[1],
+                    padded_rows(w.ne[1]) / kTileRows, kOutScale / w.gscale, 0};
+        row_tiles += a.seg[i].row_tiles;
+    }
+    if (grp.swiglu && a.seg[0].N != a.seg[1].N) fail("gemv_nvfp4: gate and up differ in rows");
+    // Plain products take two row tiles per block once there are enough to fill the GPU eight times over.
+    const bool two_tiles = !grp.norm && !grp.residual && !grp.swiglu && row_tiles >= 8 * int64_t(c.sms);
+    const int R = grp.swiglu || two_tiles ? 2 : 1;
+    int64_t blocks = 0;
+    for (int i = 0; i < grp.n; ++i) {
+        a.seg[i].first_block = int(blocks);
+        if (!grp.swiglu || i == 0) blocks += grp.swiglu ? a.seg[i].row_tiles : (a.seg[i].row_tiles + R - 1) / R;
+    }
+    const bool norm = grp.norm != nullptr;
+    if (grp.swiglu) norm ? launch_for_rows<Epilogue::kSwiglu, true>(c, a, blocks, true)
+                         : launch_for_rows<Epilogue::kSwiglu, false>(c, a, blocks, true);
+    else if (grp.residual) norm ? launch_for_rows<Epilogue::kAdd, true>(c, a, blocks, false)
+                                : launch_for_rows<Epilogue::kAdd, false>(c, a, blocks, false);
+    else norm ? launch_for_rows<Epilogue::kStore, true>(c, a, blocks, false)
+              : launch_for_rows<Epilogue::kStore, false>(c, a, blocks, two_tiles);
+}
+
+void gemv_nvfp4(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y) {
+    GemvGroup grp;
+    grp.w[0] = &w, grp.y[0] = y, grp.n = 1, grp.x = x, grp.M = M;
+    gemv_nvfp4_group(c, grp);
 }
 
 // Dense weights. E elements of type T per 16-byte chunk; MT activation rows at most, R weight rows per warp.

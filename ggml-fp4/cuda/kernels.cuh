@@ -15,7 +15,21 @@ void nvfp4_to_bf16(const Ctx& c, const Tensor& w, __nv_bfloat16* out);
 // gemv.cu: small-M products y[M, N] = x[M, K]·Wᵀ that read every weight byte once.
 constexpr int kGemvMaxRowsNvfp4 = 32;
 constexpr int kGemvMaxRowsDense = 8;
+constexpr int kMaxGroupProducts = 3;
 void gemv_nvfp4(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y);
+// A fused product group (fusion.h) in one launch: NVFP4 weights of the same K, all reading x [M, K].
+struct GemvGroup {
+    const Tensor* w[kMaxGroupProducts] = {};
+    float* y[kMaxGroupProducts] = {};  // y[i] = x·W[i]ᵀ, [M, N_i]; with an epilogue only y[0] is written
+    int n = 0;
+    const float* x = nullptr;
+    int64_t M = 0;
+    const Tensor* norm = nullptr;       // RMSNorm weight [K]: x is normalised (eps below) before the products
+    float eps = 0;
+    const float* residual = nullptr;    // one product: y[0] = residual + x·W[0]ᵀ
+    bool swiglu = false;                // two products: y[0] = silu(x·W[0]ᵀ)·(x·W[1]ᵀ)
+};
+void gemv_nvfp4_group(const Ctx& c, const GemvGroup& group);
 void gemv_dense(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y);
 
 // matmul.cu: MUL_MAT for any M and weight type (GEMV for small M, cuBLAS otherwise).
