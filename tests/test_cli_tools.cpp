@@ -75,11 +75,13 @@ TEST_CASE("bench: JSON with every field and positive rates") {
     CHECK(j[3]["ttft_ms"].get<double>() > 0);
 }
 
-TEST_CASE("bench --profile: the per-node breakdown of decode steps") {
-    cli::Run r = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 0 -n 4 -r 1 --profile");
+TEST_CASE("bench --profile: the per-kernel breakdown of decode steps, single and batched") {
+    cli::Run r = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 0 -n 4 -r 1 -np 3 --prompt-len 5 --profile");
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     CHECK(r.out.find("| MUL_MAT NVFP4 ") != std::string::npos);  // the decoder's projections
-    CHECK(r.out.find("| ATTN_CACHED | 4.0 |") != std::string::npos);  // once per layer and token (4 layers)
+    CHECK(r.out.find("| ATTN_CACHED | 4.0 |") != std::string::npos);  // once per layer and step (4 layers)
+    CHECK(r.out.find("16 decode steps of 1 sequence,") != std::string::npos);
+    CHECK(r.out.find("4 decode steps of 3 sequences,") != std::string::npos);
     CHECK(r.out.find("| total |") != std::string::npos);
 }
 

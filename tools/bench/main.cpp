@@ -58,12 +58,12 @@ std::vector<int> parse_list(const std::string& s, const char* flag) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// The per-node breakdown of `steps` decode steps, per token, most time first.
-void print_profile(const std::vector<fp4::OpProfile>& prof, int steps, FILE* out) {
+// The per-step breakdown of `steps` decode steps of `np` sequences each, per step, most time first.
+void print_profile(const std::vector<fp4::OpProfile>& prof, int steps, int np, FILE* out) {
     double total = 0;
     for (const auto& p : prof) total += p.ms;
-    std::fprintf(out, "\n| node (%d decode steps, each kernel timed alone) | calls/token | us/token | share |\n",
-                 steps);
+    std::fprintf(out, "\n| kernel (%d decode steps of %d sequence%s, each timed alone) | calls/step | us/step | share |\n",
+                 steps, np, np > 1 ? "s" : "");
     std::fprintf(out, "| --- | ---: | ---: | ---: |\n");
     for (const auto& p : prof)
         std::fprintf(out, "| %s | %.1f | %.1f | %.1f%% |\n", p.what.c_str(), double(p.calls) / steps,
@@ -106,13 +106,20 @@ public:
         return n / seconds_since(t1);
     }
 
-    // n decode steps after a one-token prompt with the backend timing every node: the per-node table.
-    std::vector<fp4::OpProfile> profile_decode(int n) {
-        mistral::Context ctx(model_, n + 1, 1, kv_type_);
-        auto ids = random_tokens(n + 1);
-        ctx.eval(mistral::Batch::sequence({ids[0]}, 0));
+    // n steps decoding np sequences together after a `prompt`-token prompt each, with the backend timing
+    // every kernel: the per-kernel table.
+    std::vector<fp4::OpProfile> profile_decode(int n, int np, int prompt) {
+        mistral::Context ctx(model_, prompt + n, np, kv_type_);
+        for (int s = 0; s < np; ++s) ctx.eval(mistral::Batch::sequence(random_tokens(prompt), 0, s));
         model_.backend().set_profiling(true);
-        for (int i = 1; i <= n; ++i) ctx.eval(mistral::Batch::sequence({ids[size_t(i)]}, i));
+        for (int i = 0; i < n; ++i) {
+            mistral::Batch b;
+            b.ids = random_tokens(np);
+            for (int s = 0; s < np; ++s) b.pos.push_back(prompt + i), b.seq.push_back(s);
+            b.logits_first = 0;
+            b.logits_count = np;
+            ctx.eval(b);
+        }
         model_.backend().set_profiling(false);
         return model_.backend().profile();
     }
@@ -205,8 +212,8 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"md", "csv", "json", "jsonl"}))
         ->capture_default_str();
     app.add_flag("--progress", progress, "report each test on stderr as it runs");
-    app.add_flag("--profile", profile, "also time every kernel of 16 decode steps and print the breakdown (stderr "
-                                       "unless -o md)");
+    app.add_flag("--profile", profile, "also time every kernel of 16 decode steps (and, with -np, of 4 batched "
+                                       "steps) and print the breakdown (stderr unless -o md)");
 
     // llama.cpp spells it -np, a two-letter short flag CLI11 cannot declare.
     std::vector<std::string> args(argv, argv + argc);
@@ -335,7 +342,11 @@ int main(int argc, char** argv) {
             std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type),
                         mem_gb, double(device_mem) / 1e9);
         }
-        if (profile) print_profile(run.profile_decode(16), 16, output == "md" ? stdout : stderr);
+        if (profile) {
+            FILE* out = output == "md" ? stdout : stderr;
+            print_profile(run.profile_decode(16, 1, 1), 16, 1, out);
+            if (n_par > 1) print_profile(run.profile_decode(4, n_par, prompt_len), 4, n_par, out);
+        }
         return 0;
     });
 }
