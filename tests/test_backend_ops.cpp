@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <string>
@@ -45,17 +46,17 @@ Backend& cpu_backend() {
     return *b;
 }
 
-// A CUDA backend made with `variable`=1 set (FP4_CUDA_FUSE, FP4_CUDA_GRAPHS: read when it is made).
-std::unique_ptr<Backend> cuda_backend_with(const char* variable) {
-    setenv(variable, "1", 1);
+// A CUDA backend made with each of `variables` set to 1 (FP4_CUDA_FUSE, _PDL, _GRAPHS: read when it is made).
+std::unique_ptr<Backend> cuda_backend_with(std::initializer_list<const char*> variables) {
+    for (const char* v : variables) setenv(v, "1", 1);
     std::unique_ptr<Backend> b = make_cuda_backend(nullptr);
-    unsetenv(variable);
+    for (const char* v : variables) unsetenv(v);
     REQUIRE(b);
     return b;
 }
 
 Backend& fusing_backend() {
-    static std::unique_ptr<Backend> b = cuda_backend_with("FP4_CUDA_FUSE");
+    static std::unique_ptr<Backend> b = cuda_backend_with({"FP4_CUDA_FUSE"});
     return *b;
 }
 
@@ -399,11 +400,12 @@ TEST_CASE("ATTN_CACHED: prefill, decode, several sequences, long context, F32/BF
 }
 
 // A small decoder block (NVFP4 projections, BF16 head) through prefill and decode: many nodes, so the
-// arena's reuse of buffers is exercised, and the graph is rebuilt for each step as the model does. CUDA
-// backends with FP4_CUDA_GRAPHS=1 run the same steps: their decode steps are captured on the second one and
-// replayed after that, and must give the very bits the directly launched kernels give. The same with
-// FP4_CUDA_FUSE=1: decode steps run as fused product groups, within the model-level tolerance.
-TEST_CASE("a transformer block: prefill then decode steps, launched and replayed, fused or not") {
+// arena's reuse of buffers is exercised, and the graph is rebuilt for each step as the model does. The
+// speed-ups that must not change a bit: FP4_CUDA_GRAPHS=1 (decode steps captured on the second one and
+// replayed after that) and FP4_CUDA_PDL=1 (GEMVs overlapping the kernel before them). FP4_CUDA_FUSE=1 runs
+// decode steps as fused product groups, within the model-level tolerance; with the other two on top, bit
+// for bit the same again.
+TEST_CASE("a transformer block: prefill then decode steps, plain, replayed, overlapped and fused") {
     REQUIRE_CUDA();
     Rng r{20260101};
     const int D = 256, F = 512, Hq = 8, Hkv = 2, Dh = 32, V = 300, C = 64;
@@ -449,12 +451,11 @@ TEST_CASE("a transformer block: prefill then decode steps, launched and replayed
         x = g.add(x, g.mul_mat(m.wd, g.swiglu(gate, up)));
         return e.run(g.mul_mat(m.head, g.rms_norm(x, m.norm, 1e-5f)));
     };
-    std::unique_ptr<Backend> replaying = cuda_backend_with("FP4_CUDA_GRAPHS");
-    setenv("FP4_CUDA_GRAPHS", "1", 1);
-    std::unique_ptr<Backend> fused_replaying = cuda_backend_with("FP4_CUDA_FUSE");
-    unsetenv("FP4_CUDA_GRAPHS");
+    std::unique_ptr<Backend> replaying = cuda_backend_with({"FP4_CUDA_GRAPHS"});
+    std::unique_ptr<Backend> overlapping = cuda_backend_with({"FP4_CUDA_PDL"});
+    std::unique_ptr<Backend> fast = cuda_backend_with({"FP4_CUDA_FUSE", "FP4_CUDA_PDL", "FP4_CUDA_GRAPHS"});
     auto cpu = load(cpu_backend()), gpu = load(*cuda_backend()), gpu_graphs = load(*replaying);
-    auto gpu_fused = load(fusing_backend()), gpu_fused_graphs = load(*fused_replaying);
+    auto gpu_pdl = load(*overlapping), gpu_fused = load(fusing_backend()), gpu_fast = load(*fast);
     std::vector<int32_t> ids = r.ints(24, 0, V - 1), pos(24), seq(24, 0);
     for (int i = 0; i < 24; ++i) pos[size_t(i)] = i;
     for (int step = 0; step < 6; ++step) {
@@ -466,7 +467,8 @@ TEST_CASE("a transformer block: prefill then decode steps, launched and replayed
         CHECK(rel_err(got, ref) <= 2e-2);
         CHECK(rel_err(fused, ref) <= 2e-2);
         CHECK(forward(*gpu_graphs, ids, pos, seq) == got);
-        CHECK(forward(*gpu_fused_graphs, ids, pos, seq) == fused);
+        CHECK(forward(*gpu_pdl, ids, pos, seq) == got);
+        CHECK(forward(*gpu_fast, ids, pos, seq) == fused);
         const int next = pos.back() + 1;
         ids = {r.integer(0, V - 1)}, pos = {next}, seq = {0};
     }

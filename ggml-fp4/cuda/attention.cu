@@ -46,6 +46,7 @@ __device__ __forceinline__ float4 load4(const __nv_fp8_e4m3* p) {
 template <typename T>
 __global__ void store_kv_kernel(const float* k, const float* v, const int32_t* pos, const int32_t* seq, int64_t M,
                                 int64_t HD, int64_t C, T* kc, T* vc) {
+    pdl_trigger();
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < M * HD; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t m = i / HD, row = int64_t(seq[m]) * C + pos[m];
         kc[row * HD + i % HD] = to_cache<T>(k[i]);
@@ -68,6 +69,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int Hq, int Hkv, int Dh, int64_t C,
     float scale, float* __restrict__ part, float* __restrict__ out) {
     extern __shared__ float sm[];  // q[Dh], then per warp: max, sum, out[Dh]
+    pdl_trigger();
     float* qs = sm;
     float* wst = sm + Dh;
     const int h = blockIdx.x, S = gridDim.z, s = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -135,6 +137,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
 }
 
 __global__ void attn_merge_kernel(const float* part, int Hq, int Dh, int S, float* out) {
+    pdl_trigger();
     const int64_t mh = int64_t(blockIdx.y) * Hq + blockIdx.x;
     const float* pp = part + mh * S * (Dh + 2);
     float M = -INFINITY;

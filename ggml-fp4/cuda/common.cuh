@@ -43,8 +43,24 @@ struct Ctx {
     cudaStream_t stream = nullptr;
     cublasHandle_t blas = nullptr;
     Scratch* scratch = nullptr;
-    int sms = 1;  // multiprocessors
+    int sms = 1;       // multiprocessors
+    bool pdl = false;  // launch the NVFP4 GEMVs with programmatic dependent launch (see pdl_wait)
 };
+
+// Programmatic dependent launch (sm_90+). A kernel launched with the attribute may start while the kernel
+// before it is still running: until pdl_wait() returns it may only read what no earlier kernel writes
+// (weights), and write nothing. pdl_trigger() lets the next such kernel start; kernels call it early, as
+// the dependent one waits for their completion anyway. Both are no-ops for kernels launched plainly.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 

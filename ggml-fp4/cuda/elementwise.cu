@@ -1,6 +1,7 @@
 // elementwise.cu — the small ops: embedding gather, RMSNorm, RoPE (1-D and Pixtral's 2-D), SwiGLU, GELU,
 // ADD, the patch im2col and merge of the vision tower, row scatter, and type conversions. Grid-stride
-// loops over output elements, F32 math matching the CPU backend's formulas.
+// loops over output elements (each first lets a dependent GEMV launch, see pdl_trigger), F32 math matching
+// the CPU backend's formulas.
 #include <cmath>
 
 #include "kernels.cuh"
@@ -14,6 +15,7 @@ static unsigned grid_for(int64_t n) {
     return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20));
 }
 #define FOR_EACH(i, n) \
+    pdl_trigger();     \
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
 __global__ void get_rows_kernel(const void* table, Type t, const int32_t* ids, int64_t T, int64_t D, float* out) {
@@ -39,6 +41,7 @@ void get_rows(const Ctx& c, const Tensor& table, const int32_t* ids, int64_t T, 
 // One block per row: sum of squares in F32, then scale.
 __global__ void rms_norm_kernel(const float* x, const void* w, Type wt, int64_t D, float eps, float* out) {
     __shared__ float part[32];
+    pdl_trigger();
     const float* xr = x + blockIdx.x * D;
     float ss = 0.f;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];

@@ -9,6 +9,8 @@
 //    the grid (q/k/v), an RMSNorm folded into the activations (x·w rounded to BF16 for the MMA, the row's
 //    1/rms applied to the sums: each warp adds up x² over the columns it reads anyway), and an epilogue
 //    that adds a residual or, with the block taking row tile b of both gate and up, applies SwiGLU.
+//    With FP4_CUDA_PDL=1 the kernel is launched with programmatic dependent launch: its first weight tiles
+//    are in flight before the kernel that writes its activations has finished.
 //  * F32/BF16/F16 (M ≤ 8): CUDA cores, one warp per pair of rows, 16-byte loads, F32 accumulation.
 #include <algorithm>
 #include <array>
@@ -118,11 +120,14 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
     };
 
     // A ring of P tiles per row tile in flight: stage j is consumed, then refilled with the tile P·W ahead.
+    // The first weight tiles are requested before waiting for the kernel that writes x (launched with
+    // programmatic dependent launch, this overlaps that kernel's tail).
     uint4 q[P][R];
     uint2 sc[P][R];
 #pragma unroll
     for (int j = 0; j < P; ++j)
         if (warp + int64_t(j) * W < KT) load(warp + int64_t(j) * W, q[j], sc[j]);
+    pdl_wait();
     for (int64_t kt0 = warp; kt0 < KT; kt0 += int64_t(P) * W) {
 #pragma unroll
         for (int j = 0; j < P; ++j) {
@@ -134,6 +139,7 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
         }
     }
 
+    pdl_trigger();
     float* mine = red + warp * V * 32;
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -205,8 +211,14 @@ static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
             warps = w;
             break;
         }
-    kernel<<<unsigned(blocks), warps * 32, gemv_smem<NB, R>(warps), c.stream>>>(a);
-    check_launch("gemv nvfp4");
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(unsigned(blocks)), cfg.blockDim = dim3(unsigned(warps * 32));
+    cfg.dynamicSmemBytes = gemv_smem<NB, R>(warps), cfg.stream = c.stream;
+    cudaLaunchAttribute pdl{};
+    pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    pdl.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &pdl, cfg.numAttrs = c.pdl ? 1 : 0;
+    FP4_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
 // The kernel for M rows: 8 activation rows per MMA column block (NB), R row tiles per block.
@@ -282,6 +294,7 @@ template <typename T, int MT, int R>
 __global__ void gemv_dense_kernel(const T* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
                                   int M, int64_t N, int64_t K) {
     constexpr int E = 16 / sizeof(T);
+    pdl_trigger();
     const int lane = threadIdx.x & 31;
     const int64_t n0 = (int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
     if (n0 >= N) return;
