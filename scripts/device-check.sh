@@ -9,8 +9,8 @@
 # Environment: FP4_BENCH_CONFIG (config.json for bench --synthetic), FP4_CUDA_ARCHS (default 90a),
 # FP4_BENCH_REPS (bench repetitions, default 2), FP4_SKIP_BENCH=1 (correctness only),
 # FP4_KERNEL_BENCH=1 (also time each GEMV shape alone at M = 1..32, ~90 s).
-# The opt-in speed-ups (FP4_CUDA_FUSE, FP4_CUDA_PDL, FP4_CUDA_GRAPHS) are checked and timed together as
-# "fast"; test_backend_ops checks each of them against the plain backend.
+# The opt-in speed-ups (FP4_CUDA_FUSE, FP4_CUDA_PDL, FP4_CUDA_FLASH, FP4_CUDA_GRAPHS) are checked and timed
+# together as "fast"; test_backend_ops checks each of them against the plain backend.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -87,7 +87,7 @@ step configure 60 cmake -S . -B build "${GEN[@]}" -DFP4_CUDA=ON -DFP4_CUDA_ARCHS
     "${CMAKE_EXTRA[@]}"
 step build 240 cmake --build build -j "$JOBS"
 
-FAST=(env FP4_CUDA_FUSE=1 FP4_CUDA_PDL=1 FP4_CUDA_GRAPHS=1)
+FAST=(env FP4_CUDA_FUSE=1 FP4_CUDA_PDL=1 FP4_CUDA_FLASH=1 FP4_CUDA_GRAPHS=1)
 if [ -x build/tests/test_backend_ops ]; then
     step backend_ops 120 build/tests/test_backend_ops
 fi
@@ -115,9 +115,9 @@ if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     # Plain backend: the baseline of this card (last figures, H200: pp512 7,773, tg128 85.9, -np 32 712 t/s).
     step bench_24b 200 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -r ${FP4_BENCH_REPS:-2} \
         --image-size 1024 --progress
-    # Fused, overlapped and replayed: decode alone and 32 sequences, with the per-kernel breakdown of both.
-    step bench_24b_fast 200 "${FAST[@]}" build/bin/bench --device cuda --synthetic "$CFG" -p 0 -n 128 \
-        -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 512 --profile --progress
+    # All speed-ups: the same tests, and 32 sequences, with the per-kernel breakdown of both decodes.
+    step bench_24b_fast 200 "${FAST[@]}" build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 \
+        -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 512 --image-size 1024 --profile --progress
 fi
 # Per-kernel figures on the 24B shapes (GEMV at M = 1..32, prefill GEMM, lm_head).
 if [ -x build/tests/test_backend_ops ] && [ -n "${FP4_KERNEL_BENCH:-}" ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then

@@ -8,6 +8,7 @@
 //    GEMMs through cuBLAS in TF32 (one batch per KV head covers its GQA group), with a masked row softmax
 //    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
 //    looks at the keys its last position can see. A BF16/FP8 cache is first widened to F32 over those keys.
+//    With FP4_CUDA_FLASH=1 (head_dim 64 or 128) both go to flash_attention.cu instead: no score matrix.
 #include <cuda_fp8.h>
 
 #include <algorithm>
@@ -276,6 +277,9 @@ static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& a, float* out)
     for (int64_t m = 0; m < a.M; ++m) max_keys = std::max<int64_t>(max_keys, int64_t(a.pos_h[m]) + 1);
     const int64_t ld = int64_t(a.n_head) * a.head_dim;
     const int64_t cache0 = int64_t(a.seq_h[0]) * a.n_ctx * HD;
+    if (c.flash && flash_attn_supports(a.head_dim))
+        return flash_attn(c, FlashAttnArgs{a.q, kc + cache0, vc + cache0, a.cache_type, out, ld, HD, ld, a.M, max_keys,
+                                           a.n_head, a.n_kv_head, a.head_dim, a.scale, a.pos});
     const float *keys = nullptr, *values = nullptr;
     if constexpr (std::is_same_v<T, float>) {
         keys = kc + cache0, values = vc + cache0;
@@ -307,6 +311,9 @@ void attn_full(const Ctx& c, const float* q, const float* k, const float* v, int
                float scale, float* out) {
     if (M == 0) return;
     const int64_t ld = int64_t(n_head) * head_dim;
+    if (c.flash && flash_attn_supports(head_dim))
+        return flash_attn(c, FlashAttnArgs{q, k, v, Type::F32, out, ld, ld, ld, M, M, n_head, n_head, head_dim, scale,
+                                           nullptr});
     attn_gemm(c, GemmAttn{q, k, v, out, ld, ld, ld, M, M, n_head, n_head, head_dim, scale, nullptr, nullptr});
 }
 

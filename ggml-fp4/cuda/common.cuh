@@ -44,7 +44,8 @@ struct Ctx {
     cublasHandle_t blas = nullptr;
     Scratch* scratch = nullptr;
     int sms = 1;       // multiprocessors
-    bool pdl = false;  // launch the NVFP4 GEMVs with programmatic dependent launch (see pdl_wait)
+    bool pdl = false;    // launch the NVFP4 GEMVs with programmatic dependent launch (see pdl_wait)
+    bool flash = false;  // attention of many query rows through flash_attention.cu
 };
 
 // Programmatic dependent launch (sm_90+). A kernel launched with the attribute may start while the kernel

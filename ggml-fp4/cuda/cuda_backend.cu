@@ -1,9 +1,9 @@
 // cuda_backend.cu — the CUDA Backend: weights and KV caches in device memory, graph intermediates in one
 // device arena planned by liveness (regrown only when a graph needs more), one stream, the dispatch of
-// every op to its kernel file, and three opt-in speed-ups: (FP4_CUDA_FUSE=1) decode-sized products run as
+// every op to its kernel file, and four opt-in speed-ups: (FP4_CUDA_FUSE=1) decode-sized products run as
 // fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up → SwiGLU, down + residual),
-// (FP4_CUDA_PDL=1) the NVFP4 GEMVs start while the kernel before them finishes, and (FP4_CUDA_GRAPHS=1)
-// CUDA-graph replay of decode-sized graphs.
+// (FP4_CUDA_PDL=1) the NVFP4 GEMVs start while the kernel before them finishes, (FP4_CUDA_FLASH=1) flash
+// attention for prefills and the vision tower, and (FP4_CUDA_GRAPHS=1) CUDA-graph replay of decode steps.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -57,6 +57,7 @@ public:
         FP4_CHECK(cublasSetStream(ctx_.blas, ctx_.stream));
         ctx_.scratch = &scratch_;
         ctx_.pdl = env_on("FP4_CUDA_PDL");
+        ctx_.flash = env_on("FP4_CUDA_FLASH");
         // A kernel must run: fails here when the build has no code for this GPU.
         int* flag = static_cast<int*>(device_alloc(sizeof(int)));
         probe_kernel<<<1, 1, 0, ctx_.stream>>>(flag);

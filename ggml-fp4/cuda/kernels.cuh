@@ -51,6 +51,23 @@ void attn_cached(const Ctx& c, const AttnCachedArgs& a, float* out);
 void attn_full(const Ctx& c, const float* q, const float* k, const float* v, int64_t M, int n_head,
                int head_dim, float scale, float* out);
 
+// flash_attention.cu: attention of M query rows over L keys without a score matrix (used with
+// FP4_CUDA_FLASH=1 for ATTN_FULL and cached prefills). Row r, head h: q[r·ldq + h·Dh ..]; key j of kv head
+// h / (n_head / n_kv_head): k[j·ldkv + hk·Dh ..] (F32, BF16 or FP8 E4M3, v alike); keys beyond limit[r]
+// (when given) are masked.
+struct FlashAttnArgs {
+    const float* q;
+    const void *k, *v;
+    Type kv_type;
+    float* o;
+    int64_t ldq, ldkv, ldo, M, L;
+    int n_head, n_kv_head, head_dim;
+    float scale;
+    const int32_t* limit;  // device, per query row, or null
+};
+bool flash_attn_supports(int head_dim);
+void flash_attn(const Ctx& c, const FlashAttnArgs& a);
+
 // elementwise.cu
 void get_rows(const Ctx& c, const Tensor& table, const int32_t* ids, int64_t T, float* out);
 void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, float* out);
