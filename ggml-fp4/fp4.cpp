@@ -58,6 +58,7 @@ Tensor* Graph::input(Type t, std::vector<int64_t> ne, const void* host, const ch
     owned_.push_back(make_tensor(t, std::move(ne), name));
     Tensor* x = owned_.back().get();
     x->host = host;
+    x->index = int32_t(inputs_.size());
     inputs_.push_back(x);
     return x;
 }
@@ -68,6 +69,7 @@ Tensor* Graph::new_node(Op op, Type type, std::vector<int64_t> ne, std::initiali
     x->op = op;
     int i = 0;
     for (Tensor* s : src) x->src[i++] = s;
+    x->index = int32_t(nodes_.size());
     nodes_.push_back(x);
     return x;
 }

@@ -80,6 +80,7 @@ struct Tensor {
     float gscale = 1.0f;         // NVFP4 only: global scale (divisor)
     const void* host = nullptr;  // graph inputs: host bytes copied in by the backend before running
     bool is_output = false;      // keep after compute, readable with Backend::read
+    int32_t index = -1;          // in the graph that made it: position in nodes() (ops) or inputs() (inputs)
     std::string name;
 
     int64_t nelements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }

@@ -1,7 +1,8 @@
 // fusion.cpp — plan_steps: a greedy walk over the nodes that groups norm → products → epilogue.
 #include "fusion.h"
 
-#include <unordered_map>
+#include <stdexcept>
+
 
 namespace fp4 {
 
@@ -18,12 +19,16 @@ std::vector<Tensor*> Step::outputs() const {
 
 std::vector<Step> plan_steps(const Graph& g, const FusionRules& rules) {
     const std::vector<Tensor*>& nodes = g.nodes();
-    std::unordered_map<const Tensor*, int> uses;  // source slots that name a tensor, over all nodes
+    std::vector<int> uses(nodes.size());  // source slots that name each node, over all nodes
     for (const Tensor* t : nodes)
         for (const Tensor* s : t->src)
-            if (s) ++uses[s];
+            if (s && s->op != Op::NONE) {
+                if (s->index < 0 || size_t(s->index) >= nodes.size() || nodes[size_t(s->index)] != s)
+                    throw std::invalid_argument("node '" + t->name + "' reads a node of another graph");
+                ++uses[size_t(s->index)];
+            }
     // A node no other step needs to see: read by `readers` slots only, and not an output.
-    auto private_to = [&](const Tensor* t, int readers) { return !t->is_output && uses[t] == readers; };
+    auto private_to = [&](const Tensor* t, int readers) { return !t->is_output && uses[size_t(t->index)] == readers; };
     auto is_product = [&](const Tensor* t, const Tensor* input) {
         return t->op == Op::MUL_MAT && t->src[1] == input && t->src[0]->type == rules.weight_type &&
                input->rows() >= 1 && input->rows() <= rules.max_rows;

@@ -4,7 +4,9 @@
 // (That the fused kernels compute what the separate nodes do is test_backend_ops' job, on a GPU.)
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 
@@ -43,14 +45,14 @@ void check_plan(const Graph& g, const std::vector<Step>& steps, const ArenaPlan&
     std::vector<const Tensor*> placed(g.inputs().begin(), g.inputs().end());
     auto size_of = [](const Tensor* t) { return (t->nbytes() + 255) / 256 * 256; };
     auto overlap = [&](const Tensor* a, const Tensor* b) {
-        const size_t a0 = plan.offset.at(a), b0 = plan.offset.at(b);
+        const size_t a0 = plan.offset_of(*a), b0 = plan.offset_of(*b);
         return a0 < b0 + size_of(b) && b0 < a0 + size_of(a);
     };
     for (size_t i = 0; i < steps.size(); ++i) {
         const std::vector<Tensor*> outs = steps[i].outputs();
         for (const Tensor* o : outs) {
-            REQUIRE(plan.offset.count(o));
-            CHECK(plan.offset.at(o) + size_of(o) <= plan.bytes);
+            REQUIRE(plan.offset_of(*o) != ArenaPlan::kNone);
+            CHECK(plan.offset_of(*o) + size_of(o) <= plan.bytes);
             for (const Tensor* p : placed) {
                 const bool needed = p->is_output || (last.count(p) && last.at(p) >= i);
                 if (needed) CHECK_MESSAGE(!overlap(o, p), describe(steps[i]) << " writes over a live buffer");
@@ -165,7 +167,11 @@ TEST_CASE("unfused, every node is a step and the plan matches node-by-node liven
     const std::vector<Step> fused = plan_steps(b.g, kRules);
     const ArenaPlan fused_plan = plan_arena(b.g, fused);
     CHECK(fused_plan.bytes <= plan.bytes);
-    CHECK(fused_plan.offset.size() < plan.offset.size());
+    auto buffers = [](const ArenaPlan& p) {
+        return std::count_if(p.node_offset.begin(), p.node_offset.end(), [](size_t o) { return o != ArenaPlan::kNone; });
+    };
+    CHECK(buffers(fused_plan) < buffers(plan));
+    CHECK(buffers(plan) == std::ptrdiff_t(b.g.nodes().size()));
 }
 
 TEST_CASE("the Mistral decode graph fuses every layer; prefill and the vision tower do not") {
@@ -199,4 +205,11 @@ TEST_CASE("the Mistral decode graph fuses every layer; prefill and the vision to
         }
         check_plan(g, steps, plan_arena(g, steps));
     }
+}
+
+TEST_CASE("a graph that reads a node of another graph is refused") {
+    Block a(1), b(1);
+    b.g.add(b.x, a.x);
+    CHECK_THROWS_WITH_AS(plan_steps(b.g, kRules), doctest::Contains("reads a node of another graph"),
+                         std::invalid_argument);
 }

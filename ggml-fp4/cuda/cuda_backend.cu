@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
-#include <unordered_map>
 #include <vector>
 
 #include "arena_plan.h"
@@ -135,11 +134,15 @@ public:
             FP4_CHECK(cudaMalloc(&arena_, plan.bytes));
             arena_bytes_ = plan.bytes;
         }
-        for (Tensor* t : g.nodes()) t->data = nullptr;  // nodes inside a fused step have no buffer
-        for (auto& [t, off] : plan.offset) const_cast<Tensor*>(t)->data = static_cast<char*>(arena_) + off;
+        auto place = [&](Tensor* t) {  // nodes inside a fused step have no buffer
+            const size_t off = plan.offset_of(*t);
+            t->data = off == ArenaPlan::kNone ? nullptr : static_cast<char*>(arena_) + off;
+        };
+        for (Tensor* t : g.inputs()) place(t);
+        for (Tensor* t : g.nodes()) place(t);
         // Inputs are gathered in pinned memory at their arena offsets and go over in one copy.
         size_t span = 0;
-        for (const Tensor* t : g.inputs()) span = std::max(span, plan.offset.at(t) + t->nbytes());
+        for (const Tensor* t : g.inputs()) span = std::max(span, plan.offset_of(*t) + t->nbytes());
         if (span > staging_bytes_) {
             FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
             FP4_CHECK(cudaFreeHost(staging_));
@@ -149,7 +152,7 @@ public:
         }
         for (const Tensor* t : g.inputs()) {
             if (!t->host) fail("graph input '" + t->name + "' has no host data");
-            std::memcpy(static_cast<char*>(staging_) + plan.offset.at(t), t->host, t->nbytes());
+            std::memcpy(static_cast<char*>(staging_) + plan.offset_of(*t), t->host, t->nbytes());
         }
         for (Tensor* t : g.nodes()) validate(*t);
         if (profiling_) return run_timed(steps, span);
@@ -299,28 +302,23 @@ private:
     // kGemvMaxRowsDense rows, prefill attention, ATTN_FULL): those graphs are not captured.
     std::string replay_key(const Graph& g) const {
         std::string k;
+        k.reserve(g.nodes().size() * 160);
         auto put = [&k](const auto& v) { k.append(reinterpret_cast<const char*>(&v), sizeof v); };
         put(arena_), put(staging_), put(scratch_.generation());
-        std::unordered_map<const Tensor*, int64_t> index;  // graph tensors by order of appearance
-        for (const Tensor* t : g.inputs()) {
-            index.emplace(t, int64_t(index.size()));
-            put(t->type), put(t->ne), put(t->data);
-        }
+        for (const Tensor* t : g.inputs()) put(t->type), put(t->ne), put(t->data);
         for (const Tensor* t : g.nodes()) {
             if ((t->op == Op::MUL_MAT && t->src[1]->rows() > kGemvMaxRowsDense) ||
                 (t->op == Op::ATTN_CACHED && t->src[0]->rows() >= kAttnGemmRowsMin) || t->op == Op::ATTN_FULL)
                 return {};
             put(t->op), put(t->type), put(t->ne), put(t->ip), put(t->fp), put(t->data);
             for (const Tensor* s : t->src) {
-                const auto it = index.find(s);
-                if (it != index.end()) {
-                    put(it->second);
+                if (s && (s->op != Op::NONE || s->host)) {  // a graph tensor, by kind and index
+                    put(s->op == Op::NONE), put(s->index);
                 } else {  // a leaf: weight or cache (or no source)
                     put(s);
                     if (s) put(s->data), put(s->scale), put(s->gscale), put(s->type), put(s->ne);
                 }
             }
-            index.emplace(t, int64_t(index.size()));
         }
         return k;
     }
