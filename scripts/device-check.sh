@@ -8,7 +8,9 @@
 #                                    no package registry; this script uses it when apt cannot install them)
 # Environment: FP4_BENCH_CONFIG (config.json for bench --synthetic), FP4_CUDA_ARCHS (default 90a),
 # FP4_BENCH_REPS (bench repetitions, default 2), FP4_SKIP_BENCH=1 (correctness only),
-# FP4_KERNEL_BENCH=1 (also time each GEMV shape alone at M = 1..32, ~90 s).
+# FP4_KERNEL_BENCH=1 (also time each GEMV shape alone at M = 1..32, ~90 s), FP4_NCU=1 (Nsight Compute's
+# throughput and warp-stall sections for the NVFP4 GEMV, when ncu is installed: is it memory-, issue- or
+# latency-bound?).
 # The opt-in speed-ups (FP4_CUDA_FUSE, FP4_CUDA_PDL, FP4_CUDA_FLASH, FP4_CUDA_GRAPHS) are checked and timed
 # together as "fast"; test_backend_ops checks each of them against the plain backend.
 set -u
@@ -122,6 +124,14 @@ fi
 # Per-kernel figures on the 24B shapes (GEMV at M = 1..32, prefill GEMM, lm_head).
 if [ -x build/tests/test_backend_ops ] && [ -n "${FP4_KERNEL_BENCH:-}" ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     step kernel_bench 90 build/tests/test_backend_ops --no-skip -tc="bench*" -s
+fi
+# One decoder layer's seven GEMVs (q, k, v, o, gate, up, down) of the second decoded token.
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2> /dev/null)
+if [ -n "${FP4_NCU:-}" ] && [ -n "$NCU" ] && [ -x build/bin/bench ]; then
+    step ncu_gemv 300 "$NCU" --kernel-name regex:gemv_nvfp4 --launch-skip 300 --launch-count 7 \
+        --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
+        build/bin/bench --device cuda --synthetic "${FP4_BENCH_CONFIG:-tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json}" \
+        -p 0 -n 4 -r 1
 fi
 
 echo
