@@ -1,9 +1,10 @@
 // attention.cu — ATTN_CACHED and ATTN_FULL, softmax in F32; the KV cache holds F32, BF16 or FP8 E4M3 rows
 // (rounded to nearest even when stored, FP8 saturating at ±448, as the CPU backend does).
 //  * Few query rows (decode, or rows of different sequences): flash-decoding. A block takes one
-//    (row, head, slice of the keys); each warp runs an online softmax over 32 keys at a time (one key per
-//    lane for the scores, one head dimension per lane for the values); warps merge in shared memory and
-//    slices merge in a second small kernel when the keys were split.
+//    (row, GQA group of 4 query heads or one head, slice of the keys), so each key and value row is read
+//    once per group; each warp runs an online softmax over 32 keys at a time (one key per lane for the
+//    scores, one head dimension per lane for the values); warps merge in shared memory and slices merge
+//    in a second small kernel when the keys were split.
 //  * Many query rows of one sequence (prefill) and ATTN_FULL: scores = Q·Kᵀ and out = P·V as batched
 //    GEMMs through cuBLAS in TF32 (one batch per KV head covers its GQA group), with a masked row softmax
 //    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
@@ -61,76 +62,107 @@ __global__ void widen_kernel(const T* src, int64_t n, float* dst) {
         dst[i] = from_cache(src[i]);
 }
 
-// DPL = head dimensions per lane (Dh ≤ 32·DPL). The S slices of a row's keys are sized on the device from
-// its position, so a launch does not depend on host values. Output: the final row when S = 1, else the
-// partial (unnormalised out[Dh], max, sum) of this slice in part[(m·Hq + h)·S + s].
-template <int DPL, typename T>
+// DPL = head dimensions per lane (Dh ≤ 32·DPL). G = query heads per block: the G heads of one GQA group
+// (G > 1: each key and value row is read once for all of them) or one head (G = 1, any grouping). The S
+// slices of a row's keys are sized on the device from its position, so a launch does not depend on host
+// values. Output: the final row when S = 1, else the partial (unnormalised out[Dh], max, sum) of this
+// slice in part[(m·Hq + h)·S + s].
+template <int DPL, int G, typename T>
 __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
     const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int Hq, int Hkv, int Dh, int64_t C,
     float scale, float* __restrict__ part, float* __restrict__ out) {
-    extern __shared__ float sm[];  // q[Dh], then per warp: max, sum, out[Dh]
+    extern __shared__ float sm[];  // q[G][Dh], then per warp and head: max, sum, out[Dh]
     pdl_trigger();
     float* qs = sm;
-    float* wst = sm + Dh;
-    const int h = blockIdx.x, S = gridDim.z, s = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float* wst = sm + G * Dh;
+    const int S = gridDim.z, s = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int h0 = G > 1 ? int(blockIdx.x) * G : int(blockIdx.x), hk = G > 1 ? int(blockIdx.x) : h0 / (Hq / Hkv);
     const int64_t m = blockIdx.y, HD = int64_t(Hkv) * Dh;
     const int64_t n_keys = int64_t(pos[m]) + 1, per_split = (n_keys + S - 1) / S;
     const int64_t j0 = s * per_split, j1 = std::min(n_keys, j0 + per_split);
-    for (int d = threadIdx.x; d < Dh; d += blockDim.x) qs[d] = q[(m * Hq + h) * Dh + d] * scale;
+    for (int e = threadIdx.x; e < G * Dh; e += blockDim.x) qs[e] = q[(m * Hq + h0) * Dh + e] * scale;
     __syncthreads();
 
-    const int64_t base = int64_t(seq[m]) * C * HD + int64_t(h / (Hq / Hkv)) * Dh;
-    float mx = -INFINITY, l = 0.f, o[DPL] = {};
+    const int64_t base = int64_t(seq[m]) * C * HD + int64_t(hk) * Dh;
+    float mx[G], l[G], o[G][DPL] = {};
+#pragma unroll
+    for (int g = 0; g < G; ++g) mx[g] = -INFINITY, l[g] = 0.f;
     for (int64_t c0 = j0 + 32 * warp; c0 < j1; c0 += 32 * kAttnWarps) {
         const int64_t j = c0 + lane;
-        float sc = -INFINITY;
+        float sc[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g) sc[g] = j < j1 ? 0.f : -INFINITY;
         if (j < j1) {
             const T* kr = kc + base + j * HD;
-            sc = 0.f;
             if ((Dh & 3) == 0)
                 for (int d = 0; d < Dh; d += 4) {
                     const float4 kv = load4(kr + d);
-                    sc += qs[d] * kv.x + qs[d + 1] * kv.y + qs[d + 2] * kv.z + qs[d + 3] * kv.w;
+#pragma unroll
+                    for (int g = 0; g < G; ++g) {
+                        const float* qg = qs + g * Dh + d;
+                        sc[g] += qg[0] * kv.x + qg[1] * kv.y + qg[2] * kv.z + qg[3] * kv.w;
+                    }
                 }
             else
-                for (int d = 0; d < Dh; ++d) sc += qs[d] * from_cache(kr[d]);
-        }
-        const float nm = fmaxf(mx, warp_max(sc)), corr = expf(mx - nm);
-        const float p = j < j1 ? expf(sc - nm) : 0.f;
-        l = l * corr + warp_sum(p);
-        mx = nm;
+                for (int d = 0; d < Dh; ++d) {
+                    const float kd = from_cache(kr[d]);
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) o[i] *= corr;
+                    for (int g = 0; g < G; ++g) sc[g] += qs[g * Dh + d] * kd;
+                }
+        }
+        float p[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const float nm = fmaxf(mx[g], warp_max(sc[g])), corr = expf(mx[g] - nm);
+            p[g] = j < j1 ? expf(sc[g] - nm) : 0.f;
+            l[g] = l[g] * corr + warp_sum(p[g]);
+            mx[g] = nm;
+#pragma unroll
+            for (int i = 0; i < DPL; ++i) o[g][i] *= corr;
+        }
         const int cnt = int(std::min<int64_t>(32, j1 - c0));
         for (int jj = 0; jj < cnt; ++jj) {
-            const float pj = __shfl_sync(0xffffffffu, p, jj);
             const T* vr = vc + base + (c0 + jj) * HD;
+            float v[DPL];
 #pragma unroll
-            for (int i = 0; i < DPL; ++i)
-                if (lane + 32 * i < Dh) o[i] += pj * from_cache(vr[lane + 32 * i]);
+            for (int i = 0; i < DPL; ++i) v[i] = lane + 32 * i < Dh ? from_cache(vr[lane + 32 * i]) : 0.f;
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const float pj = __shfl_sync(0xffffffffu, p[g], jj);
+#pragma unroll
+                for (int i = 0; i < DPL; ++i) o[g][i] += pj * v[i];
+            }
         }
     }
-    float* mine = wst + warp * (Dh + 2);
-    if (lane == 0) mine[0] = mx, mine[1] = l;
 #pragma unroll
-    for (int i = 0; i < DPL; ++i)
-        if (lane + 32 * i < Dh) mine[2 + lane + 32 * i] = o[i];
+    for (int g = 0; g < G; ++g) {
+        float* mine = wst + (warp * G + g) * (Dh + 2);
+        if (lane == 0) mine[0] = mx[g], mine[1] = l[g];
+#pragma unroll
+        for (int i = 0; i < DPL; ++i)
+            if (lane + 32 * i < Dh) mine[2 + lane + 32 * i] = o[g][i];
+    }
     __syncthreads();
 
-    float M = -INFINITY;
-    for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, wst[w * (Dh + 2)]);
-    float L = 0.f;
-    for (int w = 0; w < kAttnWarps; ++w)
-        if (wst[w * (Dh + 2) + 1] > 0.f) L += wst[w * (Dh + 2) + 1] * expf(wst[w * (Dh + 2)] - M);
-    for (int d = threadIdx.x; d < Dh; d += blockDim.x) {
-        float O = 0.f;
+    // Per head: the warps' partial softmaxes merged (a warp that saw no key has sum 0).
+    for (int e = threadIdx.x; e < G * Dh; e += blockDim.x) {
+        const int g = e / Dh, d = e % Dh;
+        auto at = [&](int w) { return wst + (w * G + g) * (Dh + 2); };
+        float M = -INFINITY;
+        for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, at(w)[0]);
+        float L = 0.f, O = 0.f;
         for (int w = 0; w < kAttnWarps; ++w)
-            if (wst[w * (Dh + 2) + 1] > 0.f) O += wst[w * (Dh + 2) + 2 + d] * expf(wst[w * (Dh + 2)] - M);
+            if (at(w)[1] > 0.f) {
+                const float f = expf(at(w)[0] - M);
+                L += at(w)[1] * f;
+                O += at(w)[2 + d] * f;
+            }
+        const int64_t mh = m * Hq + h0 + g;
         if (S == 1) {
-            out[(m * Hq + h) * Dh + d] = O / L;
+            out[mh * Dh + d] = O / L;
         } else {
-            float* pp = part + ((m * Hq + h) * S + s) * (Dh + 2);
+            float* pp = part + (mh * S + s) * (Dh + 2);
             pp[2 + d] = O;
             if (d == 0) pp[0] = M, pp[1] = L;
         }
@@ -158,11 +190,11 @@ __global__ void attn_merge_kernel(const float* part, int Hq, int Dh, int S, floa
     }
 }
 
-template <int DPL, typename T>
+template <int DPL, int G, typename T>
 static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, float* part, float* out) {
-    const size_t smem = sizeof(float) * (a.head_dim + kAttnWarps * (a.head_dim + 2));
-    dim3 grid(unsigned(a.n_head), unsigned(a.M), unsigned(splits));
-    attn_split_kernel<DPL, T><<<grid, kAttnWarps * 32, smem, c.stream>>>(
+    const size_t smem = sizeof(float) * size_t(G) * (a.head_dim + kAttnWarps * (a.head_dim + 2));
+    dim3 grid(unsigned(G > 1 ? a.n_kv_head : a.n_head), unsigned(a.M), unsigned(splits));
+    attn_split_kernel<DPL, G, T><<<grid, kAttnWarps * 32, smem, c.stream>>>(
         a.q, static_cast<const T*>(a.kcache), static_cast<const T*>(a.vcache), a.pos, a.seq, a.n_head, a.n_kv_head,
         a.head_dim, a.n_ctx, a.scale, part, out);
     check_launch("attention (split)");
@@ -170,17 +202,20 @@ static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, floa
 
 template <typename T>
 static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
-    // Enough blocks for two waves; at most one slice per 256 keys of context.
-    const int64_t blocks = a.M * a.n_head;
+    // Groups of 4 query heads (Mistral's GQA) take one block for head_dim 64 or 128; otherwise one block
+    // per query head. Enough blocks for two waves; at most one slice per 256 keys of context.
+    const int dpl = (a.head_dim + 31) / 32;
+    const bool grouped = a.n_head == 4 * a.n_kv_head && (dpl == 2 || dpl == 4);
+    const int64_t blocks = a.M * (grouped ? a.n_kv_head : a.n_head);
     const int splits = int(std::clamp<int64_t>((2 * c.sms + blocks - 1) / blocks, 1, (a.n_ctx + 255) / 256));
     float* part = splits > 1 ? static_cast<float*>(c.scratch->get(
-                                   kAttn, sizeof(float) * size_t(blocks) * splits * (a.head_dim + 2)))
+                                   kAttn, sizeof(float) * size_t(a.M * a.n_head) * splits * (a.head_dim + 2)))
                              : nullptr;
-    const int dpl = (a.head_dim + 31) / 32;
-    if (dpl <= 1) launch_split<1, T>(c, a, splits, part, out);
-    else if (dpl <= 2) launch_split<2, T>(c, a, splits, part, out);
-    else if (dpl <= 4) launch_split<4, T>(c, a, splits, part, out);
-    else if (dpl <= 8) launch_split<8, T>(c, a, splits, part, out);
+    if (grouped) dpl == 2 ? launch_split<2, 4, T>(c, a, splits, part, out) : launch_split<4, 4, T>(c, a, splits, part, out);
+    else if (dpl <= 1) launch_split<1, 1, T>(c, a, splits, part, out);
+    else if (dpl <= 2) launch_split<2, 1, T>(c, a, splits, part, out);
+    else if (dpl <= 4) launch_split<4, 1, T>(c, a, splits, part, out);
+    else if (dpl <= 8) launch_split<8, 1, T>(c, a, splits, part, out);
     else fail("attention: head_dim above 256 is not supported");
     if (splits > 1) {
         attn_merge_kernel<<<dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c.stream>>>(part, a.n_head, a.head_dim,
