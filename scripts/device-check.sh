@@ -117,9 +117,10 @@ if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     # Plain backend: the baseline of this card (last figures, H200: pp512 7,773, tg128 85.9, -np 32 712 t/s).
     step bench_24b 200 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -r ${FP4_BENCH_REPS:-2} \
         --image-size 1024 --progress
-    # All speed-ups: the same tests, and 32 sequences, with the per-kernel breakdown of both decodes.
+    # All speed-ups and the BF16 KV cache (the intended defaults): the same tests, and 32 sequences, with
+    # the per-kernel breakdown of both decodes.
     step bench_24b_fast 200 "${FAST[@]}" build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 \
-        -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 512 --image-size 1024 --profile --progress
+        -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 512 --image-size 1024 --kv-type bf16 --profile --progress
 fi
 # Per-kernel figures on the 24B shapes (GEMV at M = 1..32, prefill GEMM, lm_head).
 if [ -x build/tests/test_backend_ops ] && [ -n "${FP4_KERNEL_BENCH:-}" ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
