@@ -13,6 +13,7 @@ Tensor* Step::residual() const {
 
 std::vector<Tensor*> Step::outputs() const {
     if (!fused()) return nodes;
+    if (attention) return {attention};
     if (epilogue) return {epilogue};
     return products;
 }
@@ -34,11 +35,28 @@ std::vector<Step> plan_steps(const Graph& g, const FusionRules& rules) {
                input->rows() >= 1 && input->rows() <= rules.max_rows;
     };
 
+    // ROPE(q), ROPE(k), ATTN_CACHED(q, k, ...) with both rotations by the attention's positions.
+    auto rope_group = [&](size_t i) {
+        if (rules.max_rows <= 0 || i + 2 >= nodes.size()) return false;
+        const Tensor *rq = nodes[i], *rk = nodes[i + 1], *at = nodes[i + 2];
+        return rq->op == Op::ROPE && rk->op == Op::ROPE && at->op == Op::ATTN_CACHED && at->src[0] == rq &&
+               at->src[1] == rk && rq->src[1] == at->src[5] && rk->src[1] == at->src[5] && rq->fp[0] == rk->fp[0] &&
+               rq->ip[0] == at->ip[0] && rk->ip[0] == at->ip[1] && rq->ip[1] == at->ip[2] && rk->ip[1] == at->ip[2] &&
+               rq->rows() <= rules.max_rows && private_to(rq, 1) && private_to(rk, 1);
+    };
+
     std::vector<Step> steps;
     const size_t n = nodes.size();
     for (size_t i = 0; i < n;) {
         Step s;
         size_t j = i;
+        if (rope_group(i)) {
+            s.attention = nodes[i + 2];
+            s.nodes.assign(nodes.begin() + std::ptrdiff_t(i), nodes.begin() + std::ptrdiff_t(i + 3));
+            steps.push_back(std::move(s));
+            i += 3;
+            continue;
+        }
         if (rules.max_rows > 0) {
             Tensor* norm = nodes[i]->op == Op::RMS_NORM ? nodes[i] : nullptr;
             if (norm) ++j;

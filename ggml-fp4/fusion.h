@@ -1,8 +1,10 @@
 // fusion.h — the steps a backend may run a graph in: each node alone, or a group of consecutive nodes
-// as one kernel. The groups are the small-M products of a decoder step ("linear groups"):
-//   [RMS_NORM →] 1–3 MUL_MATs reading the same input [→ SWIGLU of two of them | → ADD of one to a residual]
-// A folded RMS_NORM and products that feed an epilogue are never materialised, so a group is only formed
-// when nothing else reads them (and they are not outputs). Knows nothing about any particular model.
+// run together. The groups are those of a decode-sized decoder step:
+//   linear groups: [RMS_NORM →] 1–3 MUL_MATs reading the same input [→ SWIGLU of two | → ADD of one to a residual]
+//   rope groups:   ROPE(q), ROPE(k) → the ATTN_CACHED that reads them (the rotations join the cache store)
+// A folded RMS_NORM, products that feed an epilogue and the rotated q and k are never materialised, so a
+// group is only formed when nothing else reads them (and they are not outputs). Knows nothing about any
+// particular model.
 #pragma once
 
 #include <cstdint>
@@ -24,13 +26,14 @@ struct Step {
     Tensor* norm = nullptr;         // RMS_NORM folded into the products' input (not materialised)
     std::vector<Tensor*> products;  // MUL_MATs of the group (empty for a single node)
     Tensor* epilogue = nullptr;     // SWIGLU(products[0] = gate, products[1] = up) or ADD(residual, products[0])
+    Tensor* attention = nullptr;    // a rope group's ATTN_CACHED; its sources 0 and 1 are the two ROPEs
 
-    bool fused() const { return !products.empty(); }
+    bool fused() const { return !products.empty() || attention; }
     // The input every product reads: the norm's source when a norm is folded.
     Tensor* input() const { return norm ? norm->src[0] : products.front()->src[1]; }
     // For an ADD epilogue: the source that is not the product.
     Tensor* residual() const;
-    // Nodes whose results the step writes: the epilogue, or the products, or the single node.
+    // Nodes whose results the step writes: the attention, the epilogue, or the products, or the single node.
     std::vector<Tensor*> outputs() const;
 };
 

@@ -20,9 +20,14 @@ std::string describe(const Tensor& node) {
 
 void Profiler::add(const Tensor& node, double ms) { add(describe(node), ms); }
 
-// A fused step reads as its parts: "RMS_NORM+MUL_MAT NVFP4 32768x5120,32768x5120+SWIGLU".
+// A fused step reads as its parts: "RMS_NORM+MUL_MAT NVFP4 32768x5120,32768x5120+SWIGLU", "ROPE+ROPE+ATTN_CACHED".
 void Profiler::add(const Step& step, double ms) {
     if (!step.fused()) return add(*step.nodes.front(), ms);
+    if (step.products.empty()) {
+        std::string what;
+        for (const Tensor* t : step.nodes) what += (what.empty() ? "" : "+") + std::string(op_name(t->op));
+        return add(what, ms);
+    }
     std::string what = step.norm ? "RMS_NORM+" : "";
     what += describe(*step.products.front());
     for (size_t i = 1; i < step.products.size(); ++i) what += "," + shape_of(*step.products[i]->src[0]);

@@ -308,8 +308,9 @@ TEST_CASE("ATTN_FULL, through cuBLAS and through flash attention") {
 
 // The product groups a fusing backend runs as one kernel (fusion.h) against the CPU's separate nodes:
 // norm → q/k/v, product + residual, norm → product + residual, [norm →] gate/up → SwiGLU; K not a multiple
-// of the 64-column tile, N not a multiple of the 16-row tile, odd tile counts, every M of the GEMV.
-TEST_CASE("fused product groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
+// of the 64-column tile, N not a multiple of the 16-row tile, odd tile counts, every M of the GEMV. Then
+// the rope group against the unfused CUDA nodes, bit for bit.
+TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
     REQUIRE_CUDA();
     Rng r{20260101};
     struct Shape { int64_t K, Nq, Nkv, F; };
@@ -347,6 +348,33 @@ TEST_CASE("fused product groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
                 }, 1e-2, std::string(with_norm ? "norm -> " : "") + "gate/up -> swiglu" + at, &fusing_backend());
         }
     }
+    // ROPE(q), ROPE(k) -> ATTN_CACHED as one rope group: the rotation joins the cache store, with the very
+    // code of the ROPE kernel, so outputs and caches keep the separate nodes' bits.
+    for (Type type : {Type::F32, Type::BF16}) {
+        const int Hq = 8, Hkv = 2, Dh = 64, C = 32;
+        const int64_t Wq = Hq * Dh, Wkv = Hkv * Dh;
+        Env plain_cache{*cuda_backend(), {}, {}}, fused_cache{fusing_backend(), {}, {}};
+        Tensor* caches[2][2] = {{plain_cache.persistent({Wkv, C}, "kc", type), plain_cache.persistent({Wkv, C}, "vc", type)},
+                                {fused_cache.persistent({Wkv, C}, "kc", type), fused_cache.persistent({Wkv, C}, "vc", type)}};
+        for (int64_t M : {5, 1}) {
+            std::vector<int32_t> pos(size_t(M), 0), seq(size_t(M), 0);
+            for (int64_t i = 0; i < M; ++i) pos[size_t(i)] = int32_t(M == 5 ? i : 5);
+            auto q = r.floats(size_t(M * Wq)), k = r.floats(size_t(M * Wkv)), v = r.floats(size_t(M * Wkv));
+            std::vector<float> outs[2];
+            for (int b = 0; b < 2; ++b) {
+                Env e{b ? fusing_backend() : *cuda_backend(), {}, {}};
+                Tensor* p = e.ids(pos, {M});
+                Tensor* rq = e.graph.rope(e.input(q, {Wq, M}), p, Hq, Dh, 1e6f);
+                Tensor* rk = e.graph.rope(e.input(k, {Wkv, M}), p, Hkv, Dh, 1e6f);
+                outs[b] = e.run(e.graph.attn_cached(rq, rk, e.input(v, {Wkv, M}), caches[b][0], caches[b][1], p,
+                                                    e.ids(seq, {M}), Hq, Hkv, Dh, C, 0.125f));
+            }
+            INFO("rope group, " << type_name(type) << " cache, M=" << M);
+            CHECK(outs[1] == outs[0]);
+        }
+        for (int i = 0; i < 2; ++i) CHECK(fused_cache.bytes(*caches[1][i]) == plain_cache.bytes(*caches[0][i]));
+    }
+
     // The groups above did run fused: the profile names them.
     Backend& b = fusing_backend();
     HostWeight w = random_weight(r, Type::NVFP4, 48, 64), up = random_weight(r, Type::NVFP4, 48, 64);

@@ -102,19 +102,23 @@ struct Block {
 
 }  // namespace
 
-TEST_CASE("a decode-sized decoder block runs as four fused product groups") {
+TEST_CASE("a decode-sized decoder block runs as four fused product groups and one rope group") {
     for (int64_t M : {1, 7, 32}) {
         Block b(M);
         b.g.mark_output(b.x);
         const std::vector<Step> steps = plan_steps(b.g, kRules);
-        CHECK(describe(steps) == std::vector<std::string>{
-                                     "GET_ROWS", "RMS_NORM+MUL_MAT+MUL_MAT+MUL_MAT", "ROPE", "ROPE", "ATTN_CACHED",
-                                     "MUL_MAT+ADD", "RMS_NORM+MUL_MAT+MUL_MAT+SWIGLU", "MUL_MAT+ADD"});
-        const Step& ffn = steps[6];
+        CHECK(describe(steps) == std::vector<std::string>{"GET_ROWS", "RMS_NORM+MUL_MAT+MUL_MAT+MUL_MAT",
+                                                          "ROPE+ROPE+ATTN_CACHED", "MUL_MAT+ADD",
+                                                          "RMS_NORM+MUL_MAT+MUL_MAT+SWIGLU", "MUL_MAT+ADD"});
+        const Step& rope = steps[2];
+        CHECK(rope.attention == rope.nodes[2]);
+        CHECK(rope.outputs() == std::vector<Tensor*>{rope.attention});
+        CHECK(rope.attention->src[0]->src[0] == steps[1].products[0]);  // q rotates on its way into attention
+        const Step& ffn = steps[4];
         CHECK((ffn.norm && ffn.norm->op == Op::RMS_NORM));
         CHECK(ffn.products[0] == b.gate);  // gate first, whatever order the two were built in
         CHECK(ffn.outputs() == std::vector<Tensor*>{ffn.epilogue});
-        CHECK(steps[7].residual() == steps[5].epilogue);  // down's residual: the sum after attention
+        CHECK(steps[5].residual() == steps[3].epilogue);  // down's residual: the sum after attention
         CHECK(steps[1].input() == steps[0].nodes[0]);      // q/k/v read the embeddings through the norm
         CHECK(steps[1].outputs() == steps[1].products);
         check_plan(b.g, steps, plan_arena(b.g, steps));
@@ -127,7 +131,7 @@ TEST_CASE("nothing fuses beyond the row limit, with fusion off, or when a part i
     Block off(1);
     for (const Step& s : plan_steps(off.g, FusionRules{Type::NVFP4, 0, 3})) CHECK(!s.fused());
     Block bf16(1);
-    for (const Step& s : plan_steps(bf16.g, FusionRules{Type::BF16, 32, 3})) CHECK(!s.fused());
+    for (const Step& s : plan_steps(bf16.g, FusionRules{Type::BF16, 32, 3})) CHECK(s.products.empty());
 
     // The attention norm is an output: it must be written, so q/k/v group without it.
     Block shown(1);
@@ -142,9 +146,19 @@ TEST_CASE("nothing fuses beyond the row limit, with fusion off, or when a part i
     Block reused(1);
     reused.g.add(reused.gate, reused.gate);
     steps = plan_steps(reused.g, kRules);
-    CHECK(describe(steps[6]) == "RMS_NORM+MUL_MAT+MUL_MAT");
-    CHECK(describe(steps[7]) == "SWIGLU");
+    CHECK(describe(steps[4]) == "RMS_NORM+MUL_MAT+MUL_MAT");
+    CHECK(describe(steps[5]) == "SWIGLU");
     check_plan(reused.g, steps, plan_arena(reused.g, steps));
+
+    // A rotated key that is also an output is written by its ROPE: no rope group.
+    Block keys(1);
+    keys.g.mark_output(keys.g.nodes()[6]);
+    REQUIRE(keys.g.nodes()[6]->op == Op::ROPE);
+    steps = plan_steps(keys.g, kRules);
+    CHECK(describe(steps[2]) == "ROPE");
+    CHECK(describe(steps[3]) == "ROPE");
+    CHECK(describe(steps[4]) == "ATTN_CACHED");
+    check_plan(keys.g, steps, plan_arena(keys.g, steps));
 
     // At most rules.max_products products in one group; the norm then has a reader outside it.
     Block two(1);
@@ -198,6 +212,7 @@ TEST_CASE("the Mistral decode graph fuses every layer; prefill and the vision to
         INFO("tokens: " << T);
         if (T <= 32) {
             CHECK(groups == std::map<std::string, int>{{"RMS_NORM+MUL_MAT+MUL_MAT+MUL_MAT", cfg.text.n_layer},
+                                                       {"ROPE+ROPE+ATTN_CACHED", cfg.text.n_layer},
                                                        {"MUL_MAT+ADD", 2 * cfg.text.n_layer},
                                                        {"RMS_NORM+MUL_MAT+MUL_MAT+SWIGLU", cfg.text.n_layer}});
         } else {

@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "kernels.cuh"
+#include "rope.cuh"
 
 namespace fp4::cuda {
 
@@ -53,6 +54,36 @@ __global__ void store_kv_kernel(const float* k, const float* v, const int32_t* p
         const int64_t m = i / HD, row = int64_t(seq[m]) * C + pos[m];
         kc[row * HD + i % HD] = to_cache<T>(k[i]);
         vc[row * HD + i % HD] = to_cache<T>(v[i]);
+    }
+}
+
+// The same store with the rotary embedding applied on the way: k rotated into the cache, q rotated into
+// q_out (a pair (i, i + Dh/2) per thread, as the ROPE kernel computes it), v stored as it is.
+template <typename T>
+__global__ void rope_store_kernel(const float* q, const float* k, const float* v, const int32_t* pos,
+                                  const int32_t* seq, int64_t M, int Hq, int Hkv, int Dh, int64_t C, float theta,
+                                  float* q_out, T* kc, T* vc) {
+    pdl_trigger();
+    const int half = Dh / 2, H = Hq + Hkv;
+    const int64_t HD = int64_t(Hkv) * Dh, stride = int64_t(gridDim.x) * blockDim.x;
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < M * H * half; e += stride) {
+        const int i = int(e % half), hh = int((e / half) % H);
+        const int64_t m = e / (int64_t(half) * H);
+        const float angle = float(pos[m]) * inv_freq(theta, i, Dh);
+        if (hh < Hq) {
+            const int64_t b = (m * Hq + hh) * Dh;
+            const float2 r = rotate_pair(q[b + i], q[b + i + half], angle);
+            q_out[b + i] = r.x, q_out[b + i + half] = r.y;
+        } else {
+            const int64_t head = int64_t(hh - Hq) * Dh, b = m * HD + head;
+            const int64_t row = (int64_t(seq[m]) * C + pos[m]) * HD + head;
+            const float2 r = rotate_pair(k[b + i], k[b + i + half], angle);
+            kc[row + i] = to_cache<T>(r.x), kc[row + i + half] = to_cache<T>(r.y);
+        }
+    }
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < M * HD; e += stride) {
+        const int64_t m = e / HD;
+        vc[(int64_t(seq[m]) * C + pos[m]) * HD + e % HD] = to_cache<T>(v[e]);
     }
 }
 
@@ -297,13 +328,24 @@ static void attn_gemm(const Ctx& c, const GemmAttn& a) {
 }
 
 template <typename T>
-static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& a, float* out) {
+static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& args, float* out) {
+    AttnCachedArgs a = args;
     const int64_t HD = int64_t(a.n_kv_head) * a.head_dim;
     T* kc = static_cast<T*>(a.kcache);
     T* vc = static_cast<T*>(a.vcache);
-    store_kv_kernel<T><<<blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c.stream>>>(
-        a.k, a.v, a.pos, a.seq, a.M, HD, a.n_ctx, kc, vc);
-    check_launch("attention (store kv)");
+    if (a.rope_theta != 0) {  // rotate q into scratch and k into the cache
+        float* q = static_cast<float*>(c.scratch->get(kRopeQ, sizeof(float) * size_t(a.M * a.n_head * a.head_dim)));
+        const int64_t n = a.M * (a.n_head + a.n_kv_head) * (a.head_dim / 2);
+        rope_store_kernel<T><<<blocks_for(std::min<int64_t>(std::max(n, a.M * HD), int64_t(1) << 24), 256), 256, 0,
+                               c.stream>>>(a.q, a.k, a.v, a.pos, a.seq, a.M, a.n_head, a.n_kv_head, a.head_dim,
+                                           a.n_ctx, a.rope_theta, q, kc, vc);
+        check_launch("attention (rope and store kv)");
+        a.q = q;
+    } else {
+        store_kv_kernel<T><<<blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c.stream>>>(
+            a.k, a.v, a.pos, a.seq, a.M, HD, a.n_ctx, kc, vc);
+        check_launch("attention (store kv)");
+    }
 
     bool one_seq = true;
     for (int64_t m = 0; m < a.M; ++m) one_seq = one_seq && a.seq_h[m] == a.seq_h[0];

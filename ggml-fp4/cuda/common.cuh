@@ -27,7 +27,7 @@ inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel)
 #define FP4_CHECK(call) ::fp4::cuda::check((call), #call)
 
 // Growable device buffers, one per slot, reused by every node of a run (one stream, so in order).
-enum Slot { kActBf16, kWeightTmp, kAttn, kAttnKv, kSlotCount };
+enum Slot { kActBf16, kWeightTmp, kAttn, kAttnKv, kRopeQ, kSlotCount };
 class Scratch {
 public:
     ~Scratch();

@@ -1,7 +1,8 @@
 // cuda_backend.cu — the CUDA Backend: weights and KV caches in device memory, graph intermediates in one
 // device arena planned by liveness (regrown only when a graph needs more), one stream, the dispatch of
 // every op to its kernel file, and four opt-in speed-ups: (FP4_CUDA_FUSE=1) decode-sized products run as
-// fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up → SwiGLU, down + residual),
+// fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up → SwiGLU, down + residual) and the
+// q/k rotations join the KV-cache store,
 // (FP4_CUDA_PDL=1) the NVFP4 GEMVs start while the kernel before them finishes, (FP4_CUDA_FLASH=1) flash
 // attention for prefills and the vision tower, and (FP4_CUDA_GRAPHS=1) CUDA-graph replay of decode steps.
 #include <algorithm>
@@ -325,6 +326,8 @@ private:
 
     void run(const Step& st) {
         if (!st.fused()) return run(*st.nodes.front());
+        if (st.attention) return run_attention(*st.attention, st.attention->src[0]->src[0],
+                                               st.attention->src[1]->src[0], st.attention->src[0]->fp[0]);
         GemvGroup grp;
         for (const Tensor* p : st.products) {
             if (!p->src[0]->data) fail("MUL_MAT weight '" + p->src[0]->name + "' was not uploaded");
@@ -341,6 +344,18 @@ private:
             if (!grp.swiglu) grp.residual = f32(st.residual());
         }
         gemv_nvfp4_group(ctx_, grp);
+    }
+
+    // ATTN_CACHED of node t with queries q and keys k; a non-zero theta means they are not rotated yet
+    // (a rope group: the rotation by t's positions joins the cache store).
+    void run_attention(const Tensor& t, const Tensor* q, const Tensor* k, float theta) {
+        Tensor* const* s = t.src;
+        if (s[4]->type != s[3]->type) fail("ATTN_CACHED: the K and V caches differ in type");
+        if (!s[3]->data || !s[4]->data) fail("ATTN_CACHED: the caches have no device storage");
+        AttnCachedArgs a{f32(q), f32(k), f32(s[2]), s[3]->data, s[4]->data, s[3]->type,
+                         i32(s[5]), i32(s[6]), i32_host(s[5], t.op), i32_host(s[6], t.op),
+                         s[0]->rows(), t.ip[0], t.ip[1], t.ip[2], t.ip[3], t.fp[0], theta};
+        attn_cached(ctx_, a, static_cast<float*>(t.data));
     }
 
     void run(Tensor& t) {
@@ -360,15 +375,7 @@ private:
                 return rope(ctx_, f32(s[0]), i32(s[1]), s[0]->rows(), t.ip[0], t.ip[1], t.fp[0], out);
             case Op::ROPE_2D:
                 return rope_2d(ctx_, f32(s[0]), i32(s[1]), s[0]->rows(), t.ip[0], t.ip[1], t.fp[0], out);
-            case Op::ATTN_CACHED: {
-                const int64_t M = s[0]->rows();
-                if (s[4]->type != s[3]->type) fail("ATTN_CACHED: the K and V caches differ in type");
-                if (!s[3]->data || !s[4]->data) fail("ATTN_CACHED: the caches have no device storage");
-                AttnCachedArgs a{f32(s[0]), f32(s[1]), f32(s[2]), s[3]->data, s[4]->data, s[3]->type,
-                                 i32(s[5]), i32(s[6]), i32_host(s[5], t.op), i32_host(s[6], t.op),
-                                 M, t.ip[0], t.ip[1], t.ip[2], t.ip[3], t.fp[0]};
-                return attn_cached(ctx_, a, out);
-            }
+            case Op::ATTN_CACHED: return run_attention(t, s[0], s[1], 0.0f);
             case Op::ATTN_FULL:
                 return attn_full(ctx_, f32(s[0]), f32(s[1]), f32(s[2]), s[0]->rows(), t.ip[0], t.ip[1], t.fp[0], out);
             case Op::SWIGLU: return swiglu(ctx_, f32(s[0]), f32(s[1]), t.nelements(), out);

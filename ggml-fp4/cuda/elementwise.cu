@@ -6,6 +6,7 @@
 
 #include "kernels.cuh"
 #include "nvfp4.cuh"
+#include "rope.cuh"
 
 namespace fp4::cuda {
 
@@ -64,17 +65,11 @@ void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, i
     check_launch("rms_norm");
 }
 
-// inv_freq[j] = 1 / theta^(2j/Dh) in F32 as torch computes it (pow evaluated in double, then rounded).
-__device__ __forceinline__ float inv_freq(float theta, int j, int Dh) {
-    return 1.0f / float(pow(double(theta), double(float(2 * j) / float(Dh))));
-}
-// Rotates the pair (i, i + Dh/2) of one head by `angle` (an F32 angle; sin/cos evaluated in double).
+// Rotates the pair (i, i + Dh/2) of the head at `base` by `angle`.
 __device__ __forceinline__ void rotate(const float* x, float* y, int64_t base, int i, int half, float angle) {
-    double s, co;
-    sincos(double(angle), &s, &co);
-    const float sf = float(s), cf = float(co), a = x[base + i], b = x[base + i + half];
-    y[base + i] = a * cf - b * sf;
-    y[base + i + half] = b * cf + a * sf;
+    const float2 r = rotate_pair(x[base + i], x[base + i + half], angle);
+    y[base + i] = r.x;
+    y[base + i + half] = r.y;
 }
 
 __global__ void rope_kernel(const float* x, const int32_t* pos, int64_t M, int H, int Dh, float theta, float* out) {

@@ -46,6 +46,7 @@ struct AttnCachedArgs {
     int64_t M;
     int n_head, n_kv_head, head_dim, n_ctx;
     float scale;
+    float rope_theta = 0;            // when set, q and k are not rotated yet: ROPE by pos joins the cache store
 };
 void attn_cached(const Ctx& c, const AttnCachedArgs& a, float* out);
 void attn_full(const Ctx& c, const float* q, const float* k, const float* v, int64_t M, int n_head,
