@@ -9,8 +9,10 @@
 # Environment: FP4_BENCH_CONFIG (config.json for bench --synthetic), FP4_CUDA_ARCHS (default 90a),
 # FP4_BENCH_REPS (bench repetitions, default 2), FP4_SKIP_BENCH=1 (correctness only),
 # FP4_KERNEL_BENCH=1 (also time each GEMV shape alone at M = 1..32, ~90 s), FP4_NCU=1 (Nsight Compute's
-# throughput and warp-stall sections for the NVFP4 GEMV, when ncu is installed: is it memory-, issue- or
-# latency-bound?).
+# throughput, pipe utilisation, instruction mix and warp stalls for the NVFP4 GEMV, when ncu is installed:
+# is it memory-, integer-pipe- or latency-bound? By count, ~60 of its ~124 instructions per tile are
+# integer decode, and Hopper issues 2 integer warp-instructions per clock per SM against the ~36 clocks per
+# 576-byte tile that full bandwidth leaves).
 # The opt-in speed-ups (FP4_CUDA_FUSE, FP4_CUDA_PDL, FP4_CUDA_FLASH, FP4_CUDA_GRAPHS) are checked and timed
 # together as "fast"; test_backend_ops checks each of them against the plain backend.
 set -u
@@ -131,6 +133,7 @@ NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2> /dev/null)
 if [ -n "${FP4_NCU:-}" ] && [ -n "$NCU" ] && [ -x build/bin/bench ]; then
     step ncu_gemv 300 "$NCU" --kernel-name regex:gemv_nvfp4 --launch-skip 300 --launch-count 7 \
         --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
+        --section ComputeWorkloadAnalysis --section InstructionStats \
         build/bin/bench --device cuda --synthetic "${FP4_BENCH_CONFIG:-tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json}" \
         -p 0 -n 4 -r 1
 fi
