@@ -32,7 +32,8 @@ size_t row_bytes(Type t, int64_t n) {
 const char* op_name(Op op) {
     static const char* names[] = {"NONE",     "GET_ROWS", "MUL_MAT",      "RMS_NORM",    "ROPE",
                                   "ROPE_2D",  "ATTN_CACHED", "ATTN_FULL", "SWIGLU",      "GELU",
-                                  "ADD",      "IM2COL_PATCH", "PATCH_MERGE", "SCATTER_ROWS", "VIEW_ROWS"};
+                                  "ADD",      "IM2COL_PATCH", "PATCH_MERGE", "SCATTER_ROWS", "VIEW_ROWS",
+                                  "ARGMAX"};
     static_assert(sizeof(names) / sizeof(names[0]) == size_t(Op::COUNT), "op names out of date");
     return names[size_t(op)];
 }
@@ -174,6 +175,11 @@ Tensor* Graph::view_rows(Tensor* x, int64_t first, int64_t count) {
     Tensor* y = new_node(Op::VIEW_ROWS, Type::F32, {x->ne[0], count}, {x});
     y->ip[0] = int32_t(first), y->ip[1] = int32_t(count);
     return y;
+}
+
+Tensor* Graph::argmax(Tensor* x) {
+    require(x->type == Type::F32, Op::ARGMAX, "x must be F32");
+    return new_node(Op::ARGMAX, Type::I32, {x->rows()}, {x});
 }
 
 }  // namespace fp4

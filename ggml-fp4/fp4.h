@@ -57,6 +57,8 @@ enum class Op : uint8_t {
                    //   -> F32 [(h/2)·(w/2), 4C], v[4c + 2a + b] = x[(2R+a)·w + 2C'+b, c]
     SCATTER_ROWS,  // src0 dst [T, D], src1 rows [N, D], src2 I32 idx [N]   -> copy of dst, row idx[n] = rows[n]
     VIEW_ROWS,     // src0 x [T, D]; i[0] = first row, i[1] = count                         -> F32 [count, D]
+    ARGMAX,        // src0 x [M, N] F32 -> I32 [M]: the first index of each row's largest element (NaN is
+                   //   never the largest; a row of NaN gives 0)
     COUNT
 };
 
@@ -115,6 +117,7 @@ public:
     Tensor* patch_merge(Tensor* x, int h, int w);
     Tensor* scatter_rows(Tensor* dst, Tensor* rows, Tensor* idx);
     Tensor* view_rows(Tensor* x, int64_t first, int64_t count);
+    Tensor* argmax(Tensor* x);
 
     const std::vector<Tensor*>& nodes() const { return nodes_; }   // ops, in execution order
     const std::vector<Tensor*>& inputs() const { return inputs_; }  // leaves with `host` set
@@ -149,7 +152,7 @@ public:
     virtual void alloc_persistent(Tensor& t) = 0;
     // Run a graph: copy inputs in, allocate intermediates, execute every node.
     virtual void compute(Graph& g) = 0;
-    // Copy an output (F32) of the last computed graph, or any persistent tensor, to host memory.
+    // Copy an output of the last computed graph, or any persistent tensor, to host memory.
     virtual void read(const Tensor& t, void* dst, size_t nbytes) = 0;
     // Copy host bytes into a persistent tensor (e.g. restoring a KV cache).
     virtual void write(Tensor& t, const void* src, size_t nbytes) = 0;

@@ -132,6 +132,7 @@ BatchResult Context::eval(const Batch& b) {
     in.image_slots = slots.data();
     in.logits_first = b.logits_first;
     in.logits_count = b.logits_count;
+    in.argmax_only = b.argmax_only;
 
     fp4::Graph g;
     TextOutputs out = build_text_graph(g, cfg, model_.weights(), cache_, in, b.want_hidden);
@@ -142,6 +143,10 @@ BatchResult Context::eval(const Batch& b) {
     if (out.logits) {
         r.logits.resize(size_t(out.logits->nelements()));
         be.read(*out.logits, r.logits.data(), r.logits.size() * sizeof(float));
+    }
+    if (out.argmax) {
+        r.argmax.resize(size_t(out.argmax->nelements()));
+        be.read(*out.argmax, r.argmax.data(), r.argmax.size() * sizeof(int32_t));
     }
     for (fp4::Tensor* h : out.hidden) {
         r.hidden.emplace_back(size_t(h->nelements()));

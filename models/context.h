@@ -40,6 +40,7 @@ struct Batch {
     std::vector<float> image_rows;   // [n, D] rows replacing the batch's [IMG] tokens, in order
     int64_t logits_first = 0, logits_count = 0;
     bool want_hidden = false;
+    bool argmax_only = false;  // return only each logits row's argmax (greedy tokens, chosen on the device)
 
     // Tokens `ids` of sequence `s` starting at position `p0`, logits for the last `n_logits` of them.
     static Batch sequence(const std::vector<int32_t>& ids, int32_t p0, int32_t s = 0, int64_t n_logits = 1);
@@ -47,6 +48,7 @@ struct Batch {
 
 struct BatchResult {
     std::vector<float> logits;                // [logits_count, vocab]
+    std::vector<int32_t> argmax;              // [logits_count] instead, with argmax_only
     std::vector<std::vector<float>> hidden;   // [n_layer + 1][T·D] when asked
 };
 

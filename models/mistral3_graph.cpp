@@ -56,7 +56,9 @@ TextOutputs build_text_graph(Graph& g, const Config& cfg, const Weights& w, KvCa
 
     if (in.logits_count > 0) {
         if (in.logits_first != 0 || in.logits_count != T) x = g.view_rows(x, in.logits_first, in.logits_count);
-        out.logits = g.mark_output(g.mul_mat(w.lm_head, g.rms_norm(x, w.out_norm, c.norm_eps)));
+        Tensor* logits = g.mul_mat(w.lm_head, g.rms_norm(x, w.out_norm, c.norm_eps));
+        if (in.argmax_only) out.argmax = g.mark_output(g.argmax(logits));
+        else out.logits = g.mark_output(logits);
     }
     return out;
 }

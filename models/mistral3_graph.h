@@ -25,10 +25,12 @@ struct TextInputs {
     const float* image_rows = nullptr;   // [n_image_rows, D]
     const int32_t* image_slots = nullptr;  // token index each image row goes to
     int64_t logits_first = 0, logits_count = 0;  // rows of logits to compute (0 count: none)
+    bool argmax_only = false;            // output each logits row's argmax instead of the logits
 };
 
 struct TextOutputs {
     fp4::Tensor* logits = nullptr;        // [logits_count, vocab] or null
+    fp4::Tensor* argmax = nullptr;        // I32 [logits_count] instead, with argmax_only
     std::vector<fp4::Tensor*> hidden;     // when asked: [0] embeddings, [l] residual after layer l,
                                           // [n_layer] after the final norm (as transformers)
 };

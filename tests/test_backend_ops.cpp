@@ -2,6 +2,7 @@
 // random inputs for each backend, run, and compared by relative error ‖cuda − cpu‖ / ‖cpu‖.
 // Tolerances:
 //   * data movement (GET_ROWS of F32/BF16/F16, IM2COL, PATCH_MERGE, SCATTER/VIEW_ROWS, NVFP4 dequant): 1e-6;
+//     ARGMAX: the same indices;
 //   * elementwise F32 math (RMS_NORM, ROPE at small positions, SWIGLU, GELU, ADD): 1e-5;
 //   * F32 matrix products (F32/F16 weights; another summation order): 1e-4;
 //   * attention: 3e-3 (many query rows go through TF32 GEMMs, ~5e-4 expected; the decode path is F32);
@@ -270,6 +271,31 @@ TEST_CASE("SWIGLU, GELU, ADD") {
     compare([&](Env& e) { return e.graph.swiglu(e.input(a, {300, 10}), e.input(b, {300, 10})); }, 1e-5, "swiglu");
     compare([&](Env& e) { return e.graph.gelu(e.input(a, {300, 10})); }, 1e-5, "gelu");
     compare([&](Env& e) { return e.graph.add(e.input(a, {300, 10}), e.input(b, {300, 10})); }, 1e-6, "add");
+}
+
+TEST_CASE("ARGMAX: the same indices, ties, NaN and rows of every length") {
+    REQUIRE_CUDA();
+    Rng r{20260101};
+    for (int64_t N : {1, 5, 1000, 131072}) {
+        const int64_t M = 7;
+        std::vector<float> x = r.floats(size_t(M * N));
+        for (int64_t m = 0; m < M; ++m) {
+            if (N > 3 && m == 1) x[size_t(m * N + N - 1)] = x[size_t(m * N + 2)] = 5.0f;  // a tie
+            if (N > 3 && m == 2) x[size_t(m * N)] = NAN, x[size_t(m * N + 3)] = 9.0f;
+            if (m == 3)
+                for (int64_t i = 0; i < N; ++i) x[size_t(m * N + i)] = NAN;
+        }
+        std::vector<int32_t> ids[2];
+        for (int b = 0; b < 2; ++b) {
+            Env e{b ? *cuda_backend() : cpu_backend(), {}, {}};
+            Tensor* y = e.graph.mark_output(e.graph.argmax(e.input(x, {N, M})));
+            e.backend.compute(e.graph);
+            ids[b].resize(size_t(M));
+            e.backend.read(*y, ids[b].data(), ids[b].size() * sizeof(int32_t));
+        }
+        INFO("N=" << N);
+        CHECK(ids[1] == ids[0]);
+    }
 }
 
 TEST_CASE("IM2COL_PATCH, PATCH_MERGE, SCATTER_ROWS, VIEW_ROWS") {

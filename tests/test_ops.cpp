@@ -546,6 +546,24 @@ TEST_CASE("IM2COL_PATCH, PATCH_MERGE, SCATTER_ROWS and VIEW_ROWS move data exact
     }
 }
 
+TEST_CASE("ARGMAX picks the first largest element of each row, never NaN") {
+    auto be = make_cpu_backend(2);
+    const float inf = INFINITY, nan = NAN;
+    const int64_t N = 5;
+    const std::vector<float> x = {1, 3, 2, 3, 0,             // a tie: the first wins
+                                  nan, -1, nan, -0.5f, -2,   // NaN is never the largest
+                                  -inf, -inf, -inf, -inf, -inf,
+                                  nan, nan, nan, nan, nan,   // nothing but NaN: 0
+                                  0, 0, 0, 0, 7};
+    Graph g;
+    Tensor* y = g.mark_output(g.argmax(g.input(Type::F32, {N, 5}, x.data())));
+    be->compute(g);
+    std::vector<int32_t> got(5);
+    be->read(*y, got.data(), got.size() * sizeof(int32_t));
+    CHECK(got == std::vector<int32_t>{1, 3, 0, 0, 4});
+    CHECK(y->type == Type::I32);
+}
+
 TEST_CASE("buffers are reused by liveness without corrupting outputs or views") {
     Rng rng;
     const int64_t D = 64, M = 4;

@@ -37,6 +37,7 @@ void run_node(OpContext& ctx, Tensor& t) {
         case Op::IM2COL_PATCH: return op_im2col_patch(ctx, t);
         case Op::PATCH_MERGE: return op_patch_merge(ctx, t);
         case Op::SCATTER_ROWS: return op_scatter_rows(ctx, t);
+        case Op::ARGMAX: return op_argmax(ctx, t);
         case Op::VIEW_ROWS:
             require_f32(*t.src[0], Op::VIEW_ROWS);
             t.data = static_cast<float*>(t.src[0]->data) + int64_t(t.ip[0]) * t.ne[0];

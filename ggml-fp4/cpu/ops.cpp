@@ -222,4 +222,20 @@ void op_scatter_rows(OpContext&, Tensor& dst) {  // serial: with repeated indice
     for (int64_t i = 0; i < n; ++i) std::memcpy(f32(&dst) + idx[i] * D, f32(rows) + i * D, size_t(D) * 4);
 }
 
+void op_argmax(OpContext& ctx, Tensor& dst) {
+    const Tensor& x = *dst.src[0];
+    require_f32(x, Op::ARGMAX);
+    const int64_t N = x.ne[0];
+    int32_t* out = static_cast<int32_t*>(dst.data);
+    ctx.pool.parallel_for(x.rows(), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const float* row = static_cast<const float*>(x.data) + r * N;
+            int64_t best = -1;
+            for (int64_t i = 0; i < N; ++i)
+                if (row[i] == row[i] && (best < 0 || row[i] > row[best])) best = i;
+            out[r] = int32_t(best < 0 ? 0 : best);
+        }
+    });
+}
+
 }  // namespace fp4::cpu

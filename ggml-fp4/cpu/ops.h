@@ -1,6 +1,6 @@
 // ops.h — the CPU implementations of the graph ops, one function per op: element-wise and data
 // movement ops in ops.cpp, attention in attention.cpp, MUL_MAT in matmul.cpp. Each reads its node's
-// sources and writes the node's (already allocated) F32 data; VIEW_ROWS needs no code (an alias).
+// sources and writes the node's (already allocated) data; VIEW_ROWS needs no code (an alias).
 #pragma once
 
 #include "cpu/buffer.h"
@@ -29,6 +29,7 @@ void op_add(OpContext& ctx, Tensor& dst);
 void op_im2col_patch(OpContext& ctx, Tensor& dst);
 void op_patch_merge(OpContext& ctx, Tensor& dst);
 void op_scatter_rows(OpContext& ctx, Tensor& dst);
+void op_argmax(OpContext& ctx, Tensor& dst);
 
 // Throws unless `t` is F32 (the only activation type of this backend).
 void require_f32(const Tensor& t, Op op);

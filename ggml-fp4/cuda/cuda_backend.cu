@@ -387,6 +387,8 @@ private:
             case Op::SCATTER_ROWS:
                 FP4_CHECK(cudaMemcpyAsync(out, f32(s[0]), t.nbytes(), cudaMemcpyDeviceToDevice, ctx_.stream));
                 return scatter_rows(ctx_, f32(s[1]), i32(s[2]), s[1]->rows(), s[1]->ne[0], out);
+            case Op::ARGMAX:
+                return argmax(ctx_, f32(s[0]), s[0]->rows(), s[0]->ne[0], static_cast<int32_t*>(t.data));
             case Op::VIEW_ROWS:
                 FP4_CHECK(cudaMemcpyAsync(out, f32(s[0]) + int64_t(t.ip[0]) * s[0]->ne[0], t.nbytes(),
                                           cudaMemcpyDeviceToDevice, ctx_.stream));

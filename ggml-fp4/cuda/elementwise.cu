@@ -1,5 +1,5 @@
 // elementwise.cu — the small ops: embedding gather, RMSNorm, RoPE (1-D and Pixtral's 2-D), SwiGLU, GELU,
-// ADD, the patch im2col and merge of the vision tower, row scatter, and type conversions. Grid-stride
+// ADD, the patch im2col and merge of the vision tower, row scatter, row argmax, and type conversions. Grid-stride
 // loops over output elements (each first lets a dependent GEMV launch, see pdl_trigger), F32 math matching
 // the CPU backend's formulas.
 #include <cmath>
@@ -176,6 +176,40 @@ void to_bf16(const Ctx& c, const float* x, int64_t n, __nv_bfloat16* out) {
 void to_f32(const Ctx& c, const void* x, Type t, int64_t n, float* out) {
     to_f32_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(x, t, n, out);
     check_launch("to_f32");
+}
+
+// One block per row: each thread keeps the first index of its largest non-NaN element, then the block
+// reduces (larger value, or equal value and smaller index, wins), as the CPU's left-to-right scan decides.
+__global__ void argmax_kernel(const float* x, int64_t N, int32_t* out) {
+    __shared__ float best_v[32];
+    __shared__ int64_t best_i[32];
+    pdl_trigger();
+    const float* row = x + int64_t(blockIdx.x) * N;
+    float v = 0.f;
+    int64_t idx = -1;
+    for (int64_t i = threadIdx.x; i < N; i += blockDim.x)
+        if (row[i] == row[i] && (idx < 0 || row[i] > v)) v = row[i], idx = i;
+    auto better = [](float av, int64_t ai, float bv, int64_t bi) {
+        return bi < 0 || (ai >= 0 && (av > bv || (av == bv && ai < bi)));
+    };
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        if (better(ov, oi, v, idx)) v = ov, idx = oi;
+    }
+    if ((threadIdx.x & 31) == 0) best_v[threadIdx.x >> 5] = v, best_i[threadIdx.x >> 5] = idx;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < int(blockDim.x >> 5); ++w)
+            if (better(best_v[w], best_i[w], v, idx)) v = best_v[w], idx = best_i[w];
+        out[blockIdx.x] = int32_t(idx < 0 ? 0 : idx);
+    }
+}
+
+void argmax(const Ctx& c, const float* x, int64_t M, int64_t N, int32_t* out) {
+    if (M == 0) return;
+    argmax_kernel<<<unsigned(M), 1024, 0, c.stream>>>(x, N, out);
+    check_launch("argmax");
 }
 
 }  // namespace fp4::cuda

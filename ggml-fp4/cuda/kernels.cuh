@@ -81,6 +81,7 @@ void add(const Ctx& c, const float* a, const float* b, int64_t n, float* out);
 void im2col_patch(const Ctx& c, const float* px, int64_t C, int64_t H, int64_t W, int p, float* out);
 void patch_merge(const Ctx& c, const float* x, int h, int w, int64_t C, float* out);
 void scatter_rows(const Ctx& c, const float* rows, const int32_t* idx, int64_t N, int64_t D, float* out);
+void argmax(const Ctx& c, const float* x, int64_t M, int64_t N, int32_t* out);
 void to_bf16(const Ctx& c, const float* x, int64_t n, __nv_bfloat16* out);
 void to_f32(const Ctx& c, const void* x, Type t, int64_t n, float* out);
 

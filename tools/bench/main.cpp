@@ -118,6 +118,7 @@ public:
             for (int s = 0; s < np; ++s) b.pos.push_back(prompt + i), b.seq.push_back(s);
             b.logits_first = 0;
             b.logits_count = np;
+            b.argmax_only = np > 1;  // as parallel() decodes
             ctx.eval(b);
         }
         model_.backend().set_profiling(false);
@@ -142,8 +143,10 @@ public:
         return double(im.rows()) * im.cols() / s;
     }
 
-    // np sequences: each prefilled with `prompt` tokens, then n steps decoding all of them together.
-    // Returns the aggregate decode tokens/s; ttft_ms gets the time until every sequence has its first token.
+    // np sequences: each prefilled with `prompt` tokens, then n steps decoding all of them together, the
+    // next tokens chosen on the device (greedy ARGMAX) as a serving engine does, so only their ids come
+    // back. Returns the aggregate decode tokens/s; ttft_ms gets the time until every sequence has its first
+    // token.
     double parallel(int np, int prompt, int n, double* ttft_ms) {
         mistral::Context ctx(model_, prompt + n, np, kv_type_);
         auto t0 = Clock::now();
@@ -159,6 +162,7 @@ public:
             }
             b.logits_first = 0;
             b.logits_count = np;
+            b.argmax_only = true;
             ctx.eval(b);
         }
         return double(np) * n / seconds_since(t1);
