@@ -15,6 +15,7 @@
 // on the 24B model's shapes.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -35,9 +36,21 @@ using namespace fp4;
 
 namespace {
 
+// The CUDA backend's opt-in speed-ups; the tests name each one they want on, every other one is off.
+const char* const kSpeedUps[] = {"FP4_CUDA_FUSE", "FP4_CUDA_PDL", "FP4_CUDA_FLASH", "FP4_CUDA_GRAPHS"};
+
+std::unique_ptr<Backend> make_cuda_with(std::initializer_list<const char*> on, std::string* why) {
+    for (const char* v : kSpeedUps)
+        setenv(v, std::find_if(on.begin(), on.end(), [&](const char* o) { return std::strcmp(o, v) == 0; }) != on.end() ? "1" : "0", 1);
+    std::unique_ptr<Backend> b = make_cuda_backend(why);
+    for (const char* v : kSpeedUps) unsetenv(v);
+    return b;
+}
+
+// The plain backend: none of the speed-ups.
 Backend* cuda_backend() {
     static std::string why;
-    static std::unique_ptr<Backend> b = make_cuda_backend(&why);
+    static std::unique_ptr<Backend> b = make_cuda_with({}, &why);
     if (!b) MESSAGE("CUDA backend unavailable, skipped: " << why);
     return b.get();
 }
@@ -47,11 +60,9 @@ Backend& cpu_backend() {
     return *b;
 }
 
-// A CUDA backend made with each of `variables` set to 1 (FP4_CUDA_FUSE, _PDL, _GRAPHS: read when it is made).
-std::unique_ptr<Backend> cuda_backend_with(std::initializer_list<const char*> variables) {
-    for (const char* v : variables) setenv(v, "1", 1);
-    std::unique_ptr<Backend> b = make_cuda_backend(nullptr);
-    for (const char* v : variables) unsetenv(v);
+// A CUDA backend with just the speed-ups `on` (the variables are read when it is made).
+std::unique_ptr<Backend> cuda_backend_with(std::initializer_list<const char*> on) {
+    std::unique_ptr<Backend> b = make_cuda_with(on, nullptr);
     REQUIRE(b);
     return b;
 }

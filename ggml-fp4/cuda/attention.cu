@@ -10,12 +10,11 @@
 //    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
 //    looks at the keys its last position can see. A BF16/FP8 cache is first widened to F32 over those keys.
 //    With FP4_CUDA_FLASH=1 (head_dim 64 or 128) both go to flash_attention.cu instead: no score matrix.
-#include <cuda_fp8.h>
-
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 
+#include "cache_types.cuh"
 #include "kernels.cuh"
 #include "rope.cuh"
 
@@ -23,28 +22,6 @@ namespace fp4::cuda {
 
 constexpr int kAttnWarps = 4;
 constexpr size_t kScoreBytes = size_t(256) << 20;  // score buffer per query chunk
-
-// Cache element types: F32 as is, BF16 and FP8 E4M3 through CUDA's round-to-nearest(-even) conversions.
-template <typename T> __device__ __forceinline__ T to_cache(float x);
-template <> __device__ __forceinline__ float to_cache<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 to_cache<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <> __device__ __forceinline__ __nv_fp8_e4m3 to_cache<__nv_fp8_e4m3>(float x) { return __nv_fp8_e4m3(x); }
-__device__ __forceinline__ float from_cache(float x) { return x; }
-__device__ __forceinline__ float from_cache(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float from_cache(__nv_fp8_e4m3 x) { return float(x); }
-
-// Four consecutive cache elements (4-element aligned) as floats, in one load.
-__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
-    const uint2 u = *reinterpret_cast<const uint2*>(p);
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
-    return make_float4(a.x, a.y, b.x, b.y);
-}
-__device__ __forceinline__ float4 load4(const __nv_fp8_e4m3* p) {
-    const __nv_fp8x4_e4m3 u = *reinterpret_cast<const __nv_fp8x4_e4m3*>(p);
-    return float4(u);
-}
 
 template <typename T>
 __global__ void store_kv_kernel(const float* k, const float* v, const int32_t* pos, const int32_t* seq, int64_t M,

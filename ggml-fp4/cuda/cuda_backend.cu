@@ -42,9 +42,13 @@ void* Scratch::get(Slot slot, size_t bytes) {
 
 __global__ void probe_kernel(int* flag) { *flag = 1; }
 
-static bool env_on(const char* name) {
+// A speed-up's switch: NAME=1 turns it on, NAME=0 off, unset leaves the default (so that making one the
+// default later keeps a way to compare without it).
+static bool env_flag(const char* name, bool by_default) {
     const char* v = std::getenv(name);
-    return v && std::strcmp(v, "1") == 0;
+    if (v && std::strcmp(v, "1") == 0) return true;
+    if (v && std::strcmp(v, "0") == 0) return false;
+    return by_default;
 }
 
 class CudaBackend final : public Backend {
@@ -56,8 +60,8 @@ public:
         FP4_CHECK(cublasCreate(&ctx_.blas));
         FP4_CHECK(cublasSetStream(ctx_.blas, ctx_.stream));
         ctx_.scratch = &scratch_;
-        ctx_.pdl = env_on("FP4_CUDA_PDL");
-        ctx_.flash = env_on("FP4_CUDA_FLASH");
+        ctx_.pdl = env_flag("FP4_CUDA_PDL", false);
+        ctx_.flash = env_flag("FP4_CUDA_FLASH", false);
         // A kernel must run: fails here when the build has no code for this GPU.
         int* flag = static_cast<int*>(device_alloc(sizeof(int)));
         probe_kernel<<<1, 1, 0, ctx_.stream>>>(flag);
@@ -404,9 +408,9 @@ private:
     GraphReplay replay_;
     bool profiling_ = false;
     Profiler profiler_;
-    const bool graphs_ = env_on("FP4_CUDA_GRAPHS");
+    const bool graphs_ = env_flag("FP4_CUDA_GRAPHS", false);
     // Decode-sized products run as fused groups with FP4_CUDA_FUSE=1 (off until verified on a GPU).
-    const FusionRules fusion_{Type::NVFP4, env_on("FP4_CUDA_FUSE") ? kGemvMaxRowsNvfp4 : 0, kMaxGroupProducts};
+    const FusionRules fusion_{Type::NVFP4, env_flag("FP4_CUDA_FUSE", false) ? kGemvMaxRowsNvfp4 : 0, kMaxGroupProducts};
     std::vector<void*> owned_;
     void* arena_ = nullptr;
     size_t arena_bytes_ = 0;

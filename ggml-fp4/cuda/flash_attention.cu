@@ -4,8 +4,7 @@
 // accumulators, the softmax is online in F32 (exp2 with the scale folded in), and P goes from the S
 // accumulators straight into the A fragments of P·V. Serves ATTN_FULL (the vision tower) and the prefill
 // of ATTN_CACHED (causal through a per-row key limit, GQA by kv head = head / group, F32/BF16/FP8 caches).
-#include <cuda_fp8.h>
-
+#include "cache_types.cuh"
 #include "kernels.cuh"
 #include "nvfp4.cuh"
 
@@ -14,18 +13,6 @@ namespace fp4::cuda {
 namespace {
 
 constexpr int kRows = 64, kKeys = 64, kWarps = 4;
-
-// Four consecutive keys' or values' elements as F32 (4-element aligned).
-__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
-    const uint2 u = *reinterpret_cast<const uint2*>(p);
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
-    return make_float4(a.x, a.y, b.x, b.y);
-}
-__device__ __forceinline__ float4 load4(const __nv_fp8_e4m3* p) {
-    return float4(*reinterpret_cast<const __nv_fp8x4_e4m3*>(p));
-}
 
 // Four 8x8 BF16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of matrix i. Without
 // .trans lane (g, t) gets row g, columns 2t and 2t+1 of each; with .trans rows 2t, 2t+1 of column g.
