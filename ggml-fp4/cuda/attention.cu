@@ -1,8 +1,8 @@
 // attention.cu — ATTN_CACHED and ATTN_FULL, softmax in F32; the KV cache holds F32, BF16 or FP8 E4M3 rows
 // (rounded to nearest even when stored, FP8 saturating at ±448, as the CPU backend does).
 //  * Few query rows (decode, or rows of different sequences): flash-decoding. A block takes one
-//    (row, GQA group of 4 query heads or one head, slice of the keys), so each key and value row is read
-//    once per group; each warp runs an online softmax over 32 keys at a time (one key per lane for the
+//    (row, head, slice of the keys) — with FP4_CUDA_FUSE=1 one GQA group of 4 query heads, so each key and
+//    value row is read once per group; each warp runs an online softmax over 32 keys at a time (one key per lane for the
 //    scores, one head dimension per lane for the values); warps merge in shared memory and slices merge
 //    in a second small kernel when the keys were split.
 //  * Many query rows of one sequence (prefill) and ATTN_FULL: scores = Q·Kᵀ and out = P·V as batched
@@ -210,10 +210,10 @@ static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, floa
 
 template <typename T>
 static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
-    // Groups of 4 query heads (Mistral's GQA) take one block for head_dim 64 or 128; otherwise one block
-    // per query head. Enough blocks for two waves; at most one slice per 256 keys of context.
+    // With fused kernels on, groups of 4 query heads (Mistral's GQA) take one block for head_dim 64 or 128;
+    // otherwise one block per query head. Enough blocks for two waves; at most one slice per 256 keys.
     const int dpl = (a.head_dim + 31) / 32;
-    const bool grouped = a.n_head == 4 * a.n_kv_head && (dpl == 2 || dpl == 4);
+    const bool grouped = c.fuse && a.n_head == 4 * a.n_kv_head && (dpl == 2 || dpl == 4);
     const int64_t blocks = a.M * (grouped ? a.n_kv_head : a.n_head);
     const int splits = int(std::clamp<int64_t>((2 * c.sms + blocks - 1) / blocks, 1, (a.n_ctx + 255) / 256));
     float* part = splits > 1 ? static_cast<float*>(c.scratch->get(

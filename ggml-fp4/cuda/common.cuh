@@ -46,6 +46,7 @@ struct Ctx {
     int sms = 1;       // multiprocessors
     bool pdl = false;    // launch the NVFP4 GEMVs with programmatic dependent launch (see pdl_wait)
     bool flash = false;  // attention of many query rows through flash_attention.cu
+    bool fuse = false;   // fused kernels, here: decode attention takes a GQA group's heads in one block
 };
 
 // Programmatic dependent launch (sm_90+). A kernel launched with the attribute may start while the kernel

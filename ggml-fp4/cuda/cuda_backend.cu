@@ -1,8 +1,8 @@
 // cuda_backend.cu — the CUDA Backend: weights and KV caches in device memory, graph intermediates in one
 // device arena planned by liveness (regrown only when a graph needs more), one stream, the dispatch of
 // every op to its kernel file, and four opt-in speed-ups: (FP4_CUDA_FUSE=1) decode-sized products run as
-// fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up → SwiGLU, down + residual) and the
-// q/k rotations join the KV-cache store,
+// fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up → SwiGLU, down + residual), the
+// q/k rotations join the KV-cache store and decode attention takes a GQA group per block,
 // (FP4_CUDA_PDL=1) the NVFP4 GEMVs start while the kernel before them finishes, (FP4_CUDA_FLASH=1) flash
 // attention for prefills and the vision tower, and (FP4_CUDA_GRAPHS=1) CUDA-graph replay of decode steps.
 #include <algorithm>
@@ -62,6 +62,8 @@ public:
         ctx_.scratch = &scratch_;
         ctx_.pdl = env_flag("FP4_CUDA_PDL", false);
         ctx_.flash = env_flag("FP4_CUDA_FLASH", false);
+        ctx_.fuse = env_flag("FP4_CUDA_FUSE", false);
+        fusion_.max_rows = ctx_.fuse ? kGemvMaxRowsNvfp4 : 0;
         // A kernel must run: fails here when the build has no code for this GPU.
         int* flag = static_cast<int*>(device_alloc(sizeof(int)));
         probe_kernel<<<1, 1, 0, ctx_.stream>>>(flag);
@@ -410,7 +412,7 @@ private:
     Profiler profiler_;
     const bool graphs_ = env_flag("FP4_CUDA_GRAPHS", false);
     // Decode-sized products run as fused groups with FP4_CUDA_FUSE=1 (off until verified on a GPU).
-    const FusionRules fusion_{Type::NVFP4, env_flag("FP4_CUDA_FUSE", false) ? kGemvMaxRowsNvfp4 : 0, kMaxGroupProducts};
+    FusionRules fusion_{Type::NVFP4, 0, kMaxGroupProducts};  // max_rows set with FP4_CUDA_FUSE
     std::vector<void*> owned_;
     void* arena_ = nullptr;
     size_t arena_bytes_ = 0;
