@@ -216,7 +216,9 @@ TEST_CASE("MUL_MAT for every weight type, GEMV and GEMM sizes") {
     Rng r{20260101};
     struct Shape { int64_t N, K; };
     for (Type t : {Type::F32, Type::BF16, Type::F16, Type::NVFP4})
-        for (Shape s : {Shape{48, 64}, Shape{100, 80}, Shape{300, 1024}, Shape{1027, 5120}}) {
+        // 25600 rows: enough row tiles (1600) that products of up to 16 rows take two per block on any GPU
+        // of up to 200 multiprocessors.
+        for (Shape s : {Shape{48, 64}, Shape{100, 80}, Shape{300, 1024}, Shape{1027, 5120}, Shape{25600, 64}}) {
             HostWeight w = random_weight(r, t, s.N, s.K);
             for (int64_t M : {1, 2, 3, 5, 8, 9, 13, 16, 17, 32, 33, 100}) {
                 auto x = r.floats(size_t(M * s.K));

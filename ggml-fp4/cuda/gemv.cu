@@ -198,6 +198,9 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
 template <int NB, int R, int P, Epilogue E, bool NORM>
 static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
     constexpr auto kernel = gemv_nvfp4_kernel<NB, R, P, E, NORM>;
+    const GemvSegment& last = a.seg[a.n_seg - 1];
+    if (blocks != (E == Epilogue::kSwiglu ? a.seg[0].row_tiles : last.first_block + (last.row_tiles + R - 1) / R))
+        fail("gemv_nvfp4: the grid was sized for another number of row tiles per block");
     static const std::array<int, 17> occ = [&] {
         std::array<int, 17> o{};
         FP4_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gemv_smem<NB, R>(16))));
@@ -221,7 +224,8 @@ static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
     FP4_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
 }
 
-// The kernel for M rows: 8 activation rows per MMA column block (NB), R row tiles per block.
+// The kernel for M rows: 8 activation rows per MMA column block (NB), R row tiles per block (two_tiles:
+// R = 2, as gemv_nvfp4_group sized the grid; launch_nvfp4 checks that they agree).
 template <Epilogue E, bool NORM>
 static void launch_for_rows(const Ctx& c, const GemvArgs& a, int64_t blocks, bool two_tiles) {
     if constexpr (E == Epilogue::kSwiglu) {
@@ -261,8 +265,10 @@ void gemv_nvfp4_group(const Ctx& c, const GemvGroup& grp) {
         row_tiles += a.seg[i].row_tiles;
     }
     if (grp.swiglu && a.seg[0].N != a.seg[1].N) fail("gemv_nvfp4: gate and up differ in rows");
-    // Plain products take two row tiles per block once there are enough to fill the GPU eight times over.
-    const bool two_tiles = !grp.norm && !grp.residual && !grp.swiglu && row_tiles >= 8 * int64_t(c.sms);
+    // Plain products of up to 16 rows take two row tiles per block once there are enough to fill the GPU
+    // eight times over (launch_for_rows has R = 2 kernels for exactly these cases); SwiGLU always pairs two.
+    const bool two_tiles =
+        !grp.norm && !grp.residual && !grp.swiglu && grp.M <= 16 && row_tiles >= 8 * int64_t(c.sms);
     const int R = grp.swiglu || two_tiles ? 2 : 1;
     int64_t blocks = 0;
     for (int i = 0; i < grp.n; ++i) {
