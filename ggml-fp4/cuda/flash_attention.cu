@@ -6,7 +6,7 @@
 // of ATTN_CACHED (causal through a per-row key limit, GQA by kv head = head / group, F32/BF16/FP8 caches).
 #include "cache_types.cuh"
 #include "kernels.cuh"
-#include "nvfp4.cuh"
+#include "mma.cuh"
 
 namespace fp4::cuda {
 
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attn_kernel(const __grid_co
             const int64_t r = wrow + g + (i & 1) * 8;
             float2 v = make_float2(0.f, 0.f);
             if (r < a.M) v = *reinterpret_cast<const float2*>(a.q + r * a.ldq + int64_t(h) * DH + kk * 16 + 2 * t + (i >> 1) * 8);
-            qa[kk][i] = nvfp4::pack_bf16x2(v.x, v.y);
+            qa[kk][i] = pack_bf16x2(v.x, v.y);
         }
     int32_t lim[2] = {INT32_MAX, INT32_MAX};  // of rows g and g + 8
     if (a.limit)
@@ -79,8 +79,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attn_kernel(const __grid_co
                 const int64_t off = (k0 + key) * a.ldkv + int64_t(hk) * DH + d;
                 kv = load4(a.k + off), vv = load4(a.v + off);
             }
-            *reinterpret_cast<uint2*>(&ks[key * KS + d]) = make_uint2(nvfp4::pack_bf16x2(kv.x, kv.y), nvfp4::pack_bf16x2(kv.z, kv.w));
-            *reinterpret_cast<uint2*>(&vs[key * KS + d]) = make_uint2(nvfp4::pack_bf16x2(vv.x, vv.y), nvfp4::pack_bf16x2(vv.z, vv.w));
+            *reinterpret_cast<uint2*>(&ks[key * KS + d]) = make_uint2(pack_bf16x2(kv.x, kv.y), pack_bf16x2(kv.z, kv.w));
+            *reinterpret_cast<uint2*>(&vs[key * KS + d]) = make_uint2(pack_bf16x2(vv.x, vv.y), pack_bf16x2(vv.z, vv.w));
         }
         __syncthreads();
         if (wrow >= a.M) continue;  // a warp past the last row only helps load
@@ -94,8 +94,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attn_kernel(const __grid_co
                 uint32_t b[4];  // (keys nb, dims 16kk..+7), (nb, +8..), (nb+1, 16kk..), (nb+1, +8..)
                 const int m = lane >> 3, key = nb * 8 + (m >> 1) * 8 + (lane & 7), dim = kk * 16 + (m & 1) * 8;
                 ldmatrix_x4(b, &ks[key * KS + dim], false);
-                nvfp4::mma_bf16(s[nb], qa[kk], b[0], b[1]);
-                nvfp4::mma_bf16(s[nb + 1], qa[kk], b[2], b[3]);
+                mma_bf16(s[nb], qa[kk], b[0], b[1]);
+                mma_bf16(s[nb + 1], qa[kk], b[2], b[3]);
             }
         // Online softmax: mask, new row maxima (over the 4 lanes of a row), rescale what came before.
         float tile_max[2] = {-INFINITY, -INFINITY};
@@ -134,15 +134,15 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attn_kernel(const __grid_co
                     p[j][c] = exp2f(s[2 * kk + j][c] - base[c >> 1]);
                     l[c >> 1] += p[j][c];
                 }
-            const uint32_t pa[4] = {nvfp4::pack_bf16x2(p[0][0], p[0][1]), nvfp4::pack_bf16x2(p[0][2], p[0][3]),
-                                    nvfp4::pack_bf16x2(p[1][0], p[1][1]), nvfp4::pack_bf16x2(p[1][2], p[1][3])};
+            const uint32_t pa[4] = {pack_bf16x2(p[0][0], p[0][1]), pack_bf16x2(p[0][2], p[0][3]),
+                                    pack_bf16x2(p[1][0], p[1][1]), pack_bf16x2(p[1][2], p[1][3])};
 #pragma unroll
             for (int nd = 0; nd < DH / 8; nd += 2) {
                 uint32_t b[4];  // transposed: (keys 16kk.., dims 8nd..), (keys +8.., 8nd..), then dims 8nd+8..
                 const int m = lane >> 3, key = kk * 16 + (m & 1) * 8 + (lane & 7), dim = nd * 8 + (m >> 1) * 8;
                 ldmatrix_x4(b, &vs[key * KS + dim], true);
-                nvfp4::mma_bf16(o[nd], pa, b[0], b[1]);
-                nvfp4::mma_bf16(o[nd + 1], pa, b[2], b[3]);
+                mma_bf16(o[nd], pa, b[0], b[1]);
+                mma_bf16(o[nd + 1], pa, b[2], b[3]);
             }
         }
     }

@@ -16,6 +16,7 @@
 #include <array>
 
 #include "kernels.cuh"
+#include "mma.cuh"
 #include "nvfp4.cuh"
 
 namespace fp4::cuda {

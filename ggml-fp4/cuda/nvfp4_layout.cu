@@ -11,45 +11,15 @@ using namespace nvfp4;
 // One thread per (tile, lane): gathers the lane's 32 codes and 8 scales from the checkpoint layout.
 __global__ void repack_kernel(const uint8_t* codes, const uint8_t* scales, int64_t N, int64_t K, int64_t KT,
                               int64_t ntiles, uint4* out_codes, uint2* out_scales, int* bad_scale) {
-    int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    int64_t tile = id >> 5;
+    const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, tile = id >> 5;
     if (tile >= ntiles) return;
-    int lane = int(id & 31), g = lane >> 2, t = lane & 3;
-    int64_t rt = tile / KT, kt = tile % KT;
-
-    uint8_t u[4][2];
-    bool zero[4][2], neg[4][2];
-    for (int kk = 0; kk < 4; ++kk)
-        for (int h = 0; h < 2; ++h) {
-            int64_t n = rt * kTileRows + g + 8 * h, grp = kt * 4 + kk;
-            uint8_t b = (n < N && grp * 16 < K) ? scales[n * (K / 16) + grp] : 0;
-            if ((b & 0x7f) == 0x7f) atomicOr(bad_scale, 1);  // E4M3 NaN
-            zero[kk][h] = (b & 0x7f) == 0;
-            neg[kk][h] = (b & 0x80) != 0;
-            u[kk][h] = zero[kk][h] ? 0 : encode_scale(b & 0x7f);
-        }
-
-    uint32_t words[4] = {0, 0, 0, 0};
-    for (int kk = 0; kk < 4; ++kk)
-        for (int i = 0; i < 4; ++i)
-            for (int odd = 0; odd < 2; ++odd) {
-                int h = i & 1;
-                int64_t n = rt * kTileRows + g + 8 * h;
-                int64_t k = kt * kTileCols + kk * 16 + (i >> 1) * 8 + 2 * t + odd;
-                uint32_t nib = 0;
-                if (n < N && k < K) {
-                    uint8_t byte = codes[n * (K / 2) + k / 2];
-                    nib = (k & 1) ? byte >> 4 : byte & 15;
-                }
-                if (zero[kk][h]) nib = 0;
-                else if (neg[kk][h]) nib ^= 8;
-                words[kk] |= nib << (((odd ? 28 : 12) - 4 * i));
-            }
-    out_codes[tile * 32 + lane] = make_uint4(words[0], words[1], words[2], words[3]);
-    if (t == 0)
-        out_scales[tile * 8 + g] =
-            make_uint2(u[0][0] | u[0][1] << 8 | u[1][0] << 16 | u[1][1] << 24,
-                       u[2][0] | u[2][1] << 8 | u[3][0] << 16 | u[3][1] << 24);
+    const int lane = int(id & 31);
+    uint32_t w[4], s[2];
+    bool nan_scale = false;
+    repack_lane(codes, scales, N, K, tile / KT, tile % KT, lane, w, s, &nan_scale);
+    if (nan_scale) atomicOr(bad_scale, 1);
+    out_codes[tile * 32 + lane] = make_uint4(w[0], w[1], w[2], w[3]);
+    if ((lane & 3) == 0) out_scales[tile * 8 + (lane >> 2)] = make_uint2(s[0], s[1]);
 }
 
 void nvfp4_repack(const Ctx& c, const uint8_t* codes, const uint8_t* scales, int64_t N, int64_t K,
