@@ -1,8 +1,8 @@
-// fusion.cpp — plan_steps: a greedy walk over the nodes that groups norm → products → epilogue.
+// fusion.cpp — plan_steps: a greedy walk over the nodes that takes a rope group, or a linear group
+// (norm → products → epilogue), where one starts, and a single node otherwise.
 #include "fusion.h"
 
 #include <stdexcept>
-
 
 namespace fp4 {
 

@@ -14,22 +14,22 @@
 
 namespace fp4 {
 
-// What a backend's fused product kernel accepts.
+// What a backend's fused kernels accept.
 struct FusionRules {
     Type weight_type = Type::NVFP4;  // every product's weight
-    int64_t max_rows = 0;            // input rows (M) at most; 0 turns fusion off
+    int64_t max_rows = 0;            // rows (M) of a group at most; 0 turns fusion off
     int max_products = 3;
 };
 
 struct Step {
     std::vector<Tensor*> nodes;     // graph nodes this step computes, in graph order
     Tensor* norm = nullptr;         // RMS_NORM folded into the products' input (not materialised)
-    std::vector<Tensor*> products;  // MUL_MATs of the group (empty for a single node)
+    std::vector<Tensor*> products;  // MUL_MATs of a linear group (empty otherwise)
     Tensor* epilogue = nullptr;     // SWIGLU(products[0] = gate, products[1] = up) or ADD(residual, products[0])
     Tensor* attention = nullptr;    // a rope group's ATTN_CACHED; its sources 0 and 1 are the two ROPEs
 
     bool fused() const { return !products.empty() || attention; }
-    // The input every product reads: the norm's source when a norm is folded.
+    // Of a linear group: the input every product reads (the norm's source when a norm is folded).
     Tensor* input() const { return norm ? norm->src[0] : products.front()->src[1]; }
     // For an ADD epilogue: the source that is not the product.
     Tensor* residual() const;
