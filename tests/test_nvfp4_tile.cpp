@@ -19,19 +19,22 @@ float bf16_bits(uint32_t half) { return fp4::bf16_to_f32(uint16_t(half)); }
 
 }  // namespace
 
-TEST_CASE("every element of a tile has its own code nibble, and 16 columns share a scale byte") {
-    std::set<std::pair<int, int>> nibbles;
+TEST_CASE("every element of a tile has its own four code bits, and 16 columns share a scale byte") {
+    std::set<std::pair<int, int>> bits;
     for (int r = 0; r < kTileRows; ++r)
         for (int c = 0; c < kTileCols; ++c) {
             const Place p = place_of(r, c);
-            CHECK(p.byte >= 0);
-            CHECK(p.byte < kTileCodeBytes);
-            CHECK((p.shift == 0 || p.shift == 4));
-            CHECK(nibbles.insert({p.byte, p.shift}).second);
+            CHECK(p.word >= 0);
+            CHECK(p.word < kTileCodeBytes / 4);
+            for (int b : p.bits.bit) {
+                CHECK((b >= 0 && b < 32));
+                CHECK(bits.insert({p.word, b}).second);
+            }
+            for (uint32_t code = 0; code < 16; ++code) CHECK(code_at(place_code(code, p.bits), p.bits) == code);
             CHECK(p.scale == place_of(r, c & ~15).scale);
             CHECK(p.scale < kTileScaleBytes);
         }
-    CHECK(nibbles.size() == size_t(kTileCodeBytes) * 2);
+    CHECK(bits.size() == size_t(kTileCodeBytes) * 8);
 }
 
 TEST_CASE("the re-encoded scale of every non-NaN positive E4M3 byte decodes to its value") {

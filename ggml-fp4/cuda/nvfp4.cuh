@@ -26,9 +26,9 @@ __device__ __forceinline__ void dequant_fragment(uint32_t word, uint2 scales, in
 // One element W[n, k] as F32, rounded as the reference does: e2m1 · (scale / gscale).
 __device__ inline float element(const uint8_t* codes, const uint8_t* scales, int64_t KT, float gscale, int64_t n,
                                 int64_t k) {
-    int64_t tile = (n / kTileRows) * KT + k / kTileCols;
-    Place s = place_of(int(n % kTileRows), int(k % kTileCols));
-    uint8_t code = (codes[tile * kTileCodeBytes + s.byte] >> s.shift) & 15;
+    const int64_t tile = (n / kTileRows) * KT + k / kTileCols;
+    const Place s = place_of(int(n % kTileRows), int(k % kTileCols));
+    const uint32_t code = code_at(reinterpret_cast<const uint32_t*>(codes + tile * kTileCodeBytes)[s.word], s.bits);
     int m = code & 7;
     float mag = m < 2 ? 0.5f * float(m) : ldexpf(1.0f + 0.5f * float(m & 1), (m >> 1) - 1);
     float v = mag * (decode_scale(scales[tile * kTileScaleBytes + s.scale]) / gscale);

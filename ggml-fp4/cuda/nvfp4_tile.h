@@ -5,15 +5,19 @@
 // tile, row-tile major. A tile holds exactly what one warp needs as the A operand of four
 // mma.m16n8k16 (one per 16-column scale group, kk = 0..3):
 //  * codes, 512 bytes: lane l = 4g + t owns bytes [16l, 16l + 16); its 32-bit word kk holds the codes of
-//    rows g and g+8 at group columns 2t, 2t+1, 2t+8, 2t+9. Fragment register i (a0: row g, cols 2t..;
-//    a1: row g+8, cols 2t..; a2: row g, cols 2t+8..; a3: row g+8, cols 2t+8..) keeps its even column at
-//    bits [15-4i, 12-4i] and its odd column at bits [31-4i, 28-4i], so `word << 4i` puts both nibbles at
-//    the top of their 16-bit halves and two bit operations turn them into a BF16 pair.
+//    rows g and g+8 at group columns 2t, 2t+1, 2t+8, 2t+9: fragment register i (a0: row g, cols 2t..;
+//    a1: row g+8, cols 2t..; a2: row g, cols 2t+8..; a3: row g+8, cols 2t+8..), its even column in the
+//    low 16 bits and its odd column in the high 16. Within a half, a code's sign and 3 magnitude bits sit
+//    where decoding wants them, so that three registers cost one mask (and a shift) each:
+//      a0: sign 15, magnitude 8..6    → word & 0x81C081C0
+//      a1: sign 12, magnitude 5..3    → (word << 3) & 0x81C081C0
+//      a2: sign  9, magnitude 2..0    → (word << 6) & 0x81C081C0
+//      a3: sign 14, magnitude 13, 11, 10 (the bits left) → three shifts and masks
 //  * scales, 64 bytes: lanes of group g read 8 bytes at 8g; byte 2kk + h is the scale of row g + 8h in
 //    group kk, re-encoded as u = (E + 9)·8 + m for the E4M3 value 2^E·(1 + m/8) (every E4M3 value, the
 //    subnormal ones too, is normal in this form). Zero scales become zero codes and negative scales
 //    flip the code signs at repack time, so u never needs a sign or a zero.
-// Decoding: code nibble → BF16 bits (sign << 15 | magnitude << 6) = e2m1 · 2^-126; u → BF16 bits
+// Decoding: code → BF16 bits (sign << 15 | magnitude << 6) = e2m1 · 2^-126; u → BF16 bits
 // (u << 4) + (236 << 7) = scale · 2^118; their product e2m1 · scale · 2^-8 is exact in BF16 (6 significant
 // bits, between 2^-18 and 2^4), so a kernel multiplies its F32 result by 2^8 / gscale once per output.
 #pragma once
@@ -39,16 +43,30 @@ FP4_HD int64_t col_tiles(int64_t K) { return (K + kTileCols - 1) / kTileCols; }
 inline size_t code_bytes(int64_t N, int64_t K) { return size_t(padded_rows(N) / kTileRows * col_tiles(K)) * kTileCodeBytes; }
 inline size_t scale_bytes(int64_t N, int64_t K) { return size_t(padded_rows(N) / kTileRows * col_tiles(K)) * kTileScaleBytes; }
 
-// Bit of the code of fragment register i's even (odd = 0) or odd column in its lane's word.
-FP4_HD int code_shift(int i, int odd) { return (odd ? 28 : 12) - 4 * i; }
+// Bits of the code of fragment register i's even (odd = 0) or odd column in its lane's word: sign, then
+// magnitude bits 2, 1, 0.
+struct CodeBits { int bit[4]; };
+FP4_HD CodeBits code_bits(int i, int odd) {
+    const int base = odd ? 16 : 0;
+    if (i == 3) return {{base + 14, base + 13, base + 11, base + 10}};
+    const int top = 15 - 3 * i;  // a0: 15, a1: 12, a2: 9; the magnitude 7 bits lower
+    return {{base + top, base + top - 7, base + top - 8, base + top - 9}};
+}
+FP4_HD uint32_t place_code(uint32_t code, CodeBits b) {
+    return (code >> 3 & 1u) << b.bit[0] | (code >> 2 & 1u) << b.bit[1] | (code >> 1 & 1u) << b.bit[2] |
+           (code & 1u) << b.bit[3];
+}
+FP4_HD uint32_t code_at(uint32_t word, CodeBits b) {
+    return (word >> b.bit[0] & 1u) << 3 | (word >> b.bit[1] & 1u) << 2 | (word >> b.bit[2] & 1u) << 1 |
+           (word >> b.bit[3] & 1u);
+}
 
-// Where element (r, c) of a tile (r < 16, c < 64) lives: byte offset in the tile's codes, nibble shift
-// within that byte, and byte offset of its scale in the tile's scales.
-struct Place { int byte, shift, scale; };
+// Where element (r, c) of a tile (r < 16, c < 64) lives: the 32-bit word of the tile's codes that holds
+// it, the code's bits in that word, and the byte offset of its scale in the tile's scales.
+struct Place { int word; CodeBits bits; int scale; };
 FP4_HD Place place_of(int r, int c) {
     const int kk = c >> 4, cc = c & 15, g = r & 7, h = r >> 3, t = (cc & 7) >> 1;
-    const int i = h + 2 * (cc >> 3), bit = code_shift(i, cc & 1);
-    return {(4 * g + t) * 16 + kk * 4 + (bit >> 3), bit & 4, 8 * g + 2 * kk + h};
+    return {(4 * g + t) * 4 + kk, code_bits(h + 2 * (cc >> 3), cc & 1), 8 * g + 2 * kk + h};
 }
 
 // Re-encoding of an E4M3 scale byte (sign and zero handled by the caller).
@@ -92,7 +110,7 @@ FP4_HD void repack_lane(const uint8_t* codes, const uint8_t* scales, int64_t N, 
                 }
                 if (zero[kk][h]) nib = 0;
                 else if (neg[kk][h]) nib ^= 8;
-                words[kk] |= nib << code_shift(i, odd);
+                words[kk] |= place_code(nib, code_bits(i, odd));
             }
     }
     scale_words[0] = uint32_t(u[0][0]) | uint32_t(u[0][1]) << 8 | uint32_t(u[1][0]) << 16 | uint32_t(u[1][1]) << 24;
@@ -101,10 +119,11 @@ FP4_HD void repack_lane(const uint8_t* codes, const uint8_t* scales, int64_t N, 
 
 // Four BF16 pairs (fragment registers a0..a3, bits) from one code word, before scaling.
 FP4_HD void decode_word(uint32_t w, uint32_t a[4]) {
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t x = w << (4 * i);
-        a[i] = (x & 0x80008000u) | ((x >> 6) & 0x01C001C0u);
-    }
+    constexpr uint32_t kBf16 = 0x81C081C0u;  // sign 15, magnitude 8..6 of each half
+    a[0] = w & kBf16;
+    a[1] = (w << 3) & kBf16;
+    a[2] = (w << 6) & kBf16;
+    a[3] = ((w << 1) & 0x80008000u) | ((w >> 5) & 0x01000100u) | ((w >> 4) & 0x00C000C0u);
 }
 
 // CUDA's __byte_perm(x, y, s) (selector nibbles below 8: byte n of the 8 bytes y:x), also on the host.
