@@ -1,6 +1,6 @@
 // gemv.cu — small-M matrix products y[M, N] = x[M, K]·Wᵀ (decode), each weight byte read once.
 //  * NVFP4 (M ≤ 32): tensor cores with the weights as the A operand ("swap AB"): a warp walks the K tiles of
-//    16-row tiles, decodes each lane's fragment in registers (nvfp4.cuh) and issues one m16n8k16 per
+//    16-row tiles, decodes each lane's fragment in registers (nvfp4_tile.h) and issues one m16n8k16 per
 //    16 columns and per 8 activation rows, so M = 1..8 costs the same. Each warp keeps P tiles per row tile
 //    in flight (a register ring) so that a multiprocessor has ~50-70 KB of loads outstanding. The warps of a
 //    block split K and add their partial sums in shared memory; the global scale is applied once per output.

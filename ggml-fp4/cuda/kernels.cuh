@@ -6,8 +6,8 @@
 
 namespace fp4::cuda {
 
-// nvfp4_layout.cu: load-time repack of a checkpoint NVFP4 weight into the tiled layout of nvfp4.cuh,
-// and its expansion to a row-major BF16 copy (times 2^-8, see nvfp4.cuh) for cuBLAS.
+// nvfp4_layout.cu: load-time repack of a checkpoint NVFP4 weight into the tiled layout of nvfp4_tile.h,
+// and its expansion to a row-major BF16 copy (times 2^-8, see nvfp4_tile.h) for cuBLAS.
 void nvfp4_repack(const Ctx& c, const uint8_t* codes, const uint8_t* scales, int64_t N, int64_t K,
                   uint8_t* tiled_codes, uint8_t* tiled_scales, int* bad_scale);
 void nvfp4_to_bf16(const Ctx& c, const Tensor& w, __nv_bfloat16* out);

@@ -1,5 +1,5 @@
 // nvfp4_layout.cu — converts a checkpoint NVFP4 weight (row-major codes, row-major E4M3 scales) into the
-// tiled device layout of nvfp4.cuh once at load time, and expands a tiled weight into a row-major BF16
+// tiled device layout of nvfp4_tile.h once at load time, and expands a tiled weight into a row-major BF16
 // matrix (values · 2^-8, exact) for the cuBLAS prefill path.
 #include "kernels.cuh"
 #include "nvfp4.cuh"
