@@ -110,17 +110,9 @@ public:
     // every kernel: the per-kernel table.
     std::vector<fp4::OpProfile> profile_decode(int n, int np, int prompt) {
         mistral::Context ctx(model_, prompt + n, np, kv_type_);
-        for (int s = 0; s < np; ++s) ctx.eval(mistral::Batch::sequence(random_tokens(prompt), 0, s));
+        prefill_each(ctx, np, prompt);
         model_.backend().set_profiling(true);
-        for (int i = 0; i < n; ++i) {
-            mistral::Batch b;
-            b.ids = random_tokens(np);
-            for (int s = 0; s < np; ++s) b.pos.push_back(prompt + i), b.seq.push_back(s);
-            b.logits_first = 0;
-            b.logits_count = np;
-            b.argmax_only = np > 1;  // as parallel() decodes
-            ctx.eval(b);
-        }
+        for (int i = 0; i < n; ++i) ctx.eval(decode_step(np, prompt + i, np > 1));  // as parallel() decodes
         model_.backend().set_profiling(false);
         return model_.backend().profile();
     }
@@ -150,25 +142,29 @@ public:
     double parallel(int np, int prompt, int n, double* ttft_ms) {
         mistral::Context ctx(model_, prompt + n, np, kv_type_);
         auto t0 = Clock::now();
-        for (int s = 0; s < np; ++s) ctx.eval(mistral::Batch::sequence(random_tokens(prompt), 0, s));
+        prefill_each(ctx, np, prompt);
         *ttft_ms = seconds_since(t0) * 1e3;
         auto t1 = Clock::now();
-        for (int i = 0; i < n; ++i) {
-            mistral::Batch b;
-            b.ids = random_tokens(np);
-            for (int s = 0; s < np; ++s) {
-                b.pos.push_back(prompt + i);
-                b.seq.push_back(s);
-            }
-            b.logits_first = 0;
-            b.logits_count = np;
-            b.argmax_only = true;
-            ctx.eval(b);
-        }
+        for (int i = 0; i < n; ++i) ctx.eval(decode_step(np, prompt + i, true));
         return double(np) * n / seconds_since(t1);
     }
 
 private:
+    // Each of np sequences prefilled with `prompt` random tokens.
+    void prefill_each(mistral::Context& ctx, int np, int prompt) {
+        for (int s = 0; s < np; ++s) ctx.eval(mistral::Batch::sequence(random_tokens(prompt), 0, s));
+    }
+
+    // One random token for each of np sequences at position pos, with every row's logits (or its argmax).
+    mistral::Batch decode_step(int np, int pos, bool argmax_only) {
+        mistral::Batch b;
+        b.ids = random_tokens(np);
+        for (int s = 0; s < np; ++s) b.pos.push_back(pos), b.seq.push_back(s);
+        b.logits_count = np;
+        b.argmax_only = argmax_only;
+        return b;
+    }
+
     mistral::Model& model_;
     std::mt19937_64 rng_;
     std::optional<fp4::Type> kv_type_;
