@@ -2,9 +2,9 @@
 // (rounded to nearest even when stored, FP8 saturating at ±448, as the CPU backend does).
 //  * Few query rows (decode, or rows of different sequences): flash-decoding. A block takes one
 //    (row, head, slice of the keys) — with FP4_CUDA_FUSE=1 one GQA group of 4 query heads, so each key and
-//    value row is read once per group; each warp runs an online softmax over 32 keys at a time (one key per lane for the
-//    scores, one head dimension per lane for the values); warps merge in shared memory and slices merge
-//    in a second small kernel when the keys were split.
+//    value row is read once per group; each warp runs an online softmax over 32 keys at a time (one key
+//    per lane for the scores, one head dimension per lane for the values); warps merge in shared memory
+//    and slices merge in a second small kernel when the keys were split.
 //  * Many query rows of one sequence (prefill) and ATTN_FULL: scores = Q·Kᵀ and out = P·V as batched
 //    GEMMs through cuBLAS in TF32 (one batch per KV head covers its GQA group), with a masked row softmax
 //    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
@@ -219,7 +219,8 @@ static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
     float* part = splits > 1 ? static_cast<float*>(c.scratch->get(
                                    kAttn, sizeof(float) * size_t(a.M * a.n_head) * splits * (a.head_dim + 2)))
                              : nullptr;
-    if (grouped) dpl == 2 ? launch_split<2, 4, T>(c, a, splits, part, out) : launch_split<4, 4, T>(c, a, splits, part, out);
+    if (grouped && dpl == 2) launch_split<2, 4, T>(c, a, splits, part, out);
+    else if (grouped) launch_split<4, 4, T>(c, a, splits, part, out);
     else if (dpl <= 1) launch_split<1, 1, T>(c, a, splits, part, out);
     else if (dpl <= 2) launch_split<2, 1, T>(c, a, splits, part, out);
     else if (dpl <= 4) launch_split<4, 1, T>(c, a, splits, part, out);

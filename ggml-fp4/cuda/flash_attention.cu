@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attn_kernel(const __grid_co
         for (int i = 0; i < 4; ++i) {
             const int64_t r = wrow + g + (i & 1) * 8;
             float2 v = make_float2(0.f, 0.f);
-            if (r < a.M) v = *reinterpret_cast<const float2*>(a.q + r * a.ldq + int64_t(h) * DH + kk * 16 + 2 * t + (i >> 1) * 8);
+            const int64_t col = int64_t(h) * DH + kk * 16 + 2 * t + (i >> 1) * 8;
+            if (r < a.M) v = *reinterpret_cast<const float2*>(a.q + r * a.ldq + col);
             qa[kk][i] = pack_bf16x2(v.x, v.y);
         }
     int32_t lim[2] = {INT32_MAX, INT32_MAX};  // of rows g and g + 8

@@ -234,8 +234,10 @@ static void launch_for_rows(const Ctx& c, const GemvArgs& a, int64_t blocks, boo
         else if (a.M <= 16) launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks);
         else launch_nvfp4<4, 2, NORM ? 1 : 2, E, NORM>(c, a, blocks);  // a deeper ring would spill
     } else if constexpr (E == Epilogue::kStore && !NORM) {
-        if (a.M <= 8) two_tiles ? launch_nvfp4<1, 2, 4, E, NORM>(c, a, blocks) : launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
-        else if (a.M <= 16) two_tiles ? launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks) : launch_nvfp4<2, 1, 4, E, NORM>(c, a, blocks);
+        if (a.M <= 8 && two_tiles) launch_nvfp4<1, 2, 4, E, NORM>(c, a, blocks);
+        else if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
+        else if (a.M <= 16 && two_tiles) launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks);
+        else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM>(c, a, blocks);
         else launch_nvfp4<4, 1, 2, E, NORM>(c, a, blocks);
     } else {  // fused groups of q/k/v, o or down size: one row tile per block
         if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);

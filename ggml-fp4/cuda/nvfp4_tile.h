@@ -40,8 +40,9 @@ constexpr float kOutScale = 256.0f;  // undoes the 2^-8 of the decoded products
 
 FP4_HD int64_t padded_rows(int64_t N) { return (N + kTileRows - 1) / kTileRows * kTileRows; }
 FP4_HD int64_t col_tiles(int64_t K) { return (K + kTileCols - 1) / kTileCols; }
-inline size_t code_bytes(int64_t N, int64_t K) { return size_t(padded_rows(N) / kTileRows * col_tiles(K)) * kTileCodeBytes; }
-inline size_t scale_bytes(int64_t N, int64_t K) { return size_t(padded_rows(N) / kTileRows * col_tiles(K)) * kTileScaleBytes; }
+inline size_t tiles(int64_t N, int64_t K) { return size_t(padded_rows(N) / kTileRows * col_tiles(K)); }
+inline size_t code_bytes(int64_t N, int64_t K) { return tiles(N, K) * kTileCodeBytes; }
+inline size_t scale_bytes(int64_t N, int64_t K) { return tiles(N, K) * kTileScaleBytes; }
 
 // Bits of the code of fragment register i's even (odd = 0) or odd column in its lane's word: sign, then
 // magnitude bits 2, 1, 0.
