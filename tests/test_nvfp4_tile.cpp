@@ -1,8 +1,10 @@
 // test_nvfp4_tile.cpp — the CUDA backend's NVFP4 tile layout (cuda/nvfp4_tile.h) on the host: the load-time
 // repack and the GEMV's fragment decode are the very functions the kernels call, so a change of layout is
-// checked here without a GPU. Every decoded fragment must equal the reference e2m1 · e4m3 exactly.
+// checked here without a GPU. Every decoded fragment must equal the reference e2m1 · e4m3 exactly, and a warp's
+// MMAs (emulated as PTX defines their fragments) over the lanes' A and B fragments must give x·Wᵀ.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -41,59 +43,144 @@ TEST_CASE("the re-encoded scale of every non-NaN positive E4M3 byte decodes to i
     for (int b = 1; b < 0x7f; ++b) CHECK(decode_scale(encode_scale(uint8_t(b))) == fp4::e4m3_to_f32(uint8_t(b)));
 }
 
-TEST_CASE("repacked tiles decode to the checkpoint's values, padding to zero") {
-    // Rows and columns that are not whole tiles; every code, and scales that are zero, subnormal, negative.
-    const int64_t N = 40, K = 80, KT = col_tiles(K), row_tiles = padded_rows(N) / kTileRows;
-    Rng r{20260101};
-    std::vector<uint8_t> codes(size_t(N * K / 2)), scales(size_t(N * K / 16));
-    for (auto& b : codes) b = uint8_t(r.integer(0, 255));
-    for (size_t i = 0; i < scales.size(); ++i) {
-        uint8_t b = uint8_t(r.integer(0, 255));
-        if ((b & 0x7f) == 0x7f) b = 0x38;  // no NaN
-        scales[i] = i % 7 == 0 ? 0 : i % 11 == 0 ? uint8_t(b & 0x87) : b;  // zeros and subnormals too
-    }
-    std::vector<float> ref(size_t(N * K));
-    for (int64_t n = 0; n < N; ++n)
-        fp4::dequant_nvfp4_row(&codes[size_t(n * K / 2)], &scales[size_t(n * K / 16)], 1.0f, K, &ref[size_t(n * K)]);
+namespace {
 
+// A random NVFP4 weight whose rows and columns are not whole tiles, with every code and scales that are
+// zero, subnormal and negative; `ref` is its reference dequantization (global scale 1).
+struct Weight {
+    int64_t N, K;
+    std::vector<uint8_t> codes, scales;
+    std::vector<float> ref;
+    Weight(int64_t n, int64_t k, uint32_t seed) : N(n), K(k), codes(size_t(n * k / 2)), scales(size_t(n * k / 16)) {
+        Rng r{seed};
+        for (auto& b : codes) b = uint8_t(r.integer(0, 255));
+        for (size_t i = 0; i < scales.size(); ++i) {
+            uint8_t b = uint8_t(r.integer(0, 255));
+            if ((b & 0x7f) == 0x7f) b = 0x38;  // no NaN
+            scales[i] = i % 7 == 0 ? 0 : i % 11 == 0 ? uint8_t(b & 0x87) : b;
+        }
+        ref.resize(size_t(N * K));
+        for (int64_t row = 0; row < N; ++row)
+            fp4::dequant_nvfp4_row(&codes[size_t(row * K / 2)], &scales[size_t(row * K / 16)], 1.0f, K,
+                                   &ref[size_t(row * K)]);
+    }
+    int64_t row_tiles() const { return padded_rows(N) / kTileRows; }
+};
+
+// The scaled A fragments a lane feeds MMA kk of tile (rt, kt), as the GEMV computes them.
+void lane_fragments(const Weight& w, int64_t rt, int64_t kt, int lane, uint32_t a[4][4]) {
+    uint32_t words[4], sg, sg8;
+    uint16_t scale_pair;
+    bool nan_scale = false;
+    repack_lane(w.codes.data(), w.scales.data(), w.N, w.K, rt, kt, lane, words, &scale_pair, &nan_scale);
+    CHECK_FALSE(nan_scale);
+    scale_pairs(scale_pair, sg, sg8);
+    for (int kk = 0; kk < 4; ++kk) a_fragments(words[kk], sg, sg8, a[kk]);
+}
+
+}  // namespace
+
+TEST_CASE("a lane's columns of MMA kk are 4 consecutive ones of its scale group, as the GEMV loads them") {
+    std::set<int> cols;
+    for (int t = 0; t < 4; ++t)
+        for (int kk = 0; kk < 4; ++kk)
+            for (int half = 0; half < 2; ++half)
+                for (int odd = 0; odd < 2; ++odd) {
+                    const int c = tile_col(t, kk, half, odd);
+                    CHECK(c == tile_col(t, 0, 0, 0) + 4 * kk + 2 * half + odd);
+                    CHECK(c / 16 == t);
+                    cols.insert(c);
+                }
+    CHECK(cols.size() == size_t(kTileCols));
+}
+
+TEST_CASE("repacked tiles decode to the checkpoint's values, padding to zero") {
+    const Weight w(40, 80, 20260101);
     int checked = 0;
-    for (int64_t rt = 0; rt < row_tiles; ++rt)
-        for (int64_t kt = 0; kt < KT; ++kt)
+    for (int64_t rt = 0; rt < w.row_tiles(); ++rt)
+        for (int64_t kt = 0; kt < col_tiles(w.K); ++kt)
             for (int lane = 0; lane < 32; ++lane) {
-                // The lane's code words; the scale words its group's t = 0 lane stores (and every lane reads).
-                uint32_t w[4], s[2], s0[2], unused[4];
-                bool nan_scale = false;
-                repack_lane(codes.data(), scales.data(), N, K, rt, kt, lane, w, s, &nan_scale);
-                repack_lane(codes.data(), scales.data(), N, K, rt, kt, lane & ~3, unused, s0, &nan_scale);
-                CHECK_FALSE(nan_scale);
+                uint32_t a[4][4];
+                lane_fragments(w, rt, kt, lane, a);
                 const int g = lane >> 2, t = lane & 3;
-                for (int kk = 0; kk < 4; ++kk) {
-                    uint32_t a[4], sg, sg8;
-                    decode_word(w[kk], a);
-                    scale_pairs(s0[0], s0[1], kk, sg, sg8);
+                for (int kk = 0; kk < 4; ++kk)
                     for (int i = 0; i < 4; ++i)
                         for (int odd = 0; odd < 2; ++odd) {
                             const int64_t n = rt * kTileRows + g + 8 * (i & 1);
-                            const int64_t k = kt * kTileCols + kk * 16 + (i >> 1) * 8 + 2 * t + odd;
-                            const uint32_t sc = (i & 1) ? sg8 : sg;
+                            const int64_t k = kt * kTileCols + tile_col(t, kk, i >> 1, odd);
                             // The BF16 product the kernel forms (exact), times the 2^8 it applies at the end.
-                            const float got = bf16_bits(a[i] >> (16 * odd)) * bf16_bits(sc >> (16 * odd)) * kOutScale;
-                            const float want = n < N && k < K ? ref[size_t(n * K + k)] : 0.0f;
+                            const float got = bf16_bits(a[kk][i] >> (16 * odd)) * kOutScale;
+                            const float want = n < w.N && k < w.K ? w.ref[size_t(n * w.K + k)] : 0.0f;
                             if (got != want) {
                                 INFO("n=" << n << " k=" << k << " lane=" << lane << " kk=" << kk << " i=" << i);
                                 CHECK(got == want);
                             }
                             ++checked;
                         }
+            }
+    CHECK(checked == int(w.row_tiles() * col_tiles(w.K) * kTileRows * kTileCols));
+}
+
+namespace {
+
+// mma.m16n8k16 (row.col, BF16, F32 accumulation) as PTX defines its fragments: lane 4g + t holds A rows g
+// (a0, a2) and g+8 (a1, a3) at k = 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3), and B column g at the same k
+// (b0, b1). Accumulates in double, so only the order of the additions differs from the hardware.
+void mma_m16n8k16(const uint32_t a[32][4], const uint32_t b[32][2], double d[16][8]) {
+    for (int r = 0; r < 16; ++r)
+        for (int n = 0; n < 8; ++n)
+            for (int k = 0; k < 16; ++k) {
+                const int t = (k & 7) >> 1, hi = k >> 3, odd = k & 1;
+                const uint32_t av = a[4 * (r & 7) + t][(r >> 3) + 2 * hi], bv = b[4 * n + t][hi];
+                d[r][n] += double(bf16_bits(av >> (16 * odd))) * double(bf16_bits(bv >> (16 * odd)));
+            }
+}
+
+}  // namespace
+
+TEST_CASE("a warp's MMAs over the repacked tiles give x·Wᵀ (the GEMV's fragments, any M up to 8)") {
+    const Weight w(40, 80, 7);
+    const int M = 3;
+    Rng r{99};
+    const std::vector<float> x = r.floats(size_t(M * w.K), -2.0f, 2.0f);
+    for (int64_t rt = 0; rt < w.row_tiles(); ++rt) {
+        double d[16][8] = {};
+        for (int64_t kt = 0; kt < col_tiles(w.K); ++kt) {
+            uint32_t a[4][32][4], b[4][32][2];
+            for (int lane = 0; lane < 32; ++lane) {
+                uint32_t frag[4][4];
+                lane_fragments(w, rt, kt, lane, frag);
+                // Activation row g (rows from M on repeat the last one, as in the kernel), this lane's columns.
+                const int g = lane >> 2, t = lane & 3, m = std::min(g, M - 1);
+                for (int kk = 0; kk < 4; ++kk) {
+                    float v[4];
+                    for (int j = 0; j < 4; ++j) {
+                        const int64_t k = kt * kTileCols + tile_col(t, kk, j >> 1, j & 1);
+                        v[j] = k < w.K ? x[size_t(m * w.K + k)] : 0.0f;
+                    }
+                    std::memcpy(a[kk][lane], frag[kk], sizeof frag[kk]);
+                    b_fragments(v[0], v[1], v[2], v[3], b[kk][lane][0], b[kk][lane][1]);
                 }
             }
-    CHECK(checked == int(row_tiles * KT * kTileRows * kTileCols));
+            for (int kk = 0; kk < 4; ++kk) mma_m16n8k16(a[kk], b[kk], d);
+        }
+        for (int row = 0; row < kTileRows && rt * kTileRows + row < w.N; ++row)
+            for (int m = 0; m < M; ++m) {
+                const int64_t n = rt * kTileRows + row;
+                double want = 0;
+                for (int64_t k = 0; k < w.K; ++k)
+                    want += double(w.ref[size_t(n * w.K + k)]) * double(bf16_bits(fp4::f32_to_bf16(x[size_t(m * w.K + k)])));
+                INFO("n=" << n << " m=" << m);
+                CHECK(d[row][m] * kOutScale == doctest::Approx(want).epsilon(1e-12));
+            }
+    }
 }
 
 TEST_CASE("a NaN scale is reported by the repack") {
     std::vector<uint8_t> codes(8, 0x11), scales = {0x7f};
-    uint32_t w[4], s[2];
+    uint32_t w[4];
+    uint16_t s;
     bool nan_scale = false;
-    repack_lane(codes.data(), scales.data(), 1, 16, 0, 0, 0, w, s, &nan_scale);
+    repack_lane(codes.data(), scales.data(), 1, 16, 0, 0, 0, w, &s, &nan_scale);
     CHECK(nan_scale);
 }

@@ -1,7 +1,9 @@
 // gemv.cu — small-M matrix products y[M, N] = x[M, K]·Wᵀ (decode), each weight byte read once.
 //  * NVFP4 (M ≤ 32): tensor cores with the weights as the A operand ("swap AB"): a warp walks the K tiles of
 //    16-row tiles, decodes each lane's fragment in registers (nvfp4_tile.h) and issues one m16n8k16 per
-//    16 columns and per 8 activation rows, so M = 1..8 costs the same. Each warp keeps P tiles per row tile
+//    16 columns and per 8 activation rows, so M = 1..8 costs the same. A lane takes one scale group of a
+//    tile: four 16-byte loads of activations, one pair of scales for all its fragments, ~89 instructions
+//    per tile at M ≤ 8 (scripts/sass-stats.sh; 169 with the layout before). Each warp keeps P tiles per row tile
 //    in flight (a register ring) so that a multiprocessor has ~50-70 KB of loads outstanding. The warps of a
 //    block split K and add their partial sums in shared memory; the global scale is applied once per output.
 //    The warp count is the largest that keeps every block resident at once (no tail wave).
@@ -26,7 +28,7 @@ using namespace nvfp4;
 // One product of a group: its tiles, its output and its scale, and the first block that works on it.
 struct GemvSegment {
     const uint4* codes;
-    const uint2* scales;
+    const uint16_t* scales;
     float* y;  // [M, N]
     int64_t N, row_tiles;
     float out_scale;  // 2^8 / gscale
@@ -36,8 +38,7 @@ struct GemvArgs {
     GemvSegment seg[kMaxGroupProducts];
     int n_seg;
     const float* x;  // [M, K]
-    int M;
-    int64_t K, KT;
+    int M, K, KT;
     const float* norm_w;  // RMSNorm weight [K] folded into x
     float eps;
     const float* residual;  // Epilogue::kAdd: [M, N] added to seg[0]'s product
@@ -54,6 +55,13 @@ constexpr size_t gemv_smem(int warps) {
     return (size_t(warps) * (R * NB * 4 * 32 + NB * 8) + NB * 8) * sizeof(float);
 }
 
+// An opaque copy of a pointer: ptxas can no longer recompute it from the kernel's parameters, which it
+// otherwise does inside the main loop at ~5 integer instructions per load.
+template <typename T>
+__device__ __forceinline__ void keep_in_register(T*& p) {
+    asm("" : "+l"(p));
+}
+
 template <int NB, int R, int P, Epilogue E, bool NORM>
 __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__ GemvArgs a) {
     extern __shared__ float red[];
@@ -61,83 +69,103 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
     constexpr int V = R * NB * 4;
     constexpr bool kSw = E == Epilogue::kSwiglu;
     const int W = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int64_t K = a.K, KT = a.KT;
+    const int K = a.K, KT = a.KT;
     int s = 0;
     if (!kSw)
         while (s + 1 < a.n_seg && int(blockIdx.x) >= a.seg[s + 1].first_block) ++s;
     const int64_t b = int64_t(blockIdx.x) - a.seg[s].first_block;
     // Row tile r of this block: tile_of(r) of segment s, or with SwiGLU tile b of segment r; past the last
-    // tile, the first one of the block is read (and its results dropped).
+    // tile, the first one of the block is read (and its results dropped). Each lane walks its own 16 bytes
+    // of codes and 2 bytes of scales per tile, 32 of each apart.
     auto tile_of = [&](int r) { return kSw ? b : b * R + r; };
-    auto tile_index = [&](int r, int64_t kt) {
-        const int64_t rt = tile_of(r) < a.seg[kSw ? r : s].row_tiles ? tile_of(r) : tile_of(0);
-        return rt * KT + kt;
-    };
+    const uint4* codes[R];
+    const uint16_t* scales[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const GemvSegment& S = a.seg[kSw ? r : s];
+        const int64_t first = (tile_of(r) < S.row_tiles ? tile_of(r) : tile_of(0)) * KT * 32 + lane;
+        codes[r] = S.codes + first, scales[r] = S.scales + first;
+        keep_in_register(codes[r]), keep_in_register(scales[r]);
+    }
+    // This lane's activations: 16 consecutive columns (its scale group t) of row 8nb + g of each tile; rows
+    // m ≥ M of the product are never stored, so their lanes may read any valid row.
+    const float* xr[NB];
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+        xr[nb] = a.x + int64_t(min(nb * 8 + g, a.M - 1)) * K + tile_col(t, 0, 0, 0);
+        keep_in_register(xr[nb]);
+    }
+    const float* nw = NORM ? a.norm_w + tile_col(t, 0, 0, 0) : nullptr;  // norm weights of the same columns
     float acc[R][NB][4] = {};
     float ss[NB] = {};  // x² over the columns this lane reads, when a norm is folded
-    auto load = [&](int64_t kt, uint4* qd, uint2* sd) {
+    auto load = [&](int kt, uint4* qd, uint16_t* sd) {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            const GemvSegment& S = a.seg[kSw ? r : s];
-            qd[r] = __ldcs(S.codes + tile_index(r, kt) * 32 + lane);
-            sd[r] = __ldg(S.scales + tile_index(r, kt) * 8 + g);
+            qd[r] = __ldcs(codes[r] + kt * 32);
+            sd[r] = __ldg(scales[r] + kt * 32);
         }
     };
-    auto compute = [&](int64_t kt, const uint4* q, const uint2* sc) {
-        uint32_t bf[4][NB][2];  // activations as B fragments: x[m = 8nb + g][k = 2t.., 2t+8..]
+    // `in`: this lane's scale group lies within K (false only in a last, partial tile: K is a multiple of 16).
+    auto compute = [&](int kt, const uint4* q, const uint16_t* sc, bool in) {
+        uint32_t bf[4][NB][2];  // B fragments of MMA kk: activation row 8nb + g, columns tile_col(t, kk, ..)
 #pragma unroll
         for (int nb = 0; nb < NB; ++nb) {
-            // Columns m ≥ M of the product are never stored, so their lanes may read any valid row.
-            const float* xr = a.x + int64_t(min(nb * 8 + g, a.M - 1)) * K + kt * kTileCols + 2 * t;
+            float4 v[4];
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-                const int64_t k = kt * kTileCols + kk * 16 + 2 * t;  // K is a multiple of 16: a group is all in or out
-                float2 v0 = make_float2(0.f, 0.f), v1 = v0;
-                if (k < K) {
-                    v0 = *reinterpret_cast<const float2*>(xr + kk * 16);
-                    v1 = *reinterpret_cast<const float2*>(xr + kk * 16 + 8);
-                    if (NORM) {  // times the norm weights of columns k, k+1, k+8, k+9
-                        ss[nb] += v0.x * v0.x + v0.y * v0.y + v1.x * v1.x + v1.y * v1.y;
-                        const float2 w0 = __ldg(reinterpret_cast<const float2*>(a.norm_w + k));
-                        const float2 w1 = __ldg(reinterpret_cast<const float2*>(a.norm_w + k + 8));
-                        v0.x *= w0.x, v0.y *= w0.y, v1.x *= w1.x, v1.y *= w1.y;
-                    }
+            for (int kk = 0; kk < 4; ++kk)
+                v[kk] = in ? __ldg(reinterpret_cast<const float4*>(xr[nb] + kt * kTileCols) + kk)
+                           : make_float4(0.f, 0.f, 0.f, 0.f);
+            if (NORM)  // x² of the raw values; the MMA gets them times the norm weights
+#pragma unroll
+                for (int kk = 0; kk < 4; ++kk) {
+                    const float4 w = in ? __ldg(reinterpret_cast<const float4*>(nw + kt * kTileCols) + kk)
+                                        : make_float4(0.f, 0.f, 0.f, 0.f);
+                    ss[nb] += v[kk].x * v[kk].x + v[kk].y * v[kk].y + v[kk].z * v[kk].z + v[kk].w * v[kk].w;
+                    v[kk].x *= w.x, v[kk].y *= w.y, v[kk].z *= w.z, v[kk].w *= w.w;
                 }
-                bf[kk][nb][0] = pack_bf16x2(v0.x, v0.y);
-                bf[kk][nb][1] = pack_bf16x2(v1.x, v1.y);
-            }
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+                b_fragments(v[kk].x, v[kk].y, v[kk].z, v[kk].w, bf[kk][nb][0], bf[kk][nb][1]);
         }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
+            uint32_t sg, sg8;
+            scale_pairs(sc[r], sg, sg8);
             const uint32_t words[4] = {q[r].x, q[r].y, q[r].z, q[r].w};
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
                 uint32_t af[4];
-                dequant_fragment(words[kk], sc[r], kk, af);
+                a_fragments(words[kk], sg, sg8, af);
 #pragma unroll
                 for (int nb = 0; nb < NB; ++nb) mma_bf16(acc[r][nb], af, bf[kk][nb][0], bf[kk][nb][1]);
             }
         }
     };
 
-    // A ring of P tiles per row tile in flight: stage j is consumed, then refilled with the tile P·W ahead.
-    // The first weight tiles are requested before waiting for the kernel that writes x (launched with
-    // programmatic dependent launch, this overlaps that kernel's tail).
+    // A ring of P tiles per row tile in flight over the whole tiles: stage j is consumed, then refilled with
+    // the tile P·W ahead. The first weight tiles are requested before waiting for the kernel that writes x
+    // (launched with programmatic dependent launch, this overlaps that kernel's tail). A last, partial
+    // tile is done on its own after the ring, so the ring's activation loads need no bounds checks.
+    const int whole = K / kTileCols;
     uint4 q[P][R];
-    uint2 sc[P][R];
+    uint16_t sc[P][R];
 #pragma unroll
     for (int j = 0; j < P; ++j)
-        if (warp + int64_t(j) * W < KT) load(warp + int64_t(j) * W, q[j], sc[j]);
+        if (warp + j * W < whole) load(warp + j * W, q[j], sc[j]);
     pdl_wait();
-    for (int64_t kt0 = warp; kt0 < KT; kt0 += int64_t(P) * W) {
+    for (int kt0 = warp; kt0 < whole; kt0 += P * W) {
 #pragma unroll
         for (int j = 0; j < P; ++j) {
-            const int64_t kt = kt0 + int64_t(j) * W;
-            if (kt < KT) {
-                compute(kt, q[j], sc[j]);
-                if (kt + int64_t(P) * W < KT) load(kt + int64_t(P) * W, q[j], sc[j]);
+            const int kt = kt0 + j * W;
+            if (kt < whole) {
+                compute(kt, q[j], sc[j], true);
+                if (kt + P * W < whole) load(kt + P * W, q[j], sc[j]);
             }
         }
+    }
+    if (whole < KT && warp == whole % W) {
+        load(whole, q[0], sc[0]);
+        compute(whole, q[0], sc[0], whole * kTileCols + tile_col(t, 0, 0, 0) < K);
     }
 
     pdl_trigger();
@@ -209,8 +237,8 @@ static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
             FP4_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o[w], kernel, w * 32, gemv_smem<NB, R>(w)));
         return o;
     }();
-    int warps = int(std::clamp<int64_t>(a.KT, 1, 4));  // more blocks than fit at once anyway
-    for (int w = int(std::min<int64_t>(16, a.KT)); w >= 1; --w)
+    int warps = std::clamp(a.KT, 1, 4);  // more blocks than fit at once anyway
+    for (int w = std::min(16, a.KT); w >= 1; --w)
         if (blocks <= int64_t(c.sms) * occ[w]) {
             warps = w;
             break;
@@ -232,7 +260,7 @@ static void launch_for_rows(const Ctx& c, const GemvArgs& a, int64_t blocks, boo
     if constexpr (E == Epilogue::kSwiglu) {
         if (a.M <= 8) launch_nvfp4<1, 2, 4, E, NORM>(c, a, blocks);
         else if (a.M <= 16) launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks);
-        else launch_nvfp4<4, 2, NORM ? 1 : 2, E, NORM>(c, a, blocks);  // a deeper ring would spill
+        else launch_nvfp4<4, 2, 1, E, NORM>(c, a, blocks);  // a deeper ring would spill
     } else if constexpr (E == Epilogue::kStore && !NORM) {
         if (a.M <= 8 && two_tiles) launch_nvfp4<1, 2, 4, E, NORM>(c, a, blocks);
         else if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
@@ -253,7 +281,11 @@ void gemv_nvfp4_group(const Ctx& c, const GemvGroup& grp) {
     if (grp.M <= 0) return;  // the kernel reads activation row min(m, M - 1)
     GemvArgs a{};
     a.n_seg = grp.n, a.x = grp.x, a.M = int(grp.M);
-    a.K = grp.w[0]->ne[0], a.KT = col_tiles(a.K);
+    const int64_t K = grp.w[0]->ne[0];
+    if (K % 16 != 0 || K > (int64_t(1) << 24)) fail("gemv_nvfp4: K must be a multiple of 16 below 2^24");
+    if (reinterpret_cast<uintptr_t>(grp.x) % 16 != 0 || (grp.norm && reinterpret_cast<uintptr_t>(grp.norm->data) % 16))
+        fail("gemv_nvfp4: activations and norm weights must be 16-byte aligned");
+    a.K = int(K), a.KT = int(col_tiles(K));
     if (grp.norm) {
         if (grp.norm->type != Type::F32) fail("gemv_nvfp4: a folded norm weight must be F32 (upload widens it)");
         a.norm_w = static_cast<const float*>(grp.norm->data), a.eps = grp.eps;
@@ -262,8 +294,8 @@ void gemv_nvfp4_group(const Ctx& c, const GemvGroup& grp) {
     int64_t row_tiles = 0;
     for (int i = 0; i < grp.n; ++i) {
         const Tensor& w = *grp.w[i];
-        if (w.type != Type::NVFP4 || w.ne[0] != a.K || a.K % 16 != 0) fail("gemv_nvfp4: weights of one group differ");
-        a.seg[i] = {static_cast<const uint4*>(w.data), static_cast<const uint2*>(w.scale), grp.y[i], w.ne[1],
+        if (w.type != Type::NVFP4 || w.ne[0] != K) fail("gemv_nvfp4: weights of one group differ");
+        a.seg[i] = {static_cast<const uint4*>(w.data), static_cast<const uint16_t*>(w.scale), grp.y[i], w.ne[1],
                     padded_rows(w.ne[1]) / kTileRows, kOutScale / w.gscale, 0};
         row_tiles += a.seg[i].row_tiles;
     }
