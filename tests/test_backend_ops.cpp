@@ -220,7 +220,7 @@ TEST_CASE("MUL_MAT for every weight type, GEMV and GEMM sizes") {
         // of up to 200 multiprocessors.
         for (Shape s : {Shape{48, 64}, Shape{100, 80}, Shape{300, 1024}, Shape{1027, 5120}, Shape{25600, 64}}) {
             HostWeight w = random_weight(r, t, s.N, s.K);
-            for (int64_t M : {1, 2, 3, 5, 8, 9, 13, 16, 17, 32, 33, 100}) {
+            for (int64_t M : {1, 2, 3, 5, 8, 9, 13, 16, 17, 32, 33, 64, 65, 100}) {
                 auto x = r.floats(size_t(M * s.K));
                 const bool bf16_path = t == Type::NVFP4 || (t == Type::BF16 && M > 8);
                 compare([&](Env& e) { return e.graph.mul_mat(e.weight(w), e.input(x, {s.K, M})); },
@@ -241,7 +241,7 @@ TEST_CASE("NVFP4 decode is exact for every code and scale (one-hot activations)"
         uint8_t b = uint8_t(i & 0xff);
         w.scale[i] = (b & 0x7f) == 0x7f ? 0x38 : b;
     }
-    for (int64_t M : {8, 40}) {  // GEMV and the BF16 expansion + cuBLAS path
+    for (int64_t M : {8, 40, 72}) {  // GEMVs of 8 and 64 rows, and the BF16 expansion + cuBLAS path
         std::vector<float> x(size_t(M * K), 0.0f);
         Rng r{20260101};
         for (int64_t m = 0; m < M; ++m) x[size_t(m * K + r.integer(0, int(K) - 1))] = 1.0f;

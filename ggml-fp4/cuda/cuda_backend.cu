@@ -63,7 +63,7 @@ public:
         ctx_.pdl = env_flag("FP4_CUDA_PDL", false);
         ctx_.flash = env_flag("FP4_CUDA_FLASH", false);
         ctx_.fuse = env_flag("FP4_CUDA_FUSE", false);
-        fusion_.max_rows = ctx_.fuse ? kGemvMaxRowsNvfp4 : 0;
+        fusion_.max_rows = ctx_.fuse ? kGemvMaxRowsFused : 0;
         // A kernel must run: fails here when the build has no code for this GPU.
         int* flag = static_cast<int*>(device_alloc(sizeof(int)));
         probe_kernel<<<1, 1, 0, ctx_.stream>>>(flag);

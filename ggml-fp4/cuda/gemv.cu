@@ -1,9 +1,9 @@
 // gemv.cu — small-M matrix products y[M, N] = x[M, K]·Wᵀ (decode), each weight byte read once.
-//  * NVFP4 (M ≤ 32): tensor cores with the weights as the A operand ("swap AB"): a warp walks the K tiles of
-//    16-row tiles, decodes each lane's fragment in registers (nvfp4_tile.h) and issues one m16n8k16 per
-//    16 columns and per 8 activation rows, so M = 1..8 costs the same. A lane takes one scale group of a
-//    tile: four 16-byte loads of activations, one pair of scales for all its fragments, ~89 instructions
-//    per tile at M ≤ 8 (scripts/sass-stats.sh; 169 with the layout before). Each warp keeps P tiles per row tile
+//  * NVFP4 (M ≤ 64, fused groups M ≤ 32): tensor cores with the weights as the A operand ("swap AB"): a
+//    warp walks the K tiles of 16-row tiles, decodes each lane's fragment in registers (nvfp4_tile.h) and
+//    issues one m16n8k16 per 16 columns and per 8 activation rows, so M = 1..8 costs the same. A lane takes
+//    one scale group of a tile: four 16-byte loads of activations and one pair of scales for all its
+//    fragments, ~89 instructions per tile at M ≤ 8 (scripts/gemv-sass.sh). Each warp keeps P tiles per row tile
 //    in flight (a register ring) so that a multiprocessor has ~50-70 KB of loads outstanding. The warps of a
 //    block split K and add their partial sums in shared memory; the global scale is applied once per output.
 //    The warp count is the largest that keeps every block resident at once (no tail wave).
@@ -266,7 +266,8 @@ static void launch_for_rows(const Ctx& c, const GemvArgs& a, int64_t blocks, boo
         else if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
         else if (a.M <= 16 && two_tiles) launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks);
         else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM>(c, a, blocks);
-        else launch_nvfp4<4, 1, 2, E, NORM>(c, a, blocks);
+        else if (a.M <= 32) launch_nvfp4<4, 1, 2, E, NORM>(c, a, blocks);
+        else launch_nvfp4<8, 1, 1, E, NORM>(c, a, blocks);  // a second stage would spill
     } else {  // fused groups of q/k/v, o or down size: one row tile per block
         if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
         else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM>(c, a, blocks);
@@ -277,7 +278,8 @@ static void launch_for_rows(const Ctx& c, const GemvArgs& a, int64_t blocks, boo
 void gemv_nvfp4_group(const Ctx& c, const GemvGroup& grp) {
     if (grp.n < 1 || grp.n > kMaxGroupProducts || (grp.swiglu && grp.n != 2) || (grp.residual && grp.n != 1))
         fail("gemv_nvfp4: malformed product group");
-    if (grp.M > kGemvMaxRowsNvfp4) fail("gemv_nvfp4: too many rows");
+    const bool fused = grp.norm || grp.residual || grp.swiglu;
+    if (grp.M > (fused ? kGemvMaxRowsFused : kGemvMaxRowsNvfp4)) fail("gemv_nvfp4: too many rows");
     if (grp.M <= 0) return;  // the kernel reads activation row min(m, M - 1)
     GemvArgs a{};
     a.n_seg = grp.n, a.x = grp.x, a.M = int(grp.M);

@@ -13,7 +13,8 @@ void nvfp4_repack(const Ctx& c, const uint8_t* codes, const uint8_t* scales, int
 void nvfp4_to_bf16(const Ctx& c, const Tensor& w, __nv_bfloat16* out);
 
 // gemv.cu: small-M products y[M, N] = x[M, K]·Wᵀ that read every weight byte once.
-constexpr int kGemvMaxRowsNvfp4 = 32;
+constexpr int kGemvMaxRowsNvfp4 = 64;
+constexpr int kGemvMaxRowsFused = 32;  // a group with a folded norm, a residual or SwiGLU (more would spill)
 constexpr int kGemvMaxRowsDense = 8;
 constexpr int kMaxGroupProducts = 3;
 void gemv_nvfp4(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y);
