@@ -112,8 +112,8 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
         for (int nb = 0; nb < NB; ++nb) {
             float4 v[4];
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk)
-                v[kk] = in ? __ldg(reinterpret_cast<const float4*>(xr[nb] + kt * kTileCols) + kk)
+            for (int kk = 0; kk < 4; ++kk)  // not __ldg: under PDL the kernel before writes x while this one runs
+                v[kk] = in ? __ldca(reinterpret_cast<const float4*>(xr[nb] + kt * kTileCols) + kk)
                            : make_float4(0.f, 0.f, 0.f, 0.f);
             if (NORM)  // x² of the raw values; the MMA gets them times the norm weights
 #pragma unroll
