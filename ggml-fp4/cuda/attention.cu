@@ -3,8 +3,9 @@
 //  * Few query rows (decode, or rows of different sequences): flash-decoding. A block takes one
 //    (row, head, slice of the keys) — with FP4_CUDA_FUSE=1 one GQA group of 4 query heads, so each key and
 //    value row is read once per group; each warp runs an online softmax over 32 keys at a time (one key
-//    per lane for the scores, one head dimension per lane for the values); warps merge in shared memory
-//    and slices merge in a second small kernel when the keys were split.
+//    per lane for the scores, a few consecutive head dimensions per lane for the values, 8 loads in flight
+//    per lane); warps merge in shared memory and slices merge in a second small kernel when the keys were
+//    split.
 //  * Many query rows of one sequence (prefill) and ATTN_FULL: scores = Q·Kᵀ and out = P·V as batched
 //    GEMMs through cuBLAS in TF32 (one batch per KV head covers its GQA group), with a masked row softmax
 //    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
@@ -70,11 +71,29 @@ __global__ void widen_kernel(const T* src, int64_t n, float* dst) {
         dst[i] = from_cache(src[i]);
 }
 
-// DPL = head dimensions per lane (Dh ≤ 32·DPL). G = query heads per block: the G heads of one GQA group
-// (G > 1: each key and value row is read once for all of them) or one head (G = 1, any grouping). The S
-// slices of a row's keys are sized on the device from its position, so a launch does not depend on host
-// values. Output: the final row when S = 1, else the partial (unnormalised out[Dh], max, sum) of this
-// slice in part[(m·Hq + h)·S + s].
+// DPL consecutive elements of a cache row as floats, or zeros when `in` is false: one load of 4·DPL bytes
+// (F32), 2·DPL (BF16) or DPL (FP8) when DPL is a multiple of 4.
+template <int DPL, typename T>
+__device__ __forceinline__ void load_part(const T* p, bool in, float v[DPL]) {
+#pragma unroll
+    for (int i = 0; i < DPL; i += 4) {
+        if (DPL % 4 == 0) {
+            const float4 f = in ? load4(p + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+            v[i] = f.x, v[i + 1] = f.y, v[i + 2] = f.z, v[i + 3] = f.w;
+        } else {
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) v[e] = in ? from_cache(p[e]) : 0.f;
+        }
+    }
+}
+
+// DPL = head dimensions per lane (Dh ≤ 32·DPL, a multiple of 4 and of DPL; lane l holds DPL·l ..). G = query heads per
+// block: the G heads of one GQA group (G > 1: each key and value row is read once for all of them) or one
+// head (G = 1, any grouping). The S slices of a row's keys are sized on the device from its position, so a
+// launch does not depend on host values. Output: the final row when S = 1, else the partial (unnormalised
+// out[Dh], max, sum) of this slice in part[(m·Hq + h)·S + s]. Memory latency is the limit at decode sizes,
+// so the loops over a key row's dimensions and over a chunk's 32 value rows are unrolled: several loads
+// per lane are in flight instead of one.
 template <int DPL, int G, typename T>
 __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
@@ -93,6 +112,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     __syncthreads();
 
     const int64_t base = int64_t(seq[m]) * C * HD + int64_t(hk) * Dh;
+    const int d0 = DPL * lane;  // this lane's value dimensions: d0 .. d0 + DPL (Dh is a multiple of DPL)
     float mx[G], l[G], o[G][DPL] = {};
 #pragma unroll
     for (int g = 0; g < G; ++g) mx[g] = -INFINITY, l[g] = 0.f;
@@ -101,23 +121,21 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
         float sc[G];
 #pragma unroll
         for (int g = 0; g < G; ++g) sc[g] = j < j1 ? 0.f : -INFINITY;
-        if (j < j1) {
-            const T* kr = kc + base + j * HD;
-            if ((Dh & 3) == 0)
-                for (int d = 0; d < Dh; d += 4) {
-                    const float4 kv = load4(kr + d);
+        // This lane's key: q·k over the dimensions, 4 at a time in batches of 8 loads (all in flight at once).
+        const T* kr = kc + base + j * HD;
+        for (int dk = 0; dk < Dh; dk += 32) {
+            float4 kv[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u)
+                kv[u] = j < j1 && dk + 4 * u < Dh ? load4(kr + dk + 4 * u) : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int u = 0; u < 8; ++u)
+                if (dk + 4 * u < Dh)
 #pragma unroll
                     for (int g = 0; g < G; ++g) {
-                        const float* qg = qs + g * Dh + d;
-                        sc[g] += qg[0] * kv.x + qg[1] * kv.y + qg[2] * kv.z + qg[3] * kv.w;
+                        const float4 qg = *reinterpret_cast<const float4*>(qs + g * Dh + dk + 4 * u);
+                        sc[g] += qg.x * kv[u].x + qg.y * kv[u].y + qg.z * kv[u].z + qg.w * kv[u].w;
                     }
-                }
-            else
-                for (int d = 0; d < Dh; ++d) {
-                    const float kd = from_cache(kr[d]);
-#pragma unroll
-                    for (int g = 0; g < G; ++g) sc[g] += qs[g * Dh + d] * kd;
-                }
         }
         float p[G];
 #pragma unroll
@@ -129,18 +147,22 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
 #pragma unroll
             for (int i = 0; i < DPL; ++i) o[g][i] *= corr;
         }
+        // The chunk's value rows weighted by their probabilities (lane jj's p, broadcast; 0 past the keys),
+        // 8 rows' loads at a time.
         const int cnt = int(std::min<int64_t>(32, j1 - c0));
-        for (int jj = 0; jj < cnt; ++jj) {
-            const T* vr = vc + base + (c0 + jj) * HD;
-            float v[DPL];
+        for (int jb = 0; jb < cnt; jb += 8) {
+            float v[8][DPL];
 #pragma unroll
-            for (int i = 0; i < DPL; ++i) v[i] = lane + 32 * i < Dh ? from_cache(vr[lane + 32 * i]) : 0.f;
+            for (int u = 0; u < 8; ++u)
+                load_part<DPL>(vc + base + (c0 + jb + u) * HD + d0, jb + u < cnt && d0 < Dh, v[u]);
 #pragma unroll
-            for (int g = 0; g < G; ++g) {
-                const float pj = __shfl_sync(0xffffffffu, p[g], jj);
+            for (int u = 0; u < 8; ++u)
 #pragma unroll
-                for (int i = 0; i < DPL; ++i) o[g][i] += pj * v[i];
-            }
+                for (int g = 0; g < G; ++g) {
+                    const float pj = __shfl_sync(0xffffffffu, p[g], jb + u);
+#pragma unroll
+                    for (int i = 0; i < DPL; ++i) o[g][i] += pj * v[u][i];
+                }
         }
     }
 #pragma unroll
@@ -149,7 +171,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
         if (lane == 0) mine[0] = mx[g], mine[1] = l[g];
 #pragma unroll
         for (int i = 0; i < DPL; ++i)
-            if (lane + 32 * i < Dh) mine[2 + lane + 32 * i] = o[g][i];
+            if (d0 < Dh) mine[2 + d0 + i] = o[g][i];
     }
     __syncthreads();
 
@@ -211,21 +233,24 @@ static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, floa
 template <typename T>
 static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
     // With fused kernels on, groups of 4 query heads (Mistral's GQA) take one block for head_dim 64 or 128;
-    // otherwise one block per query head. Enough blocks for two waves; at most one slice per 256 keys.
-    const int dpl = (a.head_dim + 31) / 32;
+    // otherwise one block per query head. Enough blocks for two waves; at most one slice per 128 keys (a
+    // chunk of 32 for each of the block's warps).
+    const int dpl = (a.head_dim + 31) / 32, lane_dims = dpl <= 1 ? 1 : dpl <= 2 ? 2 : dpl <= 4 ? 4 : 8;
+    if (dpl > 8) fail("attention: head_dim above 256 is not supported");
+    if (a.head_dim % 4 != 0 || a.head_dim % lane_dims != 0)
+        fail("attention: head_dim " + std::to_string(a.head_dim) + " is not a multiple of 4 (of 8 above 128)");
     const bool grouped = c.fuse && a.n_head == 4 * a.n_kv_head && (dpl == 2 || dpl == 4);
     const int64_t blocks = a.M * (grouped ? a.n_kv_head : a.n_head);
-    const int splits = int(std::clamp<int64_t>((2 * c.sms + blocks - 1) / blocks, 1, (a.n_ctx + 255) / 256));
+    const int splits = int(std::clamp<int64_t>((2 * c.sms + blocks - 1) / blocks, 1, (a.n_ctx + 127) / 128));
     float* part = splits > 1 ? static_cast<float*>(c.scratch->get(
                                    kAttn, sizeof(float) * size_t(a.M * a.n_head) * splits * (a.head_dim + 2)))
                              : nullptr;
     if (grouped && dpl == 2) launch_split<2, 4, T>(c, a, splits, part, out);
     else if (grouped) launch_split<4, 4, T>(c, a, splits, part, out);
-    else if (dpl <= 1) launch_split<1, 1, T>(c, a, splits, part, out);
-    else if (dpl <= 2) launch_split<2, 1, T>(c, a, splits, part, out);
-    else if (dpl <= 4) launch_split<4, 1, T>(c, a, splits, part, out);
-    else if (dpl <= 8) launch_split<8, 1, T>(c, a, splits, part, out);
-    else fail("attention: head_dim above 256 is not supported");
+    else if (lane_dims == 1) launch_split<1, 1, T>(c, a, splits, part, out);
+    else if (lane_dims == 2) launch_split<2, 1, T>(c, a, splits, part, out);
+    else if (lane_dims == 4) launch_split<4, 1, T>(c, a, splits, part, out);
+    else launch_split<8, 1, T>(c, a, splits, part, out);
     if (splits > 1) {
         attn_merge_kernel<<<dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c.stream>>>(part, a.n_head, a.head_dim,
                                                                                          splits, out);
