@@ -2,6 +2,7 @@
 // and appends one node whose output shape follows from them.
 #include "fp4.h"
 
+#include <atomic>
 #include <stdexcept>
 
 namespace fp4 {
@@ -55,7 +56,13 @@ static void require(bool ok, Op op, const char* what) {
     if (!ok) throw std::invalid_argument(std::string(op_name(op)) + ": " + what);
 }
 
+Graph::Graph() {
+    static std::atomic<uint64_t> next{1};
+    id_ = next++;
+}
+
 Tensor* Graph::input(Type t, std::vector<int64_t> ne, const void* host, const char* name) {
+    ++revision_;
     owned_.push_back(make_tensor(t, std::move(ne), name));
     Tensor* x = owned_.back().get();
     x->host = host;
@@ -65,6 +72,7 @@ Tensor* Graph::input(Type t, std::vector<int64_t> ne, const void* host, const ch
 }
 
 Tensor* Graph::new_node(Op op, Type type, std::vector<int64_t> ne, std::initializer_list<Tensor*> src) {
+    ++revision_;
     owned_.push_back(make_tensor(type, std::move(ne), op_name(op)));
     Tensor* x = owned_.back().get();
     x->op = op;

@@ -94,13 +94,22 @@ struct Tensor {
 // A graph owns its nodes and input leaves; weights and caches live elsewhere and are only referenced.
 class Graph {
 public:
-    Graph() = default;
+    Graph();
     Graph(const Graph&) = delete;
     Graph& operator=(const Graph&) = delete;
 
+    // Unique to this graph object, and a count of the changes made to it: a backend may keep what it
+    // planned for one (id, revision) and run the graph again, with new input bytes, without planning anew.
+    uint64_t id() const { return id_; }
+    uint64_t revision() const { return revision_; }
+
     // Leaf whose bytes are copied from `host` when the graph runs (the caller keeps them alive).
     Tensor* input(Type t, std::vector<int64_t> ne, const void* host, const char* name = "");
-    Tensor* mark_output(Tensor* t) { t->is_output = true; return t; }
+    Tensor* mark_output(Tensor* t) {
+        t->is_output = true;
+        ++revision_;
+        return t;
+    }
 
     Tensor* get_rows(Tensor* table, Tensor* ids);
     Tensor* mul_mat(Tensor* w, Tensor* x);
@@ -124,6 +133,7 @@ public:
 
 private:
     Tensor* new_node(Op op, Type type, std::vector<int64_t> ne, std::initializer_list<Tensor*> src);
+    uint64_t id_, revision_ = 0;
     std::vector<std::unique_ptr<Tensor>> owned_;
     std::vector<Tensor*> nodes_;
     std::vector<Tensor*> inputs_;

@@ -70,9 +70,12 @@ public:
 
     void compute(Graph& g) override {
         outputs_.clear();
-        const GraphPlan plan = plan_graph(g);
-        char* arena = static_cast<char*>(arena_.grow(plan.arena_bytes));
-        for (auto& [t, offset] : plan.slots) t->data = arena + offset;
+        if (g.id() != planned_id_ || g.revision() != planned_revision_) {  // else the same graph runs again
+            plan_ = plan_graph(g);
+            planned_id_ = g.id(), planned_revision_ = g.revision();
+        }
+        char* arena = static_cast<char*>(arena_.grow(plan_.arena_bytes));
+        for (auto& [t, offset] : plan_.slots) t->data = arena + offset;
         for (Tensor* t : g.inputs()) {
             if (!t->host) throw std::invalid_argument("graph input '" + t->name + "' has no host data");
             std::memcpy(t->data, t->host, t->nbytes());
@@ -144,6 +147,8 @@ private:
     std::unordered_map<const void*, std::unique_ptr<AlignedBuffer>> persistent_;
     AlignedBuffer arena_, scratch_;
     std::unordered_set<const Tensor*> outputs_;  // of the last graph; their data points into the arena
+    GraphPlan plan_;                              // of the graph last planned
+    uint64_t planned_id_ = 0, planned_revision_ = 0;
     bool profiling_ = false;
     Profiler profiler_;
 };

@@ -132,40 +132,20 @@ public:
     }
 
     void compute(Graph& g) override {
-        const std::vector<Step> steps = plan_steps(g, fusion_);
-        const ArenaPlan plan = plan_arena(g, steps);
-        if (plan.bytes > arena_bytes_) {
-            FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
-            FP4_CHECK(cudaFree(arena_));
-            arena_ = nullptr, arena_bytes_ = 0;
-            FP4_CHECK(cudaMalloc(&arena_, plan.bytes));
-            arena_bytes_ = plan.bytes;
-        }
-        auto place = [&](Tensor* t) {  // nodes inside a fused step have no buffer
-            const size_t off = plan.offset_of(*t);
-            t->data = off == ArenaPlan::kNone ? nullptr : static_cast<char*>(arena_) + off;
-        };
-        for (Tensor* t : g.inputs()) place(t);
-        for (Tensor* t : g.nodes()) place(t);
-        // Inputs are gathered in pinned memory at their arena offsets and go over in one copy.
-        size_t span = 0;
-        for (const Tensor* t : g.inputs()) span = std::max(span, plan.offset_of(*t) + t->nbytes());
-        if (span > staging_bytes_) {
-            FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
-            FP4_CHECK(cudaFreeHost(staging_));
-            staging_ = nullptr, staging_bytes_ = 0;
-            FP4_CHECK(cudaMallocHost(&staging_, span));
-            staging_bytes_ = span;
-        }
+        if (g.id() != planned_id_ || g.revision() != planned_revision_) plan(g);  // else the same graph again
         for (const Tensor* t : g.inputs()) {
             if (!t->host) fail("graph input '" + t->name + "' has no host data");
-            std::memcpy(static_cast<char*>(staging_) + plan.offset_of(*t), t->host, t->nbytes());
+            std::memcpy(static_cast<char*>(staging_) + arena_plan_.offset_of(*t), t->host, t->nbytes());
         }
         for (Tensor* t : g.nodes()) validate(*t);
-        if (profiling_) return run_timed(steps, span);
-        replay_.run(ctx_.stream, graphs_ ? replay_key(g) : std::string(), [&] {
-            if (span) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span, cudaMemcpyHostToDevice, ctx_.stream));
-            for (const Step& st : steps) run(st);
+        if (profiling_) return run_timed(steps_, span_);
+        if (graphs_ && key_generation_ != scratch_.generation()) {  // scratch buffers moved: a new key
+            key_ = replay_key(g);
+            key_generation_ = scratch_.generation();
+        }
+        replay_.run(ctx_.stream, graphs_ ? key_ : std::string(), [&] {
+            if (span_) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span_, cudaMemcpyHostToDevice, ctx_.stream));
+            for (const Step& st : steps_) run(st);
         });
         FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
     }
@@ -261,6 +241,39 @@ private:
         const int32_t* h = i32_host(idx, op);
         for (int64_t i = 0; i < count; ++i)
             if (h[i] < 0 || h[i] >= limit) fail(std::string(op_name(op)) + ": index out of range");
+    }
+
+    // Steps, arena offsets and staging of a graph not planned before (or changed since): nodes get their
+    // buffers in the arena (regrown when too small) and inputs their place in the pinned staging copy.
+    void plan(Graph& g) {
+        planned_id_ = 0;  // until planned
+        steps_ = plan_steps(g, fusion_);
+        arena_plan_ = plan_arena(g, steps_);
+        if (arena_plan_.bytes > arena_bytes_) {
+            FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+            FP4_CHECK(cudaFree(arena_));
+            arena_ = nullptr, arena_bytes_ = 0;
+            FP4_CHECK(cudaMalloc(&arena_, arena_plan_.bytes));
+            arena_bytes_ = arena_plan_.bytes;
+        }
+        auto place = [&](Tensor* t) {  // nodes inside a fused step have no buffer
+            const size_t off = arena_plan_.offset_of(*t);
+            t->data = off == ArenaPlan::kNone ? nullptr : static_cast<char*>(arena_) + off;
+        };
+        for (Tensor* t : g.inputs()) place(t);
+        for (Tensor* t : g.nodes()) place(t);
+        // Inputs are gathered in pinned memory at their arena offsets and go over in one copy.
+        span_ = 0;
+        for (const Tensor* t : g.inputs()) span_ = std::max(span_, arena_plan_.offset_of(*t) + t->nbytes());
+        if (span_ > staging_bytes_) {
+            FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
+            FP4_CHECK(cudaFreeHost(staging_));
+            staging_ = nullptr, staging_bytes_ = 0;
+            FP4_CHECK(cudaMallocHost(&staging_, span_));
+            staging_bytes_ = span_;
+        }
+        key_generation_ = ~uint64_t(0);  // the replay key is made again on the next run
+        planned_id_ = g.id(), planned_revision_ = g.revision();
     }
 
     // compute() while profiling: every step between two events, waiting for each (no replay).
@@ -414,6 +427,14 @@ private:
     // Decode-sized products run as fused groups with FP4_CUDA_FUSE=1 (off until verified on a GPU).
     FusionRules fusion_{Type::NVFP4, 0, kMaxGroupProducts};  // max_rows set with FP4_CUDA_FUSE
     std::vector<void*> owned_;
+    // The graph last planned: its steps, arena offsets, staged input bytes and CUDA-graph replay key (made
+    // for the scratch buffers of key_generation_).
+    uint64_t planned_id_ = 0, planned_revision_ = 0;
+    std::vector<Step> steps_;
+    ArenaPlan arena_plan_;
+    size_t span_ = 0;
+    std::string key_;
+    uint64_t key_generation_ = 0;
     void* arena_ = nullptr;
     size_t arena_bytes_ = 0;
     void* staging_ = nullptr;  // pinned host copy of the inputs
