@@ -61,6 +61,19 @@ ContextMemory context_memory(const TextConfig& c, int n_ctx, int n_seq, fp4::Typ
     return m;
 }
 
+// A text pass without images or hidden states, kept for the next batch of the same shape.
+struct Context::TextPass {
+    fp4::Graph graph;
+    TextOutputs out;
+    std::vector<int32_t> ids, pos, seq;  // the graph's inputs
+    int64_t logits_first = 0, logits_count = 0;
+    bool argmax_only = false;
+    bool fits(const Batch& b) const {
+        return b.ids.size() == ids.size() && b.logits_first == logits_first && b.logits_count == logits_count &&
+               b.argmax_only == argmax_only;
+    }
+};
+
 Context::Context(Model& model, int n_ctx, int n_seq, std::optional<fp4::Type> kv_type) : model_(model) {
     const TextConfig& c = model.config().text;
     if (n_ctx <= 0 || n_seq <= 0) throw std::runtime_error("context size and sequence count must be positive");
@@ -122,23 +135,44 @@ BatchResult Context::eval(const Batch& b) {
         throw std::runtime_error("the batch has " + std::to_string(slots.size()) + " [IMG] tokens but " +
                                  std::to_string(n_img) + " image rows");
 
-    TextInputs in;
-    in.n_tokens = T;
-    in.ids = b.ids.data();
-    in.pos = b.pos.data();
-    in.seq = b.seq.data();
-    in.n_image_rows = n_img;
-    in.image_rows = b.image_rows.data();
-    in.image_slots = slots.data();
-    in.logits_first = b.logits_first;
-    in.logits_count = b.logits_count;
-    in.argmax_only = b.argmax_only;
+    auto inputs = [&](const int32_t* ids, const int32_t* pos, const int32_t* seq) {
+        TextInputs in;
+        in.n_tokens = T;
+        in.ids = ids, in.pos = pos, in.seq = seq;
+        in.n_image_rows = n_img;
+        in.image_rows = b.image_rows.data();
+        in.image_slots = slots.data();
+        in.logits_first = b.logits_first;
+        in.logits_count = b.logits_count;
+        in.argmax_only = b.argmax_only;
+        return in;
+    };
+    if (n_img > 0 || b.want_hidden) {  // a one-off pass (a prompt with images, or hidden states)
+        fp4::Graph g;
+        const TextOutputs out =
+            build_text_graph(g, cfg, model_.weights(), cache_, inputs(b.ids.data(), b.pos.data(), b.seq.data()),
+                             b.want_hidden);
+        return run(g, out);
+    }
+    if (last_ && last_->fits(b)) {
+        std::copy(b.ids.begin(), b.ids.end(), last_->ids.begin());
+        std::copy(b.pos.begin(), b.pos.end(), last_->pos.begin());
+        std::copy(b.seq.begin(), b.seq.end(), last_->seq.begin());
+    } else {
+        last_.reset();
+        auto pass = std::make_unique<TextPass>();
+        pass->ids = b.ids, pass->pos = b.pos, pass->seq = b.seq;
+        pass->logits_first = b.logits_first, pass->logits_count = b.logits_count, pass->argmax_only = b.argmax_only;
+        pass->out = build_text_graph(pass->graph, cfg, model_.weights(), cache_,
+                                     inputs(pass->ids.data(), pass->pos.data(), pass->seq.data()), false);
+        last_ = std::move(pass);
+    }
+    return run(last_->graph, last_->out);
+}
 
-    fp4::Graph g;
-    TextOutputs out = build_text_graph(g, cfg, model_.weights(), cache_, in, b.want_hidden);
+BatchResult Context::run(fp4::Graph& g, const TextOutputs& out) {
     fp4::Backend& be = model_.backend();
     be.compute(g);
-
     BatchResult r;
     if (out.logits) {
         r.logits.resize(size_t(out.logits->nelements()));

@@ -79,8 +79,15 @@ public:
     std::vector<float> encode_images(const std::vector<Image>& images);
 
 private:
+    // The last text pass's graph with its own copy of the inputs: a batch of the same shape (the next
+    // decode step) runs it again with new ids and positions instead of building it anew, and the backend
+    // then skips planning it.
+    struct TextPass;
+    BatchResult run(fp4::Graph& g, const TextOutputs& out);
+
     Model& model_;
     KvCache cache_;
+    std::unique_ptr<TextPass> last_;
 };
 
 // Checks that the [IMG] tokens of `ids` equal the images' rows·cols in total (a clear error otherwise).

@@ -210,6 +210,30 @@ TEST_CASE("two sequences decoded in one batch match each decoded alone") {
     CHECK(rel_err(std::vector<float>(l2.begin() + V, l2.end()), lb) <= 1e-5);
 }
 
+TEST_CASE("decode steps of two sequences taking turns (one graph, run again with new inputs) match each alone") {
+    auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
+    const int64_t V = model->config().text.vocab;
+    Golden gold("tests/data/tiny-kjv/golden");
+    const std::vector<int32_t> prompts[2] = {gold.i32("psalm.ids"), gold.i32("raw.ids")};
+    Context both(*model, 64, 2), solo0(*model, 64), solo1(*model, 64);
+    Context* solo[2] = {&solo0, &solo1};
+    int32_t next[2], at[2];
+    for (int s = 0; s < 2; ++s) {
+        both.eval(Batch::sequence(prompts[s], 0, s));
+        next[s] = argmax(solo[s]->eval(Batch::sequence(prompts[s], 0)).logits.data(), V);
+        at[s] = int32_t(prompts[s].size());
+    }
+    for (int i = 0; i < 8; ++i) {
+        const int s = i % 2;
+        const std::vector<float> shared = both.eval(Batch::sequence({next[s]}, at[s], s)).logits;
+        const std::vector<float> alone = solo[s]->eval(Batch::sequence({next[s]}, at[s])).logits;
+        INFO("step " << i << ", sequence " << s);
+        CHECK(rel_err(shared, alone) <= 1e-5);
+        next[s] = argmax(alone.data(), V);
+        ++at[s];
+    }
+}
+
 TEST_CASE("a wrong image count and a prompt beyond the context are clear errors") {
     auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
     Golden gold("tests/data/tiny-kjv/golden");
