@@ -35,38 +35,66 @@ double Sampler::uniform() {
     return double(z >> 11) * 0x1.0p-53;
 }
 
-int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent) {
-    if (n_vocab <= 0) throw std::runtime_error("sampler: empty logits");
-    struct Cand {
-        int32_t id;
-        float logit;
-    };
-    std::vector<Cand> c(static_cast<size_t>(n_vocab));
-    for (int64_t i = 0; i < n_vocab; ++i) c[size_t(i)] = {int32_t(i), logits[i]};
-
-    if (p_.repeat_penalty != 1.0f && p_.repeat_last_n > 0) {
-        const size_t n = std::min(recent.size(), size_t(p_.repeat_last_n));
-        std::unordered_set<int32_t> seen(recent.end() - long(n), recent.end());
-        for (int32_t id : seen) {
-            if (id < 0 || id >= n_vocab) continue;
-            float& l = c[size_t(id)].logit;
-            l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
-        }
+const float* Sampler::penalized(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent) {
+    if (p_.repeat_penalty == 1.0f || p_.repeat_last_n == 0 || recent.empty()) return logits;
+    work_.assign(logits, logits + n_vocab);
+    const size_t n = std::min(recent.size(), size_t(p_.repeat_last_n));
+    for (int32_t id : std::unordered_set<int32_t>(recent.end() - long(n), recent.end())) {
+        if (id < 0 || id >= n_vocab) continue;
+        float& l = work_[size_t(id)];
+        l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
     }
+    return work_.data();
+}
 
-    // Best first; ties by lowest id so that every choice is deterministic.
-    auto better = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
-    if (p_.temp <= 0) return std::min_element(c.begin(), c.end(), better)->id;
+namespace {
+
+struct Cand {
+    int32_t id;
+    float logit;
+};
+
+// Best first; ties by lowest id so that every choice is deterministic.
+bool better(const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); }
+
+// The k best of logits[0, n), best first, in one pass: a candidate enters the heap of the k best so far
+// (worst on top) only when its logit is above the worst's; an equal one comes later, so it has the higher
+// id and loses the tie.
+std::vector<Cand> top_k(const float* logits, int64_t n, int k) {
+    std::vector<Cand> heap;
+    heap.reserve(size_t(k));
+    for (int64_t i = 0; i < n && int64_t(heap.size()) < k; ++i) heap.push_back({int32_t(i), logits[i]});
+    std::make_heap(heap.begin(), heap.end(), better);
+    for (int64_t i = k; i < n; ++i)
+        if (logits[i] > heap.front().logit) {
+            std::pop_heap(heap.begin(), heap.end(), better);
+            heap.back() = {int32_t(i), logits[i]};
+            std::push_heap(heap.begin(), heap.end(), better);
+        }
+    std::sort(heap.begin(), heap.end(), better);
+    return heap;
+}
+
+}  // namespace
+
+int32_t Sampler::sample(const float* logits_in, int64_t n_vocab, const std::vector<int32_t>& recent) {
+    if (n_vocab <= 0) throw std::runtime_error("sampler: empty logits");
+    const float* logits = penalized(logits_in, n_vocab, recent);
+    if (p_.temp <= 0) return int32_t(std::max_element(logits, logits + n_vocab) - logits);  // first of the best
 
     // Untempered probabilities exp(logit - top) and their sum, over the top-k survivors when top-k is on.
     // Without top-k only the tokens top-p and min-p could keep are sorted: those above a probability floor.
-    const float top = std::min_element(c.begin(), c.end(), better)->logit;
+    std::vector<Cand> c;
     double sum = 0;
+    float top;
     if (p_.top_k > 0 && int64_t(p_.top_k) < n_vocab) {
-        std::nth_element(c.begin(), c.begin() + (p_.top_k - 1), c.end(), better);
-        c.resize(size_t(p_.top_k));
+        c = top_k(logits, n_vocab, p_.top_k);
+        top = c.front().logit;
         for (const Cand& x : c) sum += std::exp(double(x.logit) - double(top));
     } else {
+        c.resize(static_cast<size_t>(n_vocab));
+        for (int64_t i = 0; i < n_vocab; ++i) c[size_t(i)] = {int32_t(i), logits[i]};
+        top = *std::max_element(logits, logits + n_vocab);
         std::vector<float> q(c.size());  // c[i].id == i here
         for (size_t i = 0; i < c.size(); ++i) sum += q[i] = std::exp(c[i].logit - top);
         float floor = p_.min_p;
@@ -81,8 +109,8 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
             }
         if (floor > 0) c.erase(std::remove_if(c.begin(), c.end(), [&](const Cand& x) { return q[size_t(x.id)] < floor; }),
                                c.end());
+        if (c.size() < size_t(n_vocab) || p_.top_p < 1 || p_.min_p > 0) std::sort(c.begin(), c.end(), better);
     }
-    if (c.size() < size_t(n_vocab) || p_.top_p < 1 || p_.min_p > 0) std::sort(c.begin(), c.end(), better);
     const size_t k = c.size();
 
     // Top-p and min-p cut the sorted list (unsorted only when neither is on: nothing to cut).

@@ -32,9 +32,12 @@ public:
 
 private:
     double uniform();  // [0, 1), 53 bits of splitmix64: same draws on every platform
+    // `logits`, or a copy in work_ with the repeat penalty applied to the recent tokens.
+    const float* penalized(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent);
 
     SamplingParams p_;
     uint64_t state_;
+    std::vector<float> work_;
 };
 
 }  // namespace common

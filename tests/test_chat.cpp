@@ -456,6 +456,39 @@ TEST_CASE("sampler: without top-k, top-p over a large vocabulary keeps exactly t
     CHECK(seen.size() > nucleus.size() / 2);
 }
 
+TEST_CASE("sampler: top-k over a large vocabulary keeps exactly the k best, ties to the lowest ids") {
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<float> low(-10.0f, 0.0f);
+    std::vector<float> logits(131072);
+    for (float& l : logits) l = low(rng);
+    std::set<int32_t> best;  // 39 clear winners, then four tokens tied for the last places
+    for (int i = 0; i < 39; ++i) {
+        const int32_t id = int32_t(i * 3001 + 17);
+        logits[size_t(id)] = 5.0f + 0.01f * float(i);
+        best.insert(id);
+    }
+    for (int32_t id : {70000, 7, 120000, 3}) logits[size_t(id)] = 4.0f;
+    auto support = [&](const std::vector<int32_t>& recent, float penalty) {
+        SamplingParams p;
+        p.temp = 100;  // close to uniform over what is kept
+        p.top_k = 40;
+        p.top_p = 1;
+        p.min_p = 0;
+        p.repeat_penalty = penalty;
+        Sampler s(p);
+        std::set<int32_t> seen;
+        for (int i = 0; i < 4000; ++i) seen.insert(s.sample(logits.data(), int64_t(logits.size()), recent));
+        return seen;
+    };
+    std::set<int32_t> want = best;
+    want.insert(3);
+    CHECK(support({}, 1.0f) == want);
+    // The penalty pushes one winner (5.0 / 100) below the ties: the two lowest tied ids take the places.
+    want.erase(17);
+    want.insert(7);
+    CHECK(support({17}, 100.0f) == want);
+}
+
 TEST_CASE("sampler: invalid settings are refused") {
     SamplingParams p;
     p.top_p = 0;
