@@ -192,7 +192,7 @@ void ChatSession::dump(int64_t pos, const std::vector<int32_t>& ids) const {
     f << nlohmann::json{{"pos", pos}, {"ids", ids}}.dump() << '\n';
 }
 
-bool ChatSession::prefill(const Prompt& p, Timings& t, const ShouldStop& stop, std::vector<float>& logits) {
+bool ChatSession::prefill(const Prompt& p, Timings& t, const ShouldStop& stop, mistral::BatchResult& last) {
     // Longest prefix the cache already holds: same ids, and the same image files behind [IMG] runs.
     size_t n = 0;
     while (n < p.ids.size() && n < cached_.size() && p.ids[n] == cached_[n]) ++n;
@@ -228,15 +228,14 @@ bool ChatSession::prefill(const Prompt& p, Timings& t, const ShouldStop& stop, s
     for (size_t at = n; at < p.ids.size();) {
         if (stop && stop()) return false;
         const size_t len = std::min(p.ids.size() - at, size_t(std::max(opt_.n_batch, 1)));
-        const bool last = at + len == p.ids.size();
         std::vector<int32_t> chunk(p.ids.begin() + long(at), p.ids.begin() + long(at + len));
-        mistral::Batch b = mistral::Batch::sequence(chunk, int32_t(at), 0, last ? 1 : 0);
+        mistral::Batch b = mistral::Batch::sequence(chunk, int32_t(at), 0, at + len == p.ids.size() ? 1 : 0);
+        b.argmax_only = sampler_.greedy();
         const size_t k = size_t(std::count(chunk.begin(), chunk.end(), img));
         b.image_rows.assign(rows.begin() + long(row * width), rows.begin() + long((row + k) * width));
         row += k;
-        mistral::BatchResult r = ctx_.eval(b);
+        last = ctx_.eval(b);
         cached_.insert(cached_.end(), chunk.begin(), chunk.end());
-        if (last) logits = std::move(r.logits);
         at += len;
     }
     t.prompt_ms += ms_since(t0);
@@ -259,20 +258,21 @@ Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
     Reply r;
     Timings& t = r.timings;
     t.turns = 1;
-    std::vector<float> logits;
+    mistral::BatchResult last;  // of the last pass: logits of its last token, or (greedy) their argmax
     std::vector<int32_t> gen;
     bool in_call = false;
     mistral::StreamDecoder dec(tok_);
     const int64_t vocab = ctx_.model().config().text.vocab;
 
-    if (!prefill(p, t, stop, logits)) {
+    if (!prefill(p, t, stop, last)) {
         r.stop = StopReason::Interrupted;
     } else if (opt_.n_predict == 0) {
         r.stop = StopReason::Limit;
     } else {
         for (;;) {
             auto ts = clock_type::now();
-            const int32_t id = sampler_.sample(logits.data(), vocab, cached_);
+            const int32_t id =
+                sampler_.greedy() ? last.argmax.at(0) : sampler_.sample(last.logits.data(), vocab, cached_);
             t.sample_ms += ms_since(ts);
             if (t.sampled++ == 0) t.ttft_ms = ms_since(t0);
             if (id == tok_.eos()) {
@@ -295,11 +295,12 @@ Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
                 break;
             }
             ts = clock_type::now();
-            mistral::BatchResult br = ctx_.eval(mistral::Batch::sequence({id}, int32_t(cached_.size())));
+            mistral::Batch b = mistral::Batch::sequence({id}, int32_t(cached_.size()));
+            b.argmax_only = sampler_.greedy();
+            last = ctx_.eval(b);
             t.gen_ms += ms_since(ts);
             ++t.gen_runs;
             cached_.push_back(id);
-            logits = std::move(br.logits);
         }
     }
     if (!in_call && on_text) on_text(dec.flush());

@@ -101,7 +101,7 @@ public:
 
 private:
     Reply generate(const OnText& on_text, const ShouldStop& stop);
-    bool prefill(const Prompt& p, Timings& t, const ShouldStop& stop, std::vector<float>& logits);
+    bool prefill(const Prompt& p, Timings& t, const ShouldStop& stop, mistral::BatchResult& last);
     const mistral::Image& pixels(const std::string& path);
     void dump(int64_t pos, const std::vector<int32_t>& ids) const;
     std::string new_call_id();

@@ -28,6 +28,8 @@ public:
     int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent);
 
     const SamplingParams& params() const { return p_; }
+    // sample() is then the logits' argmax (lowest id on ties), which a backend can pick on the device.
+    bool greedy() const { return p_.temp <= 0 && (p_.repeat_penalty == 1.0f || p_.repeat_last_n == 0); }
     std::string describe() const;  // "temp = 0.15, top_k = 40, ..." for logs
 
 private:
