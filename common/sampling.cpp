@@ -107,8 +107,8 @@ int32_t Sampler::sample(const float* logits_in, int64_t n_vocab, const std::vect
                     break;
                 }
             }
-        if (floor > 0) c.erase(std::remove_if(c.begin(), c.end(), [&](const Cand& x) { return q[size_t(x.id)] < floor; }),
-                               c.end());
+        if (floor > 0)
+            c.erase(std::remove_if(c.begin(), c.end(), [&](const Cand& x) { return q[size_t(x.id)] < floor; }), c.end());
         if (c.size() < size_t(n_vocab) || p_.top_p < 1 || p_.min_p > 0) std::sort(c.begin(), c.end(), better);
     }
     const size_t k = c.size();

@@ -24,8 +24,8 @@ if [ -z "$NVDISASM" ]; then
     if [ ! -x "$NVDISASM" ]; then
         echo "fetching nvdisasm from Debian's nvidia-cuda-toolkit (non-free) into $TOOLS" >&2
         mkdir -p "$TOOLS/lists/partial" "$TOOLS/cache/archives/partial"
-        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm non-free" \
-            > "$TOOLS/sources.list"
+        keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+        echo "deb [signed-by=$keyring] http://deb.debian.org/debian bookworm non-free" > "$TOOLS/sources.list"
         apt=(apt-get -qq -o Dir::Etc::SourceList="$PWD/$TOOLS/sources.list" -o Dir::Etc::SourceParts=/dev/null
              -o Dir::State::Lists="$PWD/$TOOLS/lists" -o Dir::Cache="$PWD/$TOOLS/cache")
         "${apt[@]}" update

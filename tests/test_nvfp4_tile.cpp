@@ -169,7 +169,8 @@ TEST_CASE("a warp's MMAs over the repacked tiles give x·Wᵀ (the GEMV's fragme
                 const int64_t n = rt * kTileRows + row;
                 double want = 0;
                 for (int64_t k = 0; k < w.K; ++k)
-                    want += double(w.ref[size_t(n * w.K + k)]) * double(bf16_bits(fp4::f32_to_bf16(x[size_t(m * w.K + k)])));
+                    want += double(w.ref[size_t(n * w.K + k)]) *
+                            double(bf16_bits(fp4::f32_to_bf16(x[size_t(m * w.K + k)])));
                 INFO("n=" << n << " m=" << m);
                 CHECK(d[row][m] * kOutScale == doctest::Approx(want).epsilon(1e-12));
             }

@@ -87,13 +87,13 @@ __device__ __forceinline__ void load_part(const T* p, bool in, float v[DPL]) {
     }
 }
 
-// DPL = head dimensions per lane (Dh ≤ 32·DPL, a multiple of 4 and of DPL; lane l holds DPL·l ..). G = query heads per
-// block: the G heads of one GQA group (G > 1: each key and value row is read once for all of them) or one
-// head (G = 1, any grouping). The S slices of a row's keys are sized on the device from its position, so a
-// launch does not depend on host values. Output: the final row when S = 1, else the partial (unnormalised
-// out[Dh], max, sum) of this slice in part[(m·Hq + h)·S + s]. Memory latency is the limit at decode sizes,
-// so the loops over a key row's dimensions and over a chunk's 32 value rows are unrolled: several loads
-// per lane are in flight instead of one.
+// DPL = head dimensions per lane (Dh ≤ 32·DPL, a multiple of 4 and of DPL; lane l holds DPL·l ..). G =
+// query heads per block: the G heads of one GQA group (G > 1: each key and value row is read once for all
+// of them) or one head (G = 1, any grouping). The S slices of a row's keys are sized on the device from its
+// position, so a launch does not depend on host values. Output: the final row when S = 1, else the partial
+// (unnormalised out[Dh], max, sum) of this slice in part[(m·Hq + h)·S + s]. Memory latency is the limit at
+// decode sizes, so a key row's dimensions and a chunk's 32 value rows are read in batches of 8 loads per
+// lane, all in flight at once.
 template <int DPL, int G, typename T>
 __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
