@@ -75,15 +75,15 @@ __global__ void widen_kernel(const T* src, int64_t n, float* dst) {
 // (F32), 2·DPL (BF16) or DPL (FP8) when DPL is a multiple of 4.
 template <int DPL, typename T>
 __device__ __forceinline__ void load_part(const T* p, bool in, float v[DPL]) {
+    if constexpr (DPL % 4 == 0) {
 #pragma unroll
-    for (int i = 0; i < DPL; i += 4) {
-        if (DPL % 4 == 0) {
+        for (int i = 0; i < DPL; i += 4) {
             const float4 f = in ? load4(p + i) : make_float4(0.f, 0.f, 0.f, 0.f);
             v[i] = f.x, v[i + 1] = f.y, v[i + 2] = f.z, v[i + 3] = f.w;
-        } else {
-#pragma unroll
-            for (int e = 0; e < DPL; ++e) v[e] = in ? from_cache(p[e]) : 0.f;
         }
+    } else {
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) v[i] = in ? from_cache(p[i]) : 0.f;
     }
 }
 

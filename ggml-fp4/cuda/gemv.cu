@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
     constexpr int V = R * NB * 4;
     constexpr bool kSw = E == Epilogue::kSwiglu;
     const int W = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int K = a.K, KT = a.KT;
+    const int K = a.K, KT = a.KT, col0 = tile_col(t, 0, 0, 0);  // this lane's first column in a tile
     int s = 0;
     if (!kSw)
         while (s + 1 < a.n_seg && int(blockIdx.x) >= a.seg[s + 1].first_block) ++s;
@@ -92,10 +92,10 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
     const float* xr[NB];
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
-        xr[nb] = a.x + int64_t(min(nb * 8 + g, a.M - 1)) * K + tile_col(t, 0, 0, 0);
+        xr[nb] = a.x + int64_t(min(nb * 8 + g, a.M - 1)) * K + col0;
         keep_in_register(xr[nb]);
     }
-    const float* nw = NORM ? a.norm_w + tile_col(t, 0, 0, 0) : nullptr;  // norm weights of the same columns
+    const float* nw = NORM ? a.norm_w + col0 : nullptr;  // norm weights of the same columns
     float acc[R][NB][4] = {};
     float ss[NB] = {};  // x² over the columns this lane reads, when a norm is folded
     auto load = [&](int kt, uint4* qd, uint16_t* sd) {
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
     }
     if (whole < KT && warp == whole % W) {
         load(whole, q[0], sc[0]);
-        compute(whole, q[0], sc[0], whole * kTileCols + tile_col(t, 0, 0, 0) < K);
+        compute(whole, q[0], sc[0], whole * kTileCols + col0 < K);
     }
 
     pdl_trigger();
