@@ -1,5 +1,5 @@
 # Makefile — thin wrapper over CMake: `make deps`, `make`, `make test`, `make demo`, `make sanitize`,
-# `make sanitize-unit`, `make fuzz`.
+# `make sanitize-unit`, `make test-cuda-emu`, `make fuzz`.
 BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
@@ -8,7 +8,7 @@ DEBIAN_PACKAGES = cmake g++ make pkg-config libcli11-dev libstb-dev doctest-dev 
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS = -fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined
 
-.PHONY: all deps configure test demo clean sanitize sanitize-unit fuzz
+.PHONY: all deps configure test demo clean sanitize sanitize-unit test-cuda-emu fuzz
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -47,6 +47,15 @@ sanitize-unit:
 	cmake --build build-sanitize -j $(JOBS) --target $(SANITIZE_UNIT)
 	cd build-sanitize && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    ctest --output-on-failure -j $(JOBS) -R "^($(shell echo $(SANITIZE_UNIT) | tr ' ' '|'))$$"
+
+# The CUDA backend on the CPU (tests/cuda-emu, no GPU needed): every test with the CUDA backend present, then
+# the goldens and chat again with its four speed-ups on (test_backend_ops sets them case by case).
+CUDA_FAST = FP4_CUDA_FUSE=1 FP4_CUDA_PDL=1 FP4_CUDA_FLASH=1 FP4_CUDA_GRAPHS=1
+test-cuda-emu:
+	cmake -S . -B build-emu -DFP4_CUDA_EMU=ON
+	cmake --build build-emu -j $(JOBS)
+	cd build-emu && ctest --output-on-failure -j $(JOBS)
+	cd build-emu && $(CUDA_FAST) ctest --output-on-failure -j $(JOBS) -R "^(test_golden|test_cli_chat|test_chat)$$"
 
 # libFuzzer targets (tests/fuzz) with ASan + UBSan, FUZZ_SECONDS each; crashes go to build-fuzz/artifacts.
 fuzz:

@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
     const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int Hq, int Hkv, int Dh, int64_t C,
     float scale, float* __restrict__ part, float* __restrict__ out) {
-    extern __shared__ float sm[];  // q[G][Dh], then per warp and head: max, sum, out[Dh]
+    float* sm = dynamic_smem<float>();  // q[G][Dh], then per warp and head: max, sum, out[Dh]
     pdl_trigger();
     float* qs = sm;
     float* wst = sm + G * Dh;
@@ -224,10 +224,9 @@ template <int DPL, int G, typename T>
 static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, float* part, float* out) {
     const size_t smem = sizeof(float) * size_t(G) * (a.head_dim + kAttnWarps * (a.head_dim + 2));
     dim3 grid(unsigned(G > 1 ? a.n_kv_head : a.n_head), unsigned(a.M), unsigned(splits));
-    attn_split_kernel<DPL, G, T><<<grid, kAttnWarps * 32, smem, c.stream>>>(
-        a.q, static_cast<const T*>(a.kcache), static_cast<const T*>(a.vcache), a.pos, a.seq, a.n_head, a.n_kv_head,
-        a.head_dim, a.n_ctx, a.scale, part, out);
-    check_launch("attention (split)");
+    launch_kernel("attention (split)", attn_split_kernel<DPL, G, T>, grid, kAttnWarps * 32, smem, c.stream, a.q,
+                  static_cast<const T*>(a.kcache), static_cast<const T*>(a.vcache), a.pos, a.seq, a.n_head, a.n_kv_head,
+                  a.head_dim, a.n_ctx, a.scale, part, out);
 }
 
 template <typename T>
@@ -252,9 +251,8 @@ static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
     else if (lane_dims == 4) launch_split<4, 1, T>(c, a, splits, part, out);
     else launch_split<8, 1, T>(c, a, splits, part, out);
     if (splits > 1) {
-        attn_merge_kernel<<<dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c.stream>>>(part, a.n_head, a.head_dim,
-                                                                                         splits, out);
-        check_launch("attention (merge)");
+        launch_kernel("attention (merge)", attn_merge_kernel, dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c.stream,
+                      part, a.n_head, a.head_dim, splits, out);
     }
 }
 
@@ -320,8 +318,8 @@ static void attn_gemm(const Ctx& c, const GemmAttn& a) {
             gemm_tf32(c, CUBLAS_OP_T, int(L), int(n), a.Dh, a.scale, a.k + gi * a.Dh, int(a.ldkv), kv_stride,
                       a.q + r0 * a.ldq + h0 * a.Dh, int(a.ldq), a.Dh, sc + h0 * n * L, int(L), n * L, batch);
         }
-        softmax_rows_kernel<<<unsigned(int64_t(a.H) * n), 256, 0, c.stream>>>(sc, L, n, a.limit, r0);
-        check_launch("attention softmax");
+        launch_kernel("attention softmax", softmax_rows_kernel, unsigned(int64_t(a.H) * n), 256, 0, c.stream, sc, L, n,
+                      a.limit, r0);
         for (int gi = 0; gi < groups; ++gi) {
             const int64_t h0 = int64_t(gi) * G;
             gemm_tf32(c, CUBLAS_OP_N, a.Dh, int(n), int(L), 1.0f, a.v + gi * a.Dh, int(a.ldkv), kv_stride,
@@ -339,15 +337,15 @@ static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& args, float* o
     if (a.rope_theta != 0) {  // rotate q into scratch and k into the cache
         float* q = static_cast<float*>(c.scratch->get(kRopeQ, sizeof(float) * size_t(a.M * a.n_head * a.head_dim)));
         const int64_t n = a.M * (a.n_head + a.n_kv_head) * (a.head_dim / 2);
-        rope_store_kernel<T><<<blocks_for(std::min<int64_t>(std::max(n, a.M * HD), int64_t(1) << 24), 256), 256, 0,
-                               c.stream>>>(a.q, a.k, a.v, a.pos, a.seq, a.M, a.n_head, a.n_kv_head, a.head_dim,
-                                           a.n_ctx, a.rope_theta, q, kc, vc);
-        check_launch("attention (rope and store kv)");
+        launch_kernel("attention (rope and store kv)", rope_store_kernel<T>,
+                      blocks_for(std::min<int64_t>(std::max(n, a.M * HD), int64_t(1) << 24), 256), 256, 0, c.stream,
+                      a.q, a.k, a.v, a.pos, a.seq, a.M, a.n_head, a.n_kv_head, a.head_dim, a.n_ctx, a.rope_theta, q, kc,
+                      vc);
         a.q = q;
     } else {
-        store_kv_kernel<T><<<blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c.stream>>>(
-            a.k, a.v, a.pos, a.seq, a.M, HD, a.n_ctx, kc, vc);
-        check_launch("attention (store kv)");
+        launch_kernel("attention (store kv)", store_kv_kernel<T>,
+                      blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c.stream, a.k, a.v, a.pos,
+                      a.seq, a.M, HD, a.n_ctx, kc, vc);
     }
 
     bool one_seq = true;
@@ -366,11 +364,9 @@ static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& args, float* o
     } else {  // the GEMMs read F32: widen the keys this pass can see
         const int64_t n = max_keys * HD;
         float* wide = static_cast<float*>(c.scratch->get(kAttnKv, 2 * sizeof(float) * size_t(n)));
-        widen_kernel<T><<<blocks_for(std::min<int64_t>(n, int64_t(1) << 24), 256), 256, 0, c.stream>>>(kc + cache0, n,
-                                                                                                       wide);
-        widen_kernel<T><<<blocks_for(std::min<int64_t>(n, int64_t(1) << 24), 256), 256, 0, c.stream>>>(vc + cache0, n,
-                                                                                                       wide + n);
-        check_launch("attention (widen kv)");
+        const unsigned blocks = blocks_for(std::min<int64_t>(n, int64_t(1) << 24), 256);
+        launch_kernel("attention (widen k)", widen_kernel<T>, blocks, 256, 0, c.stream, kc + cache0, n, wide);
+        launch_kernel("attention (widen v)", widen_kernel<T>, blocks, 256, 0, c.stream, vc + cache0, n, wide + n);
         keys = wide, values = wide + n;
     }
     attn_gemm(c, GemmAttn{a.q, keys, values, out, ld, HD, ld, a.M, max_keys, a.n_head, a.n_kv_head, a.head_dim,

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "fp4.h"
 
@@ -25,6 +26,47 @@ inline void check(cublasStatus_t s, const char* what) {
 // After a kernel launch: reports a bad launch configuration or a missing kernel image at once.
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 #define FP4_CHECK(call) ::fp4::cuda::check((call), #call)
+
+// kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch when pdl (see
+// pdl_wait), and a bad launch reported at once under the name `what`. Built with FP4_CUDA_EMU (the CPU
+// emulator of tests/cuda-emu), the grid runs on the CPU.
+template <typename... P, typename... A>
+void launch_kernel_ex(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      bool pdl, A&&... args) {
+#ifdef FP4_CUDA_EMU
+    (void)pdl;
+    emu::launch(kernel, grid, block, smem, stream, std::forward<A>(args)...);
+#else
+    if (pdl) {
+        cudaLaunchConfig_t cfg{};
+        cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = stream;
+        cudaLaunchAttribute attr{};
+        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr.val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = &attr, cfg.numAttrs = 1;
+        check(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...), what);
+    } else {
+        kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
+    }
+#endif
+    check_launch(what);
+}
+template <typename... P, typename... A>
+void launch_kernel(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   A&&... args) {
+    launch_kernel_ex(what, kernel, grid, block, smem, stream, false, std::forward<A>(args)...);
+}
+
+// The block's dynamic shared memory (the launch's smem bytes), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() {
+#ifdef FP4_CUDA_EMU
+    return static_cast<T*>(emu::dynamic_smem());
+#else
+    extern __shared__ __align__(16) unsigned char smem_bytes[];
+    return reinterpret_cast<T*>(smem_bytes);
+#endif
+}
 
 // Growable device buffers, one per slot, reused by every node of a run (one stream, so in order).
 enum Slot { kActBf16, kWeightTmp, kAttn, kAttnKv, kRopeQ, kSlotCount };

@@ -66,8 +66,8 @@ public:
         fusion_.max_rows = ctx_.fuse ? kGemvMaxRowsFused : 0;
         // A kernel must run: fails here when the build has no code for this GPU.
         int* flag = static_cast<int*>(device_alloc(sizeof(int)));
-        probe_kernel<<<1, 1, 0, ctx_.stream>>>(flag);
-        check_launch("probe kernel (is this GPU's architecture in FP4_CUDA_ARCHS?)");
+        launch_kernel("probe kernel (is this GPU's architecture in FP4_CUDA_ARCHS?)", probe_kernel, 1, 1, 0,
+                      ctx_.stream, flag);
         FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
     }
     ~CudaBackend() override {

@@ -31,12 +31,12 @@ __global__ void get_rows_nvfp4_kernel(const uint8_t* codes, const uint8_t* scale
 void get_rows(const Ctx& c, const Tensor& table, const int32_t* ids, int64_t T, float* out) {
     const int64_t D = table.ne[0];
     if (table.type == Type::NVFP4)
-        get_rows_nvfp4_kernel<<<grid_for(T * D), kThreads, 0, c.stream>>>(
-            static_cast<const uint8_t*>(table.data), static_cast<const uint8_t*>(table.scale), table.gscale, ids, T,
-            D, out);
+        launch_kernel("get_rows", get_rows_nvfp4_kernel, grid_for(T * D), kThreads, 0, c.stream,
+                      static_cast<const uint8_t*>(table.data), static_cast<const uint8_t*>(table.scale), table.gscale,
+                      ids, T, D, out);
     else
-        get_rows_kernel<<<grid_for(T * D), kThreads, 0, c.stream>>>(table.data, table.type, ids, T, D, out);
-    check_launch("get_rows");
+        launch_kernel("get_rows", get_rows_kernel, grid_for(T * D), kThreads, 0, c.stream, table.data, table.type, ids,
+                      T, D, out);
 }
 
 // One block per row: sum of squares in F32, then scale.
@@ -61,8 +61,7 @@ __global__ void rms_norm_kernel(const float* x, const void* w, Type wt, int64_t 
 
 void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, float* out) {
     if (M == 0) return;
-    rms_norm_kernel<<<unsigned(M), 512, 0, c.stream>>>(x, w, wt, D, eps, out);
-    check_launch("rms_norm");
+    launch_kernel("rms_norm", rms_norm_kernel, unsigned(M), 512, 0, c.stream, x, w, wt, D, eps, out);
 }
 
 // Rotates the pair (i, i + Dh/2) of the head at `base` by `angle`.
@@ -82,8 +81,7 @@ __global__ void rope_kernel(const float* x, const int32_t* pos, int64_t M, int H
 }
 
 void rope(const Ctx& c, const float* x, const int32_t* pos, int64_t M, int H, int Dh, float theta, float* out) {
-    rope_kernel<<<grid_for(M * H * (Dh / 2)), kThreads, 0, c.stream>>>(x, pos, M, H, Dh, theta, out);
-    check_launch("rope");
+    launch_kernel("rope", rope_kernel, grid_for(M * H * (Dh / 2)), kThreads, 0, c.stream, x, pos, M, H, Dh, theta, out);
 }
 
 __global__ void rope_2d_kernel(const float* x, const int32_t* rc, int64_t M, int H, int Dh, float theta, float* out) {
@@ -99,8 +97,8 @@ __global__ void rope_2d_kernel(const float* x, const int32_t* rc, int64_t M, int
 
 void rope_2d(const Ctx& c, const float* x, const int32_t* pos_rc, int64_t M, int H, int Dh, float theta,
              float* out) {
-    rope_2d_kernel<<<grid_for(M * H * (Dh / 2)), kThreads, 0, c.stream>>>(x, pos_rc, M, H, Dh, theta, out);
-    check_launch("rope_2d");
+    launch_kernel("rope_2d", rope_2d_kernel, grid_for(M * H * (Dh / 2)), kThreads, 0, c.stream, x, pos_rc, M, H, Dh,
+                  theta, out);
 }
 
 __global__ void swiglu_kernel(const float* g, const float* u, int64_t n, float* out) {
@@ -110,19 +108,18 @@ __global__ void gelu_kernel(const float* x, int64_t n, float* out) {
     const float inv_sqrt2 = 0.70710678118654752f;
     FOR_EACH(i, n) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * inv_sqrt2));
 }
-__global__ void add_kernel(const float* a, const float* b, int64_t n, float* out) { FOR_EACH(i, n) out[i] = a[i] + b[i]; }
+__global__ void add_kernel(const float* a, const float* b, int64_t n, float* out) {
+    FOR_EACH(i, n) out[i] = a[i] + b[i];
+}
 
 void swiglu(const Ctx& c, const float* gate, const float* up, int64_t n, float* out) {
-    swiglu_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(gate, up, n, out);
-    check_launch("swiglu");
+    launch_kernel("swiglu", swiglu_kernel, grid_for(n), kThreads, 0, c.stream, gate, up, n, out);
 }
 void gelu(const Ctx& c, const float* x, int64_t n, float* out) {
-    gelu_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(x, n, out);
-    check_launch("gelu");
+    launch_kernel("gelu", gelu_kernel, grid_for(n), kThreads, 0, c.stream, x, n, out);
 }
 void add(const Ctx& c, const float* a, const float* b, int64_t n, float* out) {
-    add_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(a, b, n, out);
-    check_launch("add");
+    launch_kernel("add", add_kernel, grid_for(n), kThreads, 0, c.stream, a, b, n, out);
 }
 
 // out[py·(W/p) + px, (ch·p + ky)·p + kx] = pixels[ch, py·p + ky, px·p + kx]
@@ -136,8 +133,7 @@ __global__ void im2col_kernel(const float* px, int64_t C, int64_t H, int64_t W, 
 }
 
 void im2col_patch(const Ctx& c, const float* px, int64_t C, int64_t H, int64_t W, int p, float* out) {
-    im2col_kernel<<<grid_for(C * H * W), kThreads, 0, c.stream>>>(px, C, H, W, p, out);
-    check_launch("im2col_patch");
+    launch_kernel("im2col_patch", im2col_kernel, grid_for(C * H * W), kThreads, 0, c.stream, px, C, H, W, p, out);
 }
 
 // out[R·(w/2) + Q, 4ch + 2a + b] = x[(2R + a)·w + 2Q + b, ch]
@@ -152,8 +148,8 @@ __global__ void patch_merge_kernel(const float* x, int h, int w, int64_t C, floa
 }
 
 void patch_merge(const Ctx& c, const float* x, int h, int w, int64_t C, float* out) {
-    patch_merge_kernel<<<grid_for(int64_t(h) * w * C), kThreads, 0, c.stream>>>(x, h, w, C, out);
-    check_launch("patch_merge");
+    launch_kernel("patch_merge", patch_merge_kernel, grid_for(int64_t(h) * w * C), kThreads, 0, c.stream, x, h, w, C,
+                  out);
 }
 
 __global__ void scatter_rows_kernel(const float* rows, const int32_t* idx, int64_t N, int64_t D, float* out) {
@@ -162,20 +158,21 @@ __global__ void scatter_rows_kernel(const float* rows, const int32_t* idx, int64
 
 void scatter_rows(const Ctx& c, const float* rows, const int32_t* idx, int64_t N, int64_t D, float* out) {
     if (N == 0) return;
-    scatter_rows_kernel<<<grid_for(N * D), kThreads, 0, c.stream>>>(rows, idx, N, D, out);
-    check_launch("scatter_rows");
+    launch_kernel("scatter_rows", scatter_rows_kernel, grid_for(N * D), kThreads, 0, c.stream, rows, idx, N, D, out);
 }
 
-__global__ void to_bf16_kernel(const float* x, int64_t n, __nv_bfloat16* out) { FOR_EACH(i, n) out[i] = __float2bfloat16_rn(x[i]); }
-__global__ void to_f32_kernel(const void* x, Type t, int64_t n, float* out) { FOR_EACH(i, n) out[i] = load_f32(x, t, i); }
+__global__ void to_bf16_kernel(const float* x, int64_t n, __nv_bfloat16* out) {
+    FOR_EACH(i, n) out[i] = __float2bfloat16_rn(x[i]);
+}
+__global__ void to_f32_kernel(const void* x, Type t, int64_t n, float* out) {
+    FOR_EACH(i, n) out[i] = load_f32(x, t, i);
+}
 
 void to_bf16(const Ctx& c, const float* x, int64_t n, __nv_bfloat16* out) {
-    to_bf16_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(x, n, out);
-    check_launch("to_bf16");
+    launch_kernel("to_bf16", to_bf16_kernel, grid_for(n), kThreads, 0, c.stream, x, n, out);
 }
 void to_f32(const Ctx& c, const void* x, Type t, int64_t n, float* out) {
-    to_f32_kernel<<<grid_for(n), kThreads, 0, c.stream>>>(x, t, n, out);
-    check_launch("to_f32");
+    launch_kernel("to_f32", to_f32_kernel, grid_for(n), kThreads, 0, c.stream, x, t, n, out);
 }
 
 // One block per row: each thread keeps the first index of its largest non-NaN element, then the block
@@ -208,8 +205,7 @@ __global__ void argmax_kernel(const float* x, int64_t N, int32_t* out) {
 
 void argmax(const Ctx& c, const float* x, int64_t M, int64_t N, int32_t* out) {
     if (M == 0) return;
-    argmax_kernel<<<unsigned(M), 1024, 0, c.stream>>>(x, N, out);
-    check_launch("argmax");
+    launch_kernel("argmax", argmax_kernel, unsigned(M), 1024, 0, c.stream, x, N, out);
 }
 
 }  // namespace fp4::cuda

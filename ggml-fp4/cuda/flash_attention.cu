@@ -17,6 +17,9 @@ constexpr int kRows = 64, kKeys = 64, kWarps = 4;
 // Four 8x8 BF16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of matrix i. Without
 // .trans lane (g, t) gets row g, columns 2t and 2t+1 of each; with .trans rows 2t, 2t+1 of column g.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* row, bool trans) {
+#ifdef FP4_CUDA_EMU
+    emu::ldmatrix_x4(r, row, trans);
+#else
     const uint32_t a = uint32_t(__cvta_generic_to_shared(row));
     if (trans)
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -24,6 +27,7 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* row, bool
     else
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
 }
 
 template <typename T>
@@ -169,9 +173,8 @@ template <int DH, typename T>
 void launch(const Ctx& c, const FlashAttnArgs& a) {
     FlashParams<T> p{a.q, static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.o, a.ldq, a.ldkv, a.ldo, a.M,
                      a.L, a.n_head, a.n_head / a.n_kv_head, a.scale * 1.4426950408889634f, a.limit};
-    flash_attn_kernel<DH, T><<<dim3(unsigned((a.M + kRows - 1) / kRows), unsigned(a.n_head)), kWarps * 32, 0,
-                               c.stream>>>(p);
-    check_launch("flash attention");
+    launch_kernel("flash attention", flash_attn_kernel<DH, T>,
+                  dim3(unsigned((a.M + kRows - 1) / kRows), unsigned(a.n_head)), kWarps * 32, 0, c.stream, p);
 }
 
 template <typename T>

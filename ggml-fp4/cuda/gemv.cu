@@ -59,12 +59,16 @@ constexpr size_t gemv_smem(int warps) {
 // otherwise does inside the main loop at ~5 integer instructions per load.
 template <typename T>
 __device__ __forceinline__ void keep_in_register(T*& p) {
+#ifndef FP4_CUDA_EMU
     asm("" : "+l"(p));
+#else
+    (void)p;
+#endif
 }
 
 template <int NB, int R, int P, Epilogue E, bool NORM>
 __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__ GemvArgs a) {
-    extern __shared__ float red[];
+    float* red = dynamic_smem<float>();
     static_assert(E != Epilogue::kSwiglu || R == 2, "SwiGLU pairs two row tiles");
     constexpr int V = R * NB * 4;
     constexpr bool kSw = E == Epilogue::kSwiglu;
@@ -243,14 +247,8 @@ static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
             warps = w;
             break;
         }
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(unsigned(blocks)), cfg.blockDim = dim3(unsigned(warps * 32));
-    cfg.dynamicSmemBytes = gemv_smem<NB, R>(warps), cfg.stream = c.stream;
-    cudaLaunchAttribute pdl{};
-    pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    pdl.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &pdl, cfg.numAttrs = c.pdl ? 1 : 0;
-    FP4_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
+    launch_kernel_ex("gemv_nvfp4", kernel, dim3(unsigned(blocks)), dim3(unsigned(warps * 32)), gemv_smem<NB, R>(warps),
+                     c.stream, c.pdl, a);
 }
 
 // The kernel for M rows: 8 activation rows per MMA column block (NB), R row tiles per block (two_tiles:
@@ -387,9 +385,8 @@ template <typename T, int MT>
 static void launch_dense(const Ctx& c, const Tensor& w, const float* x, int M, float* y) {
     constexpr int R = 2, kWarps = 8;
     const int64_t N = w.ne[1], K = w.ne[0];
-    gemv_dense_kernel<T, MT, R><<<blocks_for((N + R - 1) / R, kWarps), kWarps * 32, 0, c.stream>>>(
-        static_cast<const T*>(w.data), x, y, M, N, K);
-    check_launch("gemv dense");
+    launch_kernel("gemv dense", gemv_dense_kernel<T, MT, R>, blocks_for((N + R - 1) / R, kWarps), kWarps * 32, 0,
+                  c.stream, static_cast<const T*>(w.data), x, y, M, N, K);
 }
 
 template <typename T>

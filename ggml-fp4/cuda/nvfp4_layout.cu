@@ -26,10 +26,9 @@ __global__ void repack_kernel(const uint8_t* codes, const uint8_t* scales, int64
 void nvfp4_repack(const Ctx& c, const uint8_t* codes, const uint8_t* scales, int64_t N, int64_t K,
                   uint8_t* tiled_codes, uint8_t* tiled_scales, int* bad_scale) {
     const int64_t KT = col_tiles(K), ntiles = int64_t(tiles(N, K));
-    repack_kernel<<<blocks_for(ntiles * 32, 256), 256, 0, c.stream>>>(
-        codes, scales, N, K, KT, ntiles, reinterpret_cast<uint4*>(tiled_codes),
-        reinterpret_cast<uint16_t*>(tiled_scales), bad_scale);
-    check_launch("nvfp4 repack");
+    launch_kernel("nvfp4 repack", repack_kernel, blocks_for(ntiles * 32, 256), 256, 0, c.stream, codes, scales, N, K,
+                  KT, ntiles, reinterpret_cast<uint4*>(tiled_codes), reinterpret_cast<uint16_t*>(tiled_scales),
+                  bad_scale);
 }
 
 // One warp per tile: decode the fragments as the GEMV does. A lane then holds 16 consecutive columns (its
@@ -66,10 +65,8 @@ __global__ void expand_kernel(const uint4* codes, const uint16_t* scales, int64_
 
 void nvfp4_to_bf16(const Ctx& c, const Tensor& w, __nv_bfloat16* out) {
     const int64_t N = w.ne[1], K = w.ne[0], KT = col_tiles(K), ntiles = int64_t(tiles(N, K));
-    expand_kernel<<<blocks_for(ntiles, 8), 256, 0, c.stream>>>(static_cast<const uint4*>(w.data),
-                                                               static_cast<const uint16_t*>(w.scale), N, K, KT,
-                                                               ntiles, out);
-    check_launch("nvfp4 to bf16");
+    launch_kernel("nvfp4 to bf16", expand_kernel, blocks_for(ntiles, 8), 256, 0, c.stream,
+                  static_cast<const uint4*>(w.data), static_cast<const uint16_t*>(w.scale), N, K, KT, ntiles, out);
 }
 
 }  // namespace fp4::cuda

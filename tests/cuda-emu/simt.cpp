@@ -1,0 +1,308 @@
+// simt.cpp — the emulator's threads: a grid runs block by block, each CUDA thread of a block a fiber (its
+// own stack, switched by fp4_emu_switch below: x86-64 only) that runs until it reaches a barrier
+// (__syncthreads) or a warp-wide instruction (shuffle, MMA, ldmatrix), where it waits for the threads it
+// meets there. A block whose live threads all wait but
+// at barriers that cannot all be passed (a divergent __syncthreads, a warp split between a shuffle and a
+// barrier) is reported and the process stops: on a GPU that kernel would hang or be undefined.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cuda_emu.h"
+
+#ifndef __x86_64__
+#error "the CUDA emulator switches fibers with x86-64 code"
+#endif
+
+// Saves the callee-saved registers and the FP control words on the current stack, stores its pointer in
+// *save_sp and continues on new_sp (a stack left by an earlier switch, or a new fiber's initial frame).
+extern "C" void fp4_emu_switch(void** save_sp, void* new_sp);
+asm(R"(
+    .text
+    .globl fp4_emu_switch
+    .type fp4_emu_switch, @function
+fp4_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size fp4_emu_switch, .-fp4_emu_switch
+)");
+
+namespace fp4::emu {
+namespace {
+
+constexpr int kMaxThreads = 1024;
+constexpr size_t kStack = 256 << 10;  // a kernel's locals, plus the C++ runtime it may call into
+constexpr size_t kCanary = 64;        // bytes after a block's dynamic shared memory, checked after it ran
+
+enum class State { kReady, kWarpWait, kBlockWait, kDone };
+
+struct Fiber {
+    void* sp = nullptr;  // saved stack pointer while switched out
+    uint3 tid;
+    State state = State::kReady;
+};
+
+// Stacks, mapped once with a guard page below each (an overflow faults instead of corrupting).
+unsigned char* stack_of(int i) {
+    static unsigned char* base = [] {
+        const size_t page = size_t(sysconf(_SC_PAGESIZE));
+        void* p = mmap(nullptr, kMaxThreads * (kStack + page), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) {
+            std::fprintf(stderr, "cuda-emu: cannot map fiber stacks\n");
+            std::abort();
+        }
+        for (int k = 0; k < kMaxThreads; ++k)
+            mprotect(static_cast<unsigned char*>(p) + k * (kStack + page), page, PROT_NONE);
+        return static_cast<unsigned char*>(p);
+    }();
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    return base + i * (kStack + page) + page;
+}
+
+struct Run {
+    dim3 grid, block;
+    uint3 bid;
+    std::vector<unsigned char> smem;
+    const std::function<void()>* body = nullptr;
+    std::vector<Fiber> fibers;
+    void* scheduler_sp = nullptr;
+    int cur = 0;
+    // Warp exchanges alternate between two banks of slots ([bank][warp][lane][kSlot]): a lane can only
+    // start exchange n + 2 once every lane of its warp has reached n + 1, so after reading n.
+    std::vector<unsigned char> slots;
+    std::vector<int> bank;                           // per warp: the bank of its next exchange
+    std::vector<void (*)(unsigned char*)> combine;  // per warp: run once when its exchange completes
+    unsigned char* slots_of(int warp, int b) {
+        return slots.data() + ((size_t(b) * bank.size() + size_t(warp)) * 32) * kSlot;
+    }
+};
+Run* run_ = nullptr;
+
+[[noreturn]] void stop(const char* what) {
+    std::fprintf(stderr, "cuda-emu: %s (block %u,%u,%u)\n", what, run_->bid.x, run_->bid.y, run_->bid.z);
+    std::abort();
+}
+
+void wait(State s) {
+    Fiber& f = run_->fibers[size_t(run_->cur)];
+    f.state = s;
+    fp4_emu_switch(&f.sp, run_->scheduler_sp);
+}
+
+// A fiber's first frame returns into this; it never returns, its stack is reset for the next block.
+[[noreturn]] void fiber_main() {
+    (*run_->body)();
+    Fiber& f = run_->fibers[size_t(run_->cur)];
+    f.state = State::kDone;
+    fp4_emu_switch(&f.sp, run_->scheduler_sp);
+    __builtin_unreachable();
+}
+
+// The frame fp4_emu_switch pops when it first enters a fiber: FP control words (their initial values),
+// six registers, then fiber_main as the return address, 16 bytes below the (16-aligned) top: fiber_main
+// starts with the stack aligned as after a call.
+void* initial_frame(unsigned char* top) {
+    auto* p = reinterpret_cast<uint64_t*>(top - 72);
+    p[0] = 0x1f80u | (uint64_t(0x037f) << 32);  // MXCSR, x87 control word
+    for (int i = 1; i <= 6; ++i) p[i] = 0;
+    p[7] = reinterpret_cast<uint64_t>(&fiber_main);
+    p[8] = 0;
+    return p;
+}
+
+// Releases the barriers every live thread concerned has reached; false if none could be released.
+bool release(Run& r) {
+    bool any = false;
+    const int n = int(r.fibers.size());
+    bool all_block = true, live = false;
+    for (const Fiber& f : r.fibers) {
+        if (f.state == State::kDone) continue;
+        live = true;
+        all_block = all_block && f.state == State::kBlockWait;
+    }
+    if (live && all_block) {
+        for (Fiber& f : r.fibers)
+            if (f.state == State::kBlockWait) f.state = State::kReady;
+        return true;
+    }
+    for (int w = 0; w * 32 < n; ++w) {
+        bool all_warp = true, wlive = false;
+        for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i) {
+            const State s = r.fibers[size_t(i)].state;
+            if (s == State::kDone) continue;
+            wlive = true;
+            all_warp = all_warp && s == State::kWarpWait;
+        }
+        if (!wlive || !all_warp) continue;
+        if (auto f = r.combine[size_t(w)]) f(r.slots_of(w, r.bank[size_t(w)])), r.combine[size_t(w)] = nullptr;
+        r.bank[size_t(w)] ^= 1;
+        for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i)
+            if (r.fibers[size_t(i)].state == State::kWarpWait) r.fibers[size_t(i)].state = State::kReady;
+        any = true;
+    }
+    return any;
+}
+
+void run_block(Run& r) {
+    const int n = int(r.block.x * r.block.y * r.block.z);
+    r.fibers.assign(size_t(n), Fiber{});
+    for (int i = 0; i < n; ++i) {
+        Fiber& f = r.fibers[size_t(i)];
+        f.tid =
+            uint3{unsigned(i) % r.block.x, unsigned(i) / r.block.x % r.block.y, unsigned(i) / (r.block.x * r.block.y)};
+        f.sp = initial_frame(stack_of(i) + kStack);
+    }
+    std::fill(r.bank.begin(), r.bank.end(), 0);
+    // Shared memory starts as garbage on a GPU: NaN-filled here, so that reading before writing shows;
+    // the canary after it shows writes past the launch's size.
+    std::fill(r.smem.begin(), r.smem.end() - kCanary, 0xff);
+    std::fill(r.smem.end() - kCanary, r.smem.end(), 0xa5);
+    for (;;) {
+        bool ran = false, done = true;
+        for (int i = 0; i < n; ++i) {
+            if (r.fibers[size_t(i)].state != State::kReady) continue;
+            r.cur = i;
+            fp4_emu_switch(&r.scheduler_sp, r.fibers[size_t(i)].sp);
+            ran = true;
+        }
+        for (const Fiber& f : r.fibers) done = done && f.state == State::kDone;
+        if (done) {
+            if (std::any_of(r.smem.end() - kCanary, r.smem.end(), [](unsigned char c) { return c != 0xa5; }))
+                stop("a thread wrote past the block's dynamic shared memory");
+            return;
+        }
+        if (!release(r) && !ran) stop("threads of a block wait at different barriers");
+    }
+}
+
+Fiber& current() { return run_->fibers[size_t(run_->cur)]; }
+
+}  // namespace
+
+const uint3& thread_idx() { return current().tid; }
+const uint3& block_idx() { return run_->bid; }
+const dim3& block_dim() { return run_->block; }
+const dim3& grid_dim() { return run_->grid; }
+void* dynamic_smem() { return run_->smem.data(); }
+int lane() { return run_->cur & 31; }
+
+void sync_block() { wait(State::kBlockWait); }
+
+const unsigned char* warp_gather(const void* mine, size_t bytes, void (*combine)(unsigned char* slots)) {
+    const int w = run_->cur / 32;
+    unsigned char* warp_slots = run_->slots_of(w, run_->bank[size_t(w)]);
+    std::memcpy(warp_slots + lane() * kSlot, mine, bytes);
+    if (combine) run_->combine[size_t(w)] = combine;
+    wait(State::kWarpWait);
+    return warp_slots;
+}
+
+void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
+    const unsigned threads = block.x * block.y * block.z;
+    if (threads == 0 || threads > kMaxThreads) stop("block size out of range");
+    Run r;
+    r.grid = grid, r.block = block, r.body = &body;
+    r.smem.assign(smem + kCanary, 0);
+    const size_t warps = (threads + 31) / 32;
+    r.bank.assign(warps, 0);
+    r.slots.assign(2 * warps * 32 * kSlot, 0);
+    r.combine.assign(warps, nullptr);
+    Run* outer = run_;
+    run_ = &r;
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                r.bid = uint3{x, y, z};
+                run_block(r);
+            }
+    run_ = outer;
+}
+
+namespace {
+
+float bf16_lo(uint32_t v) { return __bfloat162float(__ushort_as_bfloat16(uint16_t(v & 0xffff))); }
+float bf16_hi(uint32_t v) { return __bfloat162float(__ushort_as_bfloat16(uint16_t(v >> 16))); }
+
+// m16n8k16 over the 32 lanes' fragments. A[16][16] from a0..a3 of lane (g, t): rows g / g+8, columns
+// 2t.. / 2t+8..; B[16][8] from b0, b1: rows 2t.. / 2t+8.., column g; D: rows g / g+8, columns 2t, 2t+1.
+// The lower half of each 32-bit register holds the lower index.
+void mma_combine(unsigned char* slots) {
+    float A[16][16], B[16][8];
+    auto reg = [&](int ln, int i) {
+        uint32_t v;
+        std::memcpy(&v, slots + ln * kSlot + 4 * i, 4);
+        return v;
+    };
+    for (int ln = 0; ln < 32; ++ln) {
+        const int g = ln >> 2, t = ln & 3;
+        for (int i = 0; i < 4; ++i) {
+            const int row = g + 8 * (i & 1), col = 2 * t + 8 * (i >> 1);
+            A[row][col] = bf16_lo(reg(ln, i)), A[row][col + 1] = bf16_hi(reg(ln, i));
+        }
+        for (int i = 0; i < 2; ++i) {
+            const int k = 2 * t + 8 * i;
+            B[k][g] = bf16_lo(reg(ln, 4 + i)), B[k + 1][g] = bf16_hi(reg(ln, 4 + i));
+        }
+    }
+    for (int ln = 0; ln < 32; ++ln) {
+        const int g = ln >> 2, t = ln & 3;
+        float* d = reinterpret_cast<float*>(slots + ln * kSlot + 24);
+        for (int i = 0; i < 4; ++i) {
+            const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+            float s = d[i];
+            for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+            d[i] = s;
+        }
+    }
+}
+
+}  // namespace
+
+// Each lane's slot: a0..a3, b0, b1, then d0..d3, which the warp's combine step replaces by d + a·b.
+void mma_bf16_m16n8k16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    uint32_t mine[10] = {a[0], a[1], a[2], a[3], b0, b1};
+    std::memcpy(mine + 6, d, 16);
+    const unsigned char* all = warp_gather(mine, sizeof mine, mma_combine);
+    std::memcpy(d, all + lane() * kSlot + 24, 16);
+}
+
+void ldmatrix_x4(uint32_t r[4], const void* row, bool trans) {
+    if (reinterpret_cast<uintptr_t>(row) % 16) stop("ldmatrix: a row address that is not 16-byte aligned");
+    const unsigned char* all = warp_gather(&row, sizeof row);
+    auto row_of = [&](int m, int i) {
+        const unsigned char* p;
+        std::memcpy(&p, all + (8 * m + i) * kSlot, sizeof p);
+        return reinterpret_cast<const uint16_t*>(p);
+    };
+    const int g = lane() >> 2, t = lane() & 3;
+    for (int m = 0; m < 4; ++m) {
+        const uint16_t lo = trans ? row_of(m, 2 * t)[g] : row_of(m, g)[2 * t];
+        const uint16_t hi = trans ? row_of(m, 2 * t + 1)[g] : row_of(m, g)[2 * t + 1];
+        r[m] = uint32_t(lo) | uint32_t(hi) << 16;
+    }
+}
+
+}  // namespace fp4::emu
