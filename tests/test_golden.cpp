@@ -46,10 +46,12 @@ int32_t argmax(const float* v, int64_t n) {
 }
 
 // Runs every case of every variant on backends made by `make` with a KV cache of `kv` (default: the
-// backend's); logits, features and hidden states within `tol` relative, greedy continuations identical
-// (the first token from the prompt's logits, the rest chosen by the backend's ARGMAX).
+// backend's); logits, features and hidden states within `tol` relative. Greedy continuations: with tie = 0
+// identical (the first token from the prompt's logits, the rest chosen by the backend's ARGMAX); with
+// tie > 0 the golden tokens are fed back and each must be the top logit or within `tie` of it (roundings
+// that move logits by ~tol flip near-ties, and a flip would change every later token).
 void check_goldens(const std::function<std::unique_ptr<fp4::Backend>()>& make, double tol,
-                   std::optional<fp4::Type> kv = std::nullopt) {
+                   std::optional<fp4::Type> kv = std::nullopt, float tie = 0) {
     for (const Variant& var : kVariants) {
         Golden gold(var.golden);
         auto model = open_model(var.model, make());
@@ -94,7 +96,20 @@ void check_goldens(const std::function<std::unique_ptr<fp4::Backend>()>& make, d
                                                          << err);
             CHECK(err <= tol);
 
-            if (sfx == "nvfp4" && gold.has(name + ".greedy_nvfp4")) {
+            if (sfx == "nvfp4" && gold.has(name + ".greedy_nvfp4") && tie > 0) {
+                const std::vector<int32_t> expect = gold.i32(name + ".greedy_nvfp4");
+                const float* l = &r.logits[size_t(ids.size() - 1) * V];
+                std::vector<float> last;
+                int32_t p = int32_t(ids.size());
+                for (size_t i = 0; i < expect.size(); ++i) {
+                    const float top = *std::max_element(l, l + V);
+                    CHECK_MESSAGE(l[expect[i]] >= top - tie, "greedy step " << i << ": token " << expect[i] << " at "
+                                                                           << l[expect[i]] << ", top " << top);
+                    if (expect[i] == tok.eos()) break;
+                    last = ctx.eval(Batch::sequence({expect[i]}, p++)).logits;
+                    l = last.data();
+                }
+            } else if (sfx == "nvfp4" && gold.has(name + ".greedy_nvfp4")) {
                 std::vector<int32_t> expect = gold.i32(name + ".greedy_nvfp4"), got_ids;
                 int32_t next = argmax(&r.logits[size_t(ids.size() - 1) * V], V);
                 int32_t p = int32_t(ids.size());
@@ -150,14 +165,16 @@ TEST_CASE("the 24B model's full 131072-token context: 20 GiB of BF16 cache, 10 G
     CHECK(15.2e9 + double(fp8.kv + fp8.activations) < 32e9);
 }
 
-// check_goldens on CUDA within 2e-2, or a skip message when there is no GPU.
+// check_goldens on CUDA within 2e-2, or a skip message when there is no GPU. Its MMAs take activations in
+// BF16 (and a fused norm rounds x·w), which moves logits by ~1e-2: greedy tokens within 0.05 of the top one
+// count as ties (psalm step 33 is one: 7.9853 vs 7.9837 on the CPU).
 void check_goldens_cuda(std::optional<fp4::Type> kv = std::nullopt) {
     std::string why;
     if (!fp4::make_cuda_backend(&why)) {
         MESSAGE("skipped: " << why);
         return;
     }
-    check_goldens([] { return fp4::make_cuda_backend(nullptr); }, 2e-2, kv);
+    check_goldens([] { return fp4::make_cuda_backend(nullptr); }, 2e-2, kv, 0.05f);
 }
 
 TEST_CASE("every golden case matches transformers on CUDA") { check_goldens_cuda(); }

@@ -87,9 +87,12 @@ public:
             // Vectors (norm scales) are widened to F32, exactly: the fused products read them as F32.
             std::vector<float> wide;
             if (t.rows() == 1 && (t.type == Type::BF16 || t.type == Type::F16)) {
-                const auto* h = static_cast<const uint16_t*>(t.data);
-                for (int64_t i = 0; i < t.ne[0]; ++i)
-                    wide.push_back(t.type == Type::BF16 ? bf16_to_f32(h[i]) : f16_to_f32(h[i]));
+                const auto* bytes = static_cast<const unsigned char*>(t.data);  // a checkpoint may misalign it
+                for (int64_t i = 0; i < t.ne[0]; ++i) {
+                    uint16_t h;
+                    std::memcpy(&h, bytes + 2 * i, 2);
+                    wide.push_back(t.type == Type::BF16 ? bf16_to_f32(h) : f16_to_f32(h));
+                }
                 t.type = Type::F32;
                 t.data = wide.data();
             }
