@@ -19,7 +19,8 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool model_required) {
     app.add_option("-t,--threads", o.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
     app.add_option("-c,--ctx-size", o.ctx, "context size in tokens (0: the tool's default)")
         ->check(CLI::NonNegativeNumber);
-    app.add_option("--kv-type", o.kv_type, "KV-cache type: auto (the backend's: f32 on the CPU), f32, bf16, fp8 (E4M3)")
+    app.add_option("--kv-type", o.kv_type,
+                   "KV-cache type: auto (the backend's: f32 on the CPU, bf16 on CUDA), f32, bf16, fp8 (E4M3)")
         ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
         ->capture_default_str();
     app.add_option("--seed", o.seed, "random seed")->capture_default_str();

@@ -181,7 +181,7 @@ public:
     // without the gaps between launches) and adds them to profile(); switching it on clears the totals.
     virtual void set_profiling(bool on) = 0;
     virtual std::vector<OpProfile> profile() const = 0;  // most time first
-    // KV-cache type when the user names none (F32 on the CPU, the reference).
+    // KV-cache type when the user names none (F32 on the CPU, the reference; BF16 on CUDA).
     virtual Type cache_type() const { return Type::F32; }
     // Whether upload_weight keeps using the caller's bytes instead of allocating a copy.
     virtual bool zero_copy_weights() const { return false; }

@@ -36,7 +36,7 @@ using namespace fp4;
 
 namespace {
 
-// The CUDA backend's opt-in speed-ups; the tests name each one they want on, every other one is off.
+// The CUDA backend's speed-ups (on by default); the tests name each one they want on, every other one is off.
 const char* const kSpeedUps[] = {"FP4_CUDA_FUSE", "FP4_CUDA_PDL", "FP4_CUDA_FLASH", "FP4_CUDA_GRAPHS"};
 
 std::unique_ptr<Backend> make_cuda_with(std::initializer_list<const char*> on, std::string* why) {
