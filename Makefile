@@ -1,5 +1,5 @@
 # Makefile — thin wrapper over CMake: `make deps`, `make`, `make test`, `make demo`, `make sanitize`,
-# `make sanitize-unit`, `make test-cuda-emu`, `make fuzz`.
+# `make sanitize-unit`, `make test-cuda-emu`, `make sanitize-cuda-emu`, `make fuzz`.
 BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
@@ -8,7 +8,7 @@ DEBIAN_PACKAGES = cmake g++ make pkg-config libcli11-dev libstb-dev doctest-dev 
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS = -fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined
 
-.PHONY: all deps configure test demo clean sanitize sanitize-unit test-cuda-emu fuzz
+.PHONY: all deps configure test demo clean sanitize sanitize-unit test-cuda-emu sanitize-cuda-emu fuzz
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -56,6 +56,14 @@ test-cuda-emu:
 	cmake --build build-emu -j $(JOBS)
 	cd build-emu && ctest --output-on-failure -j $(JOBS)
 	cd build-emu && $(CUDA_PLAIN) ctest --output-on-failure -j $(JOBS) -R "^(test_golden|test_cli_chat|test_chat)$$"
+
+# The emulated CUDA backend under ASan + UBSan (device memory is allocated to the byte there, so a kernel's
+# out-of-bounds access shows): the backend test and the goldens.
+sanitize-cuda-emu:
+	cmake -S . -B build-emu-asan -DFP4_CUDA_EMU=ON -DFP4_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-emu-asan -j $(JOBS) --target test_backend_ops test_golden
+	cd build-emu-asan && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    ctest --output-on-failure -j $(JOBS) -R "^(test_backend_ops|test_golden)$$"
 
 # libFuzzer targets (tests/fuzz) with ASan + UBSan, FUZZ_SECONDS each; crashes go to build-fuzz/artifacts.
 fuzz:

@@ -11,6 +11,11 @@
 #include <cstdlib>
 #include <vector>
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #include "cuda_emu.h"
 
 #ifndef __x86_64__
@@ -60,6 +65,7 @@ enum class State { kReady, kWarpWait, kBlockWait, kDone };
 
 struct Fiber {
     void* sp = nullptr;  // saved stack pointer while switched out
+    void* asan_fake_stack = nullptr;
     uint3 tid;
     State state = State::kReady;
 };
@@ -89,6 +95,9 @@ struct Run {
     const std::function<void()>* body = nullptr;
     std::vector<Fiber> fibers;
     void* scheduler_sp = nullptr;
+    void* scheduler_fake_stack = nullptr;
+    const void* scheduler_stack = nullptr;  // the scheduler's stack, as ASan learns it at a fiber's start
+    size_t scheduler_stack_size = 0;
     int cur = 0;
     // Warp exchanges alternate between two banks of slots ([bank][warp][lane][kSlot]): a lane can only
     // start exchange n + 2 once every lane of its warp has reached n + 1, so after reading n.
@@ -106,18 +115,43 @@ Run* run_ = nullptr;
     std::abort();
 }
 
+// Stack switches, told to AddressSanitizer when it is on (it tracks which stack is live), and a reused
+// fiber stack cleared of what a previous block's frames left poisoned.
+#ifdef __SANITIZE_ADDRESS__
+void asan_start(void** fake, const void* bottom, size_t size) { __sanitizer_start_switch_fiber(fake, bottom, size); }
+void asan_finish(void* fake, const void** bottom, size_t* size) { __sanitizer_finish_switch_fiber(fake, bottom, size); }
+void asan_reuse(void* stack, size_t size) { __asan_unpoison_memory_region(stack, size); }
+#else
+void asan_start(void**, const void*, size_t) {}
+void asan_finish(void*, const void**, size_t*) {}
+void asan_reuse(void*, size_t) {}
+#endif
+
+void enter(Run& r, int i) {
+    asan_start(&r.scheduler_fake_stack, stack_of(i), kStack);
+    fp4_emu_switch(&r.scheduler_sp, r.fibers[size_t(i)].sp);
+    asan_finish(r.scheduler_fake_stack, nullptr, nullptr);
+}
+// From the running fiber back to the scheduler; a finished fiber is never resumed (no fake stack kept).
+void leave(Fiber& f, bool finished) {
+    asan_start(finished ? nullptr : &f.asan_fake_stack, run_->scheduler_stack, run_->scheduler_stack_size);
+    fp4_emu_switch(&f.sp, run_->scheduler_sp);
+    asan_finish(f.asan_fake_stack, &run_->scheduler_stack, &run_->scheduler_stack_size);
+}
+
 void wait(State s) {
     Fiber& f = run_->fibers[size_t(run_->cur)];
     f.state = s;
-    fp4_emu_switch(&f.sp, run_->scheduler_sp);
+    leave(f, false);
 }
 
 // A fiber's first frame returns into this; it never returns, its stack is reset for the next block.
 [[noreturn]] void fiber_main() {
+    asan_finish(nullptr, &run_->scheduler_stack, &run_->scheduler_stack_size);
     (*run_->body)();
     Fiber& f = run_->fibers[size_t(run_->cur)];
     f.state = State::kDone;
-    fp4_emu_switch(&f.sp, run_->scheduler_sp);
+    leave(f, true);
     __builtin_unreachable();
 }
 
@@ -157,6 +191,9 @@ bool release(Run& r) {
             all_warp = all_warp && s == State::kWarpWait;
         }
         if (!wlive || !all_warp) continue;
+        for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i)
+            if (r.fibers[size_t(i)].state == State::kDone)
+                stop("a warp-wide instruction after lanes of its warp returned (its full mask names them)");
         if (auto f = r.combine[size_t(w)]) f(r.slots_of(w, r.bank[size_t(w)])), r.combine[size_t(w)] = nullptr;
         r.bank[size_t(w)] ^= 1;
         for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i)
@@ -173,6 +210,7 @@ void run_block(Run& r) {
         Fiber& f = r.fibers[size_t(i)];
         f.tid =
             uint3{unsigned(i) % r.block.x, unsigned(i) / r.block.x % r.block.y, unsigned(i) / (r.block.x * r.block.y)};
+        asan_reuse(stack_of(i), kStack);
         f.sp = initial_frame(stack_of(i) + kStack);
     }
     std::fill(r.bank.begin(), r.bank.end(), 0);
@@ -185,7 +223,7 @@ void run_block(Run& r) {
         for (int i = 0; i < n; ++i) {
             if (r.fibers[size_t(i)].state != State::kReady) continue;
             r.cur = i;
-            fp4_emu_switch(&r.scheduler_sp, r.fibers[size_t(i)].sp);
+            enter(r, i);
             ran = true;
         }
         for (const Fiber& f : r.fibers) done = done && f.state == State::kDone;

@@ -1,0 +1,122 @@
+// test_cuda_emu.cu — the CPU emulator's own checks (tests/cuda-emu, built with -DFP4_CUDA_EMU=ON): warp
+// shuffles, barriers over dynamic shared memory, ldmatrix feeding mma.sync as flash attention uses them
+// (against a plain matrix product), launch limits, and stream capture.
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "mma.cuh"
+
+using namespace fp4::cuda;
+
+namespace {
+
+__global__ void shuffle_kernel(int* out) {
+    const int lane = threadIdx.x & 31;
+    const int mixed = __shfl_xor_sync(0xffffffffu, lane * 10, 5);
+    const int next = __shfl_sync(0xffffffffu, lane, (lane + 1) & 31);
+    out[threadIdx.x] = mixed + 1000 * next;
+}
+
+__global__ void reverse_kernel(const float* in, float* out) {
+    float* s = dynamic_smem<float>();
+    const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+    s[threadIdx.x] = in[i];
+    __syncthreads();
+    out[i] = s[blockDim.x - 1 - threadIdx.x];
+}
+
+// D[16][8] = A[16][16]·B[16][8], A and B row-major BF16 in shared memory, through ldmatrix: A's four 8x8
+// quarters (lane 8i + r gives row r of quarter i), B's two k halves transposed (.trans).
+__global__ void mma_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float* d) {
+    __shared__ __align__(16) __nv_bfloat16 as[16 * 16], bs[16 * 8];
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3, i = lane >> 3, r = lane & 7;
+    for (int e = lane; e < 256; e += 32) as[e] = a[e];
+    for (int e = lane; e < 128; e += 32) bs[e] = b[e];
+    __syncthreads();
+    uint32_t af[4], bf[4];
+    fp4::emu::ldmatrix_x4(af, &as[(r + 8 * (i & 1)) * 16 + 8 * (i >> 1)], false);
+    fp4::emu::ldmatrix_x4(bf, &bs[(r + 8 * (i & 1)) * 8], true);
+    float acc[4] = {1.f, 1.f, 1.f, 1.f};
+    mma_bf16(acc, af, bf[0], bf[1]);
+    for (int k = 0; k < 4; ++k) d[(g + 8 * (k >> 1)) * 8 + 2 * t + (k & 1)] = acc[k];
+}
+
+__global__ void add_one_kernel(int* x) { x[threadIdx.x] += 1; }
+
+template <typename T>
+T* device(size_t n) {
+    void* p = nullptr;
+    REQUIRE(cudaMalloc(&p, n * sizeof(T)) == cudaSuccess);
+    return static_cast<T*>(p);
+}
+
+}  // namespace
+
+TEST_CASE("warp shuffles read the named lane") {
+    int* out = device<int>(64);
+    launch_kernel("shuffle", shuffle_kernel, 1, 64, 0, nullptr, out);
+    for (int i = 0; i < 64; ++i) CHECK(out[i] == ((i & 31) ^ 5) * 10 + 1000 * ((i + 1) & 31));
+    cudaFree(out);
+}
+
+TEST_CASE("__syncthreads orders dynamic shared memory across the block") {
+    float *in = device<float>(512), *out = device<float>(512);
+    for (int i = 0; i < 512; ++i) in[i] = float(i);
+    launch_kernel("reverse", reverse_kernel, 2, 256, 256 * sizeof(float), nullptr, in, out);
+    for (int i = 0; i < 512; ++i) CHECK(out[i] == float(i / 256 * 256 + 255 - i % 256));
+    cudaFree(in), cudaFree(out);
+}
+
+TEST_CASE("ldmatrix fragments into mma.sync compute D += A·B") {
+    auto* a = device<__nv_bfloat16>(256);
+    auto* b = device<__nv_bfloat16>(128);
+    float* d = device<float>(128);
+    for (int e = 0; e < 256; ++e) a[e] = __float2bfloat16_rn(float((e * 7) % 11 - 5));
+    for (int e = 0; e < 128; ++e) b[e] = __float2bfloat16_rn(float((e * 5) % 9 - 4));
+    launch_kernel("mma", mma_kernel, 1, 32, 0, nullptr, a, b, d);
+    for (int m = 0; m < 16; ++m)
+        for (int n = 0; n < 8; ++n) {
+            float want = 1.f;  // the accumulator's start
+            for (int k = 0; k < 16; ++k) want += __bfloat162float(a[m * 16 + k]) * __bfloat162float(b[k * 8 + n]);
+            CHECK(d[m * 8 + n] == want);
+        }
+    cudaFree(a), cudaFree(b), cudaFree(d);
+}
+
+TEST_CASE("launches beyond an H100's limits fail as on a GPU") {
+    int* x = device<int>(1024);
+    CHECK_THROWS(launch_kernel("too many threads", add_one_kernel, 1, 1025, 0, nullptr, x));
+    CHECK_THROWS(launch_kernel("64 KiB without the attribute", reverse_kernel, 1, 32, 64 << 10, nullptr,
+                               static_cast<const float*>(nullptr), static_cast<float*>(nullptr)));
+    CHECK(cudaFuncSetAttribute(reverse_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 << 10) == cudaSuccess);
+    float *in = device<float>(32), *out = device<float>(32);
+    for (int i = 0; i < 32; ++i) in[i] = float(i);
+    launch_kernel("64 KiB with it", reverse_kernel, 1, 32, 64 << 10, nullptr, in, out);
+    CHECK(out[0] == 31.f);
+    cudaFree(x), cudaFree(in), cudaFree(out);
+}
+
+TEST_CASE("a captured stream replays its work; a forbidden call fails the capture") {
+    cudaStream_t s;
+    REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+    int* x = device<int>(32);
+    std::fill(x, x + 32, 0);
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    launch_kernel("add one", add_one_kernel, 1, 32, 0, s, x);
+    cudaGraph_t graph;
+    REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+    CHECK(x[5] == 0);  // recorded, not run
+    cudaGraphExec_t exec;
+    REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+    cudaGraphLaunch(exec, s), cudaGraphLaunch(exec, s);
+    CHECK(x[5] == 2);
+    cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
+
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    void* p = nullptr;
+    CHECK(cudaMalloc(&p, 16) == cudaErrorStreamCaptureUnsupported);
+    CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+    cudaGetLastError();
+    cudaFree(x), cudaStreamDestroy(s);
+}
