@@ -5,8 +5,10 @@
 // shuffles, barriers, cached loads, atomics, and kernel launch (simt.cpp runs each CUDA thread of a block as
 // a fiber, switching at every barrier and warp-wide instruction). With FP4_CUDA_EMU defined, common.cuh,
 // mma.cuh and flash_attention.cu route launches, dynamic shared memory, MMA and ldmatrix here.
-// What it checks: indexing, fragment layouts, barriers (a block whose threads wait at different barriers
-// is reported, not hung), launch limits and graph capture. What it cannot: timing, races, PDL overlap.
+// What it checks: indexing, fragment layouts, barriers (a block whose threads wait at different barriers,
+// or a warp-wide instruction some lanes returned from, is reported, not hung), writes past dynamic shared
+// memory, misalignment (UBSan), launch limits and graph capture; with ASan, out-of-bounds device memory.
+// What it cannot: timing, races, PDL's overlap.
 #pragma once
 
 #include <cublas_v2.h>
@@ -42,7 +44,7 @@ const dim3& block_dim();
 const dim3& grid_dim();
 void* dynamic_smem();
 void sync_block();
-// Warp-wide exchange: every live lane of the warp puts `bytes` (≤ kSlot) in its slot and gets the
+// Warp-wide exchange: every lane of the warp puts `bytes` (≤ kSlot) in its slot and gets the
 // warp's slots back (lane i at i·kSlot) once all have, after `combine` (if any) ran once over them;
 // they stay valid until the lane's next exchange.
 constexpr int kSlot = 64;

@@ -2,12 +2,12 @@
 // work runs at once in submission order (one device, as the backend uses it), a capturing stream records
 // its work into a graph that cudaGraphLaunch replays, and launches are checked against an H100's limits
 // (1024 threads per block, 48 KiB of dynamic shared memory unless the kernel raised it, 227 KiB at most).
-// Calls that a capture forbids (allocation, synchronisation) fail the capture as they would on a GPU.
+// Calls that a capture forbids (allocation, synchronisation) fail the capture as they would on a GPU. The
+// device has 80 GiB unless FP4_CUDA_EMU_GIB says otherwise (what cudaMemGetInfo reports; host memory backs it).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <mutex>
 #include <set>
 #include <vector>
 
@@ -30,7 +30,7 @@ struct CUevent_st {
 };
 
 namespace fp4::emu {
-void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);  // simt.cpp
 
 namespace {
 
