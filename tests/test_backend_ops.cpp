@@ -231,6 +231,22 @@ TEST_CASE("MUL_MAT for every weight type, GEMV and GEMM sizes") {
         }
 }
 
+// The 24B model's decode products as they run: down (K = 32768, 2048 K tiles split over a block's warps,
+// each keeping P in flight) and gate/up (2048 row tiles: more blocks than fit at once on any GPU).
+TEST_CASE("MUL_MAT NVFP4 at the 24B model's MLP shapes, decode rows") {
+    REQUIRE_CUDA();
+    Rng r{20261206};
+    struct Shape { int64_t N, K; };
+    for (Shape s : {Shape{5120, 32768}, Shape{32768, 5120}}) {
+        HostWeight w = random_weight(r, Type::NVFP4, s.N, s.K);
+        for (int64_t M : {1, 5}) {
+            auto x = r.floats(size_t(M * s.K));
+            compare([&](Env& e) { return e.graph.mul_mat(e.weight(w), e.input(x, {s.K, M})); }, 1e-2,
+                    "mul_mat NVFP4 N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) + " M=" + std::to_string(M));
+        }
+    }
+}
+
 TEST_CASE("NVFP4 decode is exact for every code and scale (one-hot activations)") {
     REQUIRE_CUDA();
     // Rows walk through all 16 codes and every non-NaN E4M3 scale byte (zero, subnormal, negative).
