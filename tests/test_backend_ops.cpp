@@ -247,6 +247,25 @@ TEST_CASE("MUL_MAT NVFP4 at the 24B model's MLP shapes, decode rows") {
     }
 }
 
+// The fused decode MLP at the 24B shapes: RMSNorm → gate/up → SwiGLU (two 32768 x 5120 weights, the block
+// taking row tile b of both) and down + residual (5120 x 32768).
+TEST_CASE("fused MLP groups at the 24B model's shapes") {
+    REQUIRE_CUDA();
+    Rng r{20261207};
+    const int64_t D = 5120, F = 32768, M = 1;
+    HostWeight norm = random_weight(r, Type::BF16, 1, D);
+    norm.ne = {D};
+    HostWeight wg = random_weight(r, Type::NVFP4, F, D), wu = random_weight(r, Type::NVFP4, F, D),
+               wd = random_weight(r, Type::NVFP4, D, F);
+    auto x = r.floats(size_t(M * D), -2, 2), h = r.floats(size_t(M * F));
+    compare([&](Env& e) {
+        Tensor* n = e.graph.rms_norm(e.input(x, {D, M}), e.weight(norm), 1e-5f);
+        return e.graph.swiglu(e.graph.mul_mat(e.weight(wg), n), e.graph.mul_mat(e.weight(wu), n));
+    }, 1e-2, "norm -> gate/up -> swiglu, 24B", &fusing_backend());
+    compare([&](Env& e) { return e.graph.add(e.input(x, {D, M}), e.graph.mul_mat(e.weight(wd), e.input(h, {F, M}))); },
+            1e-2, "down + residual, 24B", &fusing_backend());
+}
+
 TEST_CASE("NVFP4 decode is exact for every code and scale (one-hot activations)") {
     REQUIRE_CUDA();
     // Rows walk through all 16 codes and every non-NaN E4M3 scale byte (zero, subnormal, negative).
