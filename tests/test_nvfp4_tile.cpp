@@ -9,6 +9,7 @@
 #include <set>
 #include <vector>
 
+#include "cuda-emu/mma_reference.h"
 #include "cuda/nvfp4_tile.h"
 #include "numeric.h"
 #include "rng.h"
@@ -121,23 +122,6 @@ TEST_CASE("repacked tiles decode to the checkpoint's values, padding to zero") {
     CHECK(checked == int(w.row_tiles() * col_tiles(w.K) * kTileRows * kTileCols));
 }
 
-namespace {
-
-// mma.m16n8k16 (row.col, BF16, F32 accumulation) as PTX defines its fragments: lane 4g + t holds A rows g
-// (a0, a2) and g+8 (a1, a3) at k = 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3), and B column g at the same k
-// (b0, b1). Accumulates in double, so only the order of the additions differs from the hardware.
-void mma_m16n8k16(const uint32_t a[32][4], const uint32_t b[32][2], double d[16][8]) {
-    for (int r = 0; r < 16; ++r)
-        for (int n = 0; n < 8; ++n)
-            for (int k = 0; k < 16; ++k) {
-                const int t = (k & 7) >> 1, hi = k >> 3, odd = k & 1;
-                const uint32_t av = a[4 * (r & 7) + t][(r >> 3) + 2 * hi], bv = b[4 * n + t][hi];
-                d[r][n] += double(bf16_bits(av >> (16 * odd))) * double(bf16_bits(bv >> (16 * odd)));
-            }
-}
-
-}  // namespace
-
 TEST_CASE("a warp's MMAs over the repacked tiles give x·Wᵀ (the GEMV's fragments, any M up to 8)") {
     const Weight w(40, 80, 7);
     const int M = 3;
@@ -162,7 +146,7 @@ TEST_CASE("a warp's MMAs over the repacked tiles give x·Wᵀ (the GEMV's fragme
                     b_fragments(v[0], v[1], v[2], v[3], b[kk][lane][0], b[kk][lane][1]);
                 }
             }
-            for (int kk = 0; kk < 4; ++kk) mma_m16n8k16(a[kk], b[kk], d);
+            for (int kk = 0; kk < 4; ++kk) fp4::emu::mma_m16n8k16(a[kk], b[kk], d);
         }
         for (int row = 0; row < kTileRows && rt * kTileRows + row < w.N; ++row)
             for (int m = 0; m < M; ++m) {

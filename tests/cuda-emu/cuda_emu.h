@@ -37,6 +37,8 @@
 
 namespace fp4::emu {
 
+constexpr unsigned kMaxBlockThreads = 1024;  // per block, on every CUDA GPU: launches beyond are refused
+
 // The thread that runs now (simt.cpp).
 const uint3& thread_idx();
 const uint3& block_idx();
@@ -128,25 +130,5 @@ inline int atomicOr(int* p, int v) {
     *p = old | v;
     return old;
 }
-inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned shift) {
-    const uint64_t v = (uint64_t(hi) << 32) | lo;
-    return unsigned((v << (shift & 31)) >> 32);
-}
-inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
-    const uint64_t v = (uint64_t(y) << 32) | x;
-    unsigned r = 0;
-    for (int i = 0; i < 4; ++i) {
-        const unsigned sel = (s >> (4 * i)) & 15;
-        unsigned byte = unsigned(v >> (8 * (sel & 7))) & 0xff;
-        if (sel & 8) byte = (byte & 0x80) ? 0xff : 0;  // sign replication
-        r |= byte << (8 * i);
-    }
-    return r;
-}
 inline int min(int a, int b) { return a < b ? a : b; }
-inline int max(int a, int b) { return a > b ? a : b; }
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
-inline float __expf(float x) { return std::exp(x); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }

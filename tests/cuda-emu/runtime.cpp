@@ -55,6 +55,11 @@ bool forbidden_in_capture() {
     last_error = cudaErrorStreamCaptureUnsupported;
     return true;
 }
+// Host memory of exactly n bytes, 256-aligned like the runtime's (ASan then shows an overrun that a
+// GPU's allocation granularity would hide).
+cudaError_t allocate(void** p, size_t n) {
+    return posix_memalign(p, 256, std::max<size_t>(n, 1)) == 0 ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+}
 size_t device_total() {
     const char* gib = std::getenv("FP4_CUDA_EMU_GIB");
     return size_t(gib ? std::atof(gib) : 80.0) << 30;
@@ -72,7 +77,7 @@ void launch_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStr
     const uint64_t threads = uint64_t(block.x) * block.y * block.z;
     const auto raised = smem_limit.find(kernel);
     const size_t limit = raised == smem_limit.end() ? kSmemDefault : raised->second;
-    if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+    if (threads == 0 || threads > kMaxBlockThreads || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
         grid.y > 65535 || grid.z > 65535 || smem > limit) {
         std::fprintf(stderr, "cuda-emu: launch refused: grid %u,%u,%u block %u,%u,%u, %zu bytes of shared memory\n",
                      grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
@@ -118,8 +123,7 @@ cudaError_t cudaPeekAtLastError() { return last_error; }
 cudaError_t cudaMalloc(void** p, size_t n) {
     if (forbidden_in_capture()) return last_error;
     if (device_bytes + n > device_total()) return fail(cudaErrorMemoryAllocation);
-    // The exact size (a GPU's allocation granularity would hide an overrun that ASan shows here).
-    if (posix_memalign(p, 256, std::max<size_t>(n, 1)) != 0) return fail(cudaErrorMemoryAllocation);
+    if (allocate(p, n) != cudaSuccess) return last_error;
     device_allocs[*p] = n, device_bytes += n;
     return cudaSuccess;
 }
@@ -135,8 +139,7 @@ cudaError_t cudaFree(void* p) {
 }
 cudaError_t cudaMallocHost(void** p, size_t n) {
     if (forbidden_in_capture()) return last_error;
-    *p = std::aligned_alloc(256, (std::max<size_t>(n, 1) + 255) / 256 * 256);
-    if (!*p) return fail(cudaErrorMemoryAllocation);
+    if (allocate(p, n) != cudaSuccess) return last_error;
     pinned.insert(*p);
     return cudaSuccess;
 }

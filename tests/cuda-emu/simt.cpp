@@ -17,6 +17,7 @@
 #endif
 
 #include "cuda_emu.h"
+#include "mma_reference.h"
 
 #ifndef __x86_64__
 #error "the CUDA emulator switches fibers with x86-64 code"
@@ -57,7 +58,6 @@ fp4_emu_switch:
 namespace fp4::emu {
 namespace {
 
-constexpr int kMaxThreads = 1024;
 constexpr size_t kStack = 256 << 10;  // a kernel's locals, plus the C++ runtime it may call into
 constexpr size_t kCanary = 64;        // bytes after a block's dynamic shared memory, checked after it ran
 
@@ -74,13 +74,13 @@ struct Fiber {
 unsigned char* stack_of(int i) {
     static unsigned char* base = [] {
         const size_t page = size_t(sysconf(_SC_PAGESIZE));
-        void* p = mmap(nullptr, kMaxThreads * (kStack + page), PROT_READ | PROT_WRITE,
+        void* p = mmap(nullptr, kMaxBlockThreads * (kStack + page), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) {
             std::fprintf(stderr, "cuda-emu: cannot map fiber stacks\n");
             std::abort();
         }
-        for (int k = 0; k < kMaxThreads; ++k)
+        for (unsigned k = 0; k < kMaxBlockThreads; ++k)
             mprotect(static_cast<unsigned char*>(p) + k * (kStack + page), page, PROT_NONE);
         return static_cast<unsigned char*>(p);
     }();
@@ -139,8 +139,10 @@ void leave(Fiber& f, bool finished) {
     asan_finish(f.asan_fake_stack, &run_->scheduler_stack, &run_->scheduler_stack_size);
 }
 
+Fiber& current() { return run_->fibers[size_t(run_->cur)]; }
+
 void wait(State s) {
-    Fiber& f = run_->fibers[size_t(run_->cur)];
+    Fiber& f = current();
     f.state = s;
     leave(f, false);
 }
@@ -149,7 +151,7 @@ void wait(State s) {
 [[noreturn]] void fiber_main() {
     asan_finish(nullptr, &run_->scheduler_stack, &run_->scheduler_stack_size);
     (*run_->body)();
-    Fiber& f = run_->fibers[size_t(run_->cur)];
+    Fiber& f = current();
     f.state = State::kDone;
     leave(f, true);
     __builtin_unreachable();
@@ -236,8 +238,6 @@ void run_block(Run& r) {
     }
 }
 
-Fiber& current() { return run_->fibers[size_t(run_->cur)]; }
-
 }  // namespace
 
 const uint3& thread_idx() { return current().tid; }
@@ -259,8 +259,7 @@ const unsigned char* warp_gather(const void* mine, size_t bytes, void (*combine)
 }
 
 void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
-    const unsigned threads = block.x * block.y * block.z;
-    if (threads == 0 || threads > kMaxThreads) stop("block size out of range");
+    const unsigned threads = block.x * block.y * block.z;  // 1..kMaxBlockThreads: launch_grid checked
     Run r;
     r.grid = grid, r.block = block, r.body = &body;
     r.smem.assign(smem + kCanary, 0);
@@ -281,39 +280,22 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
 
 namespace {
 
-float bf16_lo(uint32_t v) { return __bfloat162float(__ushort_as_bfloat16(uint16_t(v & 0xffff))); }
-float bf16_hi(uint32_t v) { return __bfloat162float(__ushort_as_bfloat16(uint16_t(v >> 16))); }
-
-// m16n8k16 over the 32 lanes' fragments. A[16][16] from a0..a3 of lane (g, t): rows g / g+8, columns
-// 2t.. / 2t+8..; B[16][8] from b0, b1: rows 2t.. / 2t+8.., column g; D: rows g / g+8, columns 2t, 2t+1.
-// The lower half of each 32-bit register holds the lower index.
+// One MMA over the 32 lanes' slots (a0..a3, b0, b1, d0..d3 each): d of lane (g, t) holds D rows g / g+8,
+// columns 2t, 2t+1, and is replaced by d + a·b.
 void mma_combine(unsigned char* slots) {
-    float A[16][16], B[16][8];
-    auto reg = [&](int ln, int i) {
-        uint32_t v;
-        std::memcpy(&v, slots + ln * kSlot + 4 * i, 4);
-        return v;
-    };
+    uint32_t a[32][4], b[32][2];
+    float d[16][8];
     for (int ln = 0; ln < 32; ++ln) {
+        const unsigned char* slot = slots + ln * kSlot;
+        std::memcpy(a[ln], slot, 16), std::memcpy(b[ln], slot + 16, 8);
         const int g = ln >> 2, t = ln & 3;
-        for (int i = 0; i < 4; ++i) {
-            const int row = g + 8 * (i & 1), col = 2 * t + 8 * (i >> 1);
-            A[row][col] = bf16_lo(reg(ln, i)), A[row][col + 1] = bf16_hi(reg(ln, i));
-        }
-        for (int i = 0; i < 2; ++i) {
-            const int k = 2 * t + 8 * i;
-            B[k][g] = bf16_lo(reg(ln, 4 + i)), B[k + 1][g] = bf16_hi(reg(ln, 4 + i));
-        }
+        for (int i = 0; i < 4; ++i) std::memcpy(&d[g + 8 * (i >> 1)][2 * t + (i & 1)], slot + 24 + 4 * i, 4);
     }
+    mma_m16n8k16(a, b, d);
     for (int ln = 0; ln < 32; ++ln) {
+        unsigned char* slot = slots + ln * kSlot;
         const int g = ln >> 2, t = ln & 3;
-        float* d = reinterpret_cast<float*>(slots + ln * kSlot + 24);
-        for (int i = 0; i < 4; ++i) {
-            const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-            float s = d[i];
-            for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
-            d[i] = s;
-        }
+        for (int i = 0; i < 4; ++i) std::memcpy(slot + 24 + 4 * i, &d[g + 8 * (i >> 1)][2 * t + (i & 1)], 4);
     }
 }
 
