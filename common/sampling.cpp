@@ -36,7 +36,7 @@ double Sampler::uniform() {
 }
 
 const float* Sampler::penalized(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent) {
-    if (p_.repeat_penalty == 1.0f || p_.repeat_last_n == 0 || recent.empty()) return logits;
+    if (!penalizes() || recent.empty()) return logits;
     work_.assign(logits, logits + n_vocab);
     const size_t n = std::min(recent.size(), size_t(p_.repeat_last_n));
     for (int32_t id : std::unordered_set<int32_t>(recent.end() - long(n), recent.end())) {

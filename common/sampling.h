@@ -29,11 +29,12 @@ public:
 
     const SamplingParams& params() const { return p_; }
     // sample() is then the logits' argmax (lowest id on ties), which a backend can pick on the device.
-    bool greedy() const { return p_.temp <= 0 && (p_.repeat_penalty == 1.0f || p_.repeat_last_n == 0); }
+    bool greedy() const { return p_.temp <= 0 && !penalizes(); }
     std::string describe() const;  // "temp = 0.15, top_k = 40, ..." for logs
 
 private:
     double uniform();  // [0, 1), 53 bits of splitmix64: same draws on every platform
+    bool penalizes() const { return p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0; }
     // `logits`, or a copy in work_ with the repeat penalty applied to the recent tokens.
     const float* penalized(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent);
 
