@@ -30,6 +30,11 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* row, bool
 #endif
 }
 
+// Row stride of the K and V tiles in BF16 elements: 16-byte rows, conflict-free. Shared memory of a block:
+// the K tile, the V tile, then the last key its rows may see.
+constexpr int tile_stride(int DH) { return DH + 8; }
+constexpr size_t flash_smem(int DH) { return 2 * kKeys * tile_stride(DH) * sizeof(__nv_bfloat16) + sizeof(int32_t); }
+
 template <typename T>
 struct FlashParams {
     const float* q;
@@ -43,9 +48,10 @@ struct FlashParams {
 
 template <int DH, typename T>
 __global__ void __launch_bounds__(kWarps * 32) flash_attn_kernel(const __grid_constant__ FlashParams<T> a) {
-    constexpr int KS = DH + 8;     // row stride of the tiles in BF16 elements: 16-byte rows, conflict-free
-    __shared__ __align__(16) __nv_bfloat16 ks[kKeys * KS], vs[kKeys * KS];  // [key][dim]
-    __shared__ int32_t last_key;
+    constexpr int KS = tile_stride(DH);
+    __nv_bfloat16* ks = dynamic_smem<__nv_bfloat16>();  // [key][dim]
+    __nv_bfloat16* vs = ks + kKeys * KS;
+    int32_t& last_key = *reinterpret_cast<int32_t*>(vs + kKeys * KS);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, hk = h / a.group;
     const int64_t row0 = int64_t(blockIdx.x) * kRows, wrow = row0 + warp * 16;
@@ -174,7 +180,7 @@ void launch(const Ctx& c, const FlashAttnArgs& a) {
     FlashParams<T> p{a.q, static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.o, a.ldq, a.ldkv, a.ldo, a.M,
                      a.L, a.n_head, a.n_head / a.n_kv_head, a.scale * 1.4426950408889634f, a.limit};
     launch_kernel("flash attention", flash_attn_kernel<DH, T>,
-                  dim3(unsigned((a.M + kRows - 1) / kRows), unsigned(a.n_head)), kWarps * 32, 0, c.stream, p);
+                  dim3(unsigned((a.M + kRows - 1) / kRows), unsigned(a.n_head)), kWarps * 32, flash_smem(DH), c.stream, p);
 }
 
 template <typename T>

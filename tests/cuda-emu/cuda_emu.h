@@ -8,7 +8,8 @@
 // What it checks: indexing, fragment layouts, barriers (a block whose threads wait at different barriers,
 // or a warp-wide instruction some lanes returned from, is reported, not hung), writes past dynamic shared
 // memory, misalignment (UBSan), launch limits and graph capture; with ASan, out-of-bounds device memory.
-// What it cannot: timing, races, PDL's overlap.
+// Races show as results that depend on the order threads and blocks run in (FP4_CUDA_EMU_ORDER, simt.cpp).
+// What it cannot: timing, PDL's overlap.
 #pragma once
 
 #include <cublas_v2.h>
@@ -30,7 +31,9 @@
 #define FP4_CUDA_EMU 1
 
 #undef __shared__
-#define __shared__ static  // one block runs at a time: a static is the block's shared variable
+// One block runs at a time: a static is the block's shared variable; simt.cpp garbles the section before
+// each block.
+#define __shared__ static __attribute__((section("fp4_emu_shared")))
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
@@ -52,6 +55,9 @@ void sync_block();
 constexpr int kSlot = 64;
 const unsigned char* warp_gather(const void* mine, size_t bytes, void (*combine)(unsigned char* slots) = nullptr);
 int lane();
+// The order threads and blocks run in: "forward", "reverse", "shuffle" or "shuffle:SEED" (as
+// FP4_CUDA_EMU_ORDER); false for anything else.
+bool set_order(const char* spec);
 
 // Work on a stream: run now, or recorded while the stream captures a graph (runtime.cpp).
 void submit(cudaStream_t stream, std::function<void()> work);

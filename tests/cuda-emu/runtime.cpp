@@ -78,7 +78,8 @@ void launch_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStr
     const auto raised = smem_limit.find(kernel);
     const size_t limit = raised == smem_limit.end() ? kSmemDefault : raised->second;
     if (threads == 0 || threads > kMaxBlockThreads || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-        grid.y > 65535 || grid.z > 65535 || smem > limit) {
+        grid.y > 65535 || grid.z > 65535 || smem > limit ||
+        uint64_t(grid.x) * grid.y * grid.z > uint64_t(INT32_MAX)) {  // the last: the emulator's own limit
         std::fprintf(stderr, "cuda-emu: launch refused: grid %u,%u,%u block %u,%u,%u, %zu bytes of shared memory\n",
                      grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
         fail(cudaErrorInvalidConfiguration);

@@ -9,6 +9,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
+#include <random>
+#include <string>
 #include <vector>
 
 #ifdef __SANITIZE_ADDRESS__
@@ -88,12 +91,54 @@ unsigned char* stack_of(int i) {
     return base + i * (kStack + page) + page;
 }
 
+// The order of threads within a round and of blocks within a grid (FP4_CUDA_EMU_ORDER, or set_order).
+struct Order {
+    enum Kind { kForward, kReverse, kShuffle } kind = kForward;
+    std::mt19937_64 rng;
+    // False, leaving the order as it was, for a spec other than forward, reverse, shuffle or shuffle:SEED.
+    bool configure(const std::string& v) {
+        if (v == "forward") kind = kForward;
+        else if (v == "reverse") kind = kReverse;
+        else if (v == "shuffle") kind = kShuffle, rng.seed(1);
+        else if (v.rfind("shuffle:", 0) == 0 && v.size() > 8 && v.find_first_not_of("0123456789", 8) == v.npos)
+            kind = kShuffle, rng.seed(std::stoull(v.substr(8)));
+        else return false;
+        return true;
+    }
+    Order() {
+        const char* env = std::getenv("FP4_CUDA_EMU_ORDER");
+        if (env && !configure(env)) {
+            std::fprintf(stderr, "cuda-emu: FP4_CUDA_EMU_ORDER must be forward, reverse, shuffle or shuffle:SEED\n");
+            std::exit(2);
+        }
+    }
+    // Fills `order` with 0..n-1 in this run's order.
+    void arrange(std::vector<int>& order, int n) {
+        order.resize(size_t(n));
+        std::iota(order.begin(), order.end(), 0);
+        if (kind == kReverse) std::reverse(order.begin(), order.end());
+        if (kind == kShuffle) std::shuffle(order.begin(), order.end(), rng);
+    }
+};
+Order& order() {
+    static Order o;
+    return o;
+}
+
+// Static __shared__ variables (cuda_emu.h puts them in this section): garbage at each block's start, as
+// on a GPU, not what the block before left.
+extern "C" __attribute__((weak)) unsigned char __start_fp4_emu_shared[], __stop_fp4_emu_shared[];
+__attribute__((no_sanitize_address)) void garble_static_shared() {
+    for (volatile unsigned char* p = __start_fp4_emu_shared; p < __stop_fp4_emu_shared; ++p) *p = 0xff;
+}
+
 struct Run {
     dim3 grid, block;
     uint3 bid;
     std::vector<unsigned char> smem;
     const std::function<void()>* body = nullptr;
     std::vector<Fiber> fibers;
+    std::vector<int> round;  // the order of the fibers in this round
     void* scheduler_sp = nullptr;
     void* scheduler_fake_stack = nullptr;
     const void* scheduler_stack = nullptr;  // the scheduler's stack, as ASan learns it at a fiber's start
@@ -220,9 +265,11 @@ void run_block(Run& r) {
     // the canary after it shows writes past the launch's size.
     std::fill(r.smem.begin(), r.smem.end() - kCanary, 0xff);
     std::fill(r.smem.end() - kCanary, r.smem.end(), 0xa5);
+    garble_static_shared();
     for (;;) {
         bool ran = false, done = true;
-        for (int i = 0; i < n; ++i) {
+        order().arrange(r.round, n);
+        for (const int i : r.round) {
             if (r.fibers[size_t(i)].state != State::kReady) continue;
             r.cur = i;
             enter(r, i);
@@ -249,6 +296,8 @@ int lane() { return run_->cur & 31; }
 
 void sync_block() { wait(State::kBlockWait); }
 
+bool set_order(const char* spec) { return order().configure(spec); }
+
 const unsigned char* warp_gather(const void* mine, size_t bytes, void (*combine)(unsigned char* slots)) {
     const int w = run_->cur / 32;
     unsigned char* warp_slots = run_->slots_of(w, run_->bank[size_t(w)]);
@@ -269,12 +318,12 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
     r.combine.assign(warps, nullptr);
     Run* outer = run_;
     run_ = &r;
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                r.bid = uint3{x, y, z};
-                run_block(r);
-            }
+    std::vector<int> blocks;
+    order().arrange(blocks, int(grid.x * grid.y * grid.z));  // launch_grid checked that it fits an int
+    for (const int b : blocks) {
+        r.bid = uint3{unsigned(b) % grid.x, unsigned(b) / grid.x % grid.y, unsigned(b) / (grid.x * grid.y)};
+        run_block(r);
+    }
     run_ = outer;
 }
 

@@ -1,6 +1,7 @@
 // test_cuda_emu.cu — the CPU emulator's own checks (tests/cuda-emu, built with -DFP4_CUDA_EMU=ON): warp
 // shuffles, barriers over dynamic shared memory, ldmatrix feeding mma.sync as flash attention uses them
-// (against a plain matrix product), launch limits, and stream capture.
+// (against a plain matrix product), launch limits, stream capture, and that races show in some thread or
+// block order.
 #include <doctest/doctest.h>
 
 #include <vector>
@@ -43,6 +44,24 @@ __global__ void mma_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float
 }
 
 __global__ void add_one_kernel(int* x) { x[threadIdx.x] += 1; }
+
+// Races: thread i reads what thread i - 1 wrote to shared memory, without a barrier between; block b reads
+// what block b - 1 wrote. Right only when the writer happens to run first.
+__global__ void racy_threads_kernel(int* out) {
+    int* s = dynamic_smem<int>();
+    s[threadIdx.x] = int(threadIdx.x);
+    out[threadIdx.x] = threadIdx.x ? s[threadIdx.x - 1] : -2;
+}
+__global__ void racy_blocks_kernel(int* out) {
+    if (threadIdx.x == 0) out[blockIdx.x] = blockIdx.x ? out[blockIdx.x - 1] + 1 : -1;
+}
+// A static __shared__ variable only block 0 sets.
+__global__ void static_shared_kernel(int* out) {
+    __shared__ int set_by_block_0;
+    if (blockIdx.x == 0 && threadIdx.x == 0) set_by_block_0 = 42;
+    __syncthreads();
+    if (threadIdx.x == 0) out[blockIdx.x] = set_by_block_0;
+}
 
 template <typename T>
 T* device(size_t n) {
@@ -119,4 +138,38 @@ TEST_CASE("a captured stream replays its work; a forbidden call fails the captur
     CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
     cudaGetLastError();
     cudaFree(x), cudaStreamDestroy(s);
+}
+
+// How many of out[1..n) a racy kernel got right (out[i] == i - 1), in the given order.
+template <typename Kernel>
+int racy_right(const char* order, Kernel kernel, dim3 grid, dim3 block, int n) {
+    REQUIRE(fp4::emu::set_order(order));
+    int* out = device<int>(size_t(n));
+    std::fill(out, out + n, -3);
+    launch_kernel("racy", kernel, grid, block, block.x * sizeof(int), nullptr, out);
+    int right = 0;
+    for (int i = 1; i < n; ++i) right += out[i] == i - 1;
+    cudaFree(out);
+    return right;
+}
+
+TEST_CASE("a race shows as a result that depends on the order threads or blocks run in") {
+    CHECK(racy_right("forward", racy_threads_kernel, 1, 256, 256) == 255);
+    CHECK(racy_right("reverse", racy_threads_kernel, 1, 256, 256) == 0);
+    const int shuffled = racy_right("shuffle:7", racy_threads_kernel, 1, 256, 256);
+    CHECK(shuffled > 0);
+    CHECK(shuffled < 255);
+    CHECK(racy_right("forward", racy_blocks_kernel, 64, 32, 64) == 63);
+    CHECK(racy_right("reverse", racy_blocks_kernel, 64, 32, 64) == 0);
+    CHECK_FALSE(fp4::emu::set_order("sideways"));
+    CHECK_FALSE(fp4::emu::set_order("shuffle:x"));
+    REQUIRE(fp4::emu::set_order("forward"));
+}
+
+TEST_CASE("static shared memory starts as garbage in every block") {
+    int* out = device<int>(4);
+    launch_kernel("static shared", static_shared_kernel, 4, 64, 0, nullptr, out);
+    CHECK(out[0] == 42);
+    for (int b = 1; b < 4; ++b) CHECK(out[b] == -1);  // all bits set, as the emulator garbles it
+    cudaFree(out);
 }
