@@ -96,9 +96,18 @@ PLAIN=(env FP4_CUDA_FUSE=0 FP4_CUDA_PDL=0 FP4_CUDA_FLASH=0 FP4_CUDA_GRAPHS=0)
 if [ -x build/tests/test_backend_ops ]; then
     step backend_ops 120 build/tests/test_backend_ops
 fi
-[ -d build ] && step ctest_golden 120 ctest --test-dir build -R "golden" --output-on-failure
-# The same goldens with the speed-ups off (if only the run above fails, one of them is at fault).
-[ -d build ] && step ctest_golden_plain 120 "${PLAIN[@]}" ctest --test-dir build -R "golden" --output-on-failure
+if [ -d build ]; then
+    step ctest_golden 120 ctest --test-dir build -R "golden" --output-on-failure
+    golden_rc=$?
+    # The same goldens with the speed-ups off; if only the defaults fail, each speed-up off alone says which
+    # is at fault (no second device session needed to bisect).
+    step ctest_golden_plain 120 "${PLAIN[@]}" ctest --test-dir build -R "golden" --output-on-failure
+    if [ $golden_rc -ne 0 ] && [ $? -eq 0 ]; then
+        for v in FUSE PDL FLASH GRAPHS; do
+            step "golden_without_$v" 120 env "FP4_CUDA_$v=0" ctest --test-dir build -R "golden" --output-on-failure
+        done
+    fi
+fi
 
 # The demo on the GPU: the psalm continuation and the six shape_* pictures named by colour.
 if [ -x build/bin/chat ]; then
