@@ -234,10 +234,25 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
     return cudaSuccess;
 }
 // An H100's multiprocessor: 64 warps, 32 blocks, 228 KiB of shared memory (1 KiB of it reserved per block).
+// An H100's limits per multiprocessor: 32 blocks, 64 warps, 228 KiB of shared memory (1 KiB reserved per
+// block) and 64 K registers, allocated per warp in units of 8 per thread. The registers a kernel uses
+// are not known here: FP4_CUDA_EMU_REGS says how many to assume (default 64, as most of the backend's
+// kernels on sm_90a), so that launches sized by occupancy take the shapes they take on a GPU (the NVFP4
+// GEMV splits K over 10 warps for the 24B down projection there, not 16) and, varied, others.
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void*, int threads, size_t smem) {
-    const int warps = (threads + 31) / 32;
-    int n = std::min(32, 64 / std::max(1, warps));
+    static const int regs = [] {
+        const char* env = std::getenv("FP4_CUDA_EMU_REGS");
+        const int r = env ? std::atoi(env) : 64;
+        if (r < 16 || r > 255) {
+            std::fprintf(stderr, "cuda-emu: FP4_CUDA_EMU_REGS must be 16..255\n");
+            std::exit(2);
+        }
+        return (r + 7) / 8 * 8;
+    }();
+    const int warps = std::max(1, (threads + 31) / 32);
+    int n = std::min(32, 64 / warps);
     n = std::min<int>(n, int(kSmemPerSm / (smem + 1024)));
+    n = std::min(n, 65536 / (regs * 32 * warps));
     *blocks = n;
     return cudaSuccess;
 }

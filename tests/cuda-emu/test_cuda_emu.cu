@@ -4,6 +4,7 @@
 // block order.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <vector>
 
 #include "mma.cuh"
@@ -114,6 +115,19 @@ TEST_CASE("launches beyond an H100's limits fail as on a GPU") {
     launch_kernel("64 KiB with it", reverse_kernel, 1, 32, 64 << 10, nullptr, in, out);
     CHECK(out[0] == 31.f);
     cudaFree(x), cudaFree(in), cudaFree(out);
+}
+
+TEST_CASE("the occupancy calculator counts registers, 64 per thread unless FP4_CUDA_EMU_REGS says otherwise") {
+    if (std::getenv("FP4_CUDA_EMU_REGS")) return;
+    int blocks = 0;
+    REQUIRE(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, add_one_kernel, 512, 0) == cudaSuccess);
+    CHECK(blocks == 2);  // 64 K registers / (64 × 512)
+    REQUIRE(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, add_one_kernel, 320, 0) == cudaSuccess);
+    CHECK(blocks == 3);
+    REQUIRE(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, add_one_kernel, 64, 0) == cudaSuccess);
+    CHECK(blocks == 16);  // then 64 warps per multiprocessor limit it
+    REQUIRE(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, add_one_kernel, 32, 100 << 10) == cudaSuccess);
+    CHECK(blocks == 2);  // 228 KiB of shared memory
 }
 
 TEST_CASE("a captured stream replays its work; a forbidden call fails the capture") {
