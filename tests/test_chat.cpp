@@ -489,6 +489,18 @@ TEST_CASE("sampler: top-k over a large vocabulary keeps exactly the k best, ties
     CHECK(support({17}, 100.0f) == want);
 }
 
+TEST_CASE("sampler: top-k finds the best among the last logits, past the last whole group of 16") {
+    std::vector<float> logits(103, -1.0f);  // 6 groups of 16, then 7
+    for (int32_t id : {97, 99, 102}) logits[size_t(id)] = 2.0f;
+    logits[5] = 1.0f;  // the fourth best, found early: it stays when the three in the tail come in
+    SamplingParams p;
+    p.temp = 100, p.top_k = 4, p.top_p = 1, p.min_p = 0;
+    Sampler s(p);
+    std::set<int32_t> seen;
+    for (int i = 0; i < 2000; ++i) seen.insert(s.sample(logits.data(), int64_t(logits.size()), {}));
+    CHECK(seen == std::set<int32_t>{5, 97, 99, 102});
+}
+
 TEST_CASE("sampler: invalid settings are refused") {
     SamplingParams p;
     p.top_p = 0;
