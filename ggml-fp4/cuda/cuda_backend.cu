@@ -56,12 +56,18 @@ class CudaBackend final : public Backend {
 public:
     CudaBackend() {
         FP4_CHECK(cudaSetDevice(0));
+        int major = 0, minor = 0;
+        FP4_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+        FP4_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+        if (major < 8)  // the BF16 mma.sync of the GEMV and flash attention
+            fail("this GPU has compute capability " + std::to_string(major) + "." + std::to_string(minor) +
+                 "; the CUDA backend needs 8.0 or newer (Ampere, Ada, Hopper, Blackwell)");
         FP4_CHECK(cudaDeviceGetAttribute(&ctx_.sms, cudaDevAttrMultiProcessorCount, 0));
         FP4_CHECK(cudaStreamCreateWithFlags(&ctx_.stream, cudaStreamNonBlocking));
         FP4_CHECK(cublasCreate(&ctx_.blas));
         FP4_CHECK(cublasSetStream(ctx_.blas, ctx_.stream));
         ctx_.scratch = &scratch_;
-        ctx_.pdl = env_flag("FP4_CUDA_PDL", true);
+        ctx_.pdl = major >= 9 && env_flag("FP4_CUDA_PDL", true);  // programmatic dependent launch: Hopper on
         ctx_.flash = env_flag("FP4_CUDA_FLASH", true);
         ctx_.fuse = env_flag("FP4_CUDA_FUSE", true);
         fusion_.max_rows = ctx_.fuse ? kGemvMaxRowsFused : 0;

@@ -99,10 +99,17 @@ cudaError_t cudaGetDeviceCount(int* count) {
     return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+// An H100: 132 multiprocessors, compute capability 9.0 unless FP4_CUDA_EMU_CC says otherwise ("8.6").
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
-    if (attr != cudaDevAttrMultiProcessorCount) return fail(cudaErrorInvalidValue);
-    *value = kSms;
-    return cudaSuccess;
+    const char* cc = std::getenv("FP4_CUDA_EMU_CC");
+    int major = 9, minor = 0;
+    if (cc && std::sscanf(cc, "%d.%d", &major, &minor) != 2) return fail(cudaErrorInvalidValue);
+    switch (attr) {
+        case cudaDevAttrMultiProcessorCount: *value = kSms; return cudaSuccess;
+        case cudaDevAttrComputeCapabilityMajor: *value = major; return cudaSuccess;
+        case cudaDevAttrComputeCapabilityMinor: *value = minor; return cudaSuccess;
+        default: return fail(cudaErrorInvalidValue);
+    }
 }
 const char* cudaGetErrorString(cudaError_t e) {
     switch (e) {

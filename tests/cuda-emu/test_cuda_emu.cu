@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "fp4.h"
 #include "mma.cuh"
 
 using namespace fp4::cuda;
@@ -186,4 +187,14 @@ TEST_CASE("static shared memory starts as garbage in every block") {
     CHECK(out[0] == 42);
     for (int b = 1; b < 4; ++b) CHECK(out[b] == -1);  // all bits set, as the emulator garbles it
     cudaFree(out);
+}
+
+TEST_CASE("the backend needs compute capability 8.0 and says so by name") {
+    std::string why;
+    setenv("FP4_CUDA_EMU_CC", "7.5", 1);
+    CHECK(fp4::make_cuda_backend(&why) == nullptr);
+    CHECK(why.find("compute capability 7.5; the CUDA backend needs 8.0 or newer") != std::string::npos);
+    setenv("FP4_CUDA_EMU_CC", "8.6", 1);
+    CHECK(fp4::make_cuda_backend(&why) != nullptr);
+    unsetenv("FP4_CUDA_EMU_CC");
 }
