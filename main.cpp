@@ -333,11 +333,21 @@ int main(int argc, char** argv) {
         const bool cpu = std::string(model->backend().name()).rfind("cpu", 0) == 0;
         int n_ctx = o.common.ctx > 0 ? o.common.ctx : (cpu ? 4096 : 32768);
         if (o.common.ctx == 0 && n_ctx > cfg.text.max_pos) n_ctx = int(cfg.text.max_pos);
+        const fp4::Type kv_type = cache_type_of(o.common).value_or(model->backend().cache_type());
+        if (o.common.ctx == 0) {  // a default context shrinks to what the card holds (-c is taken as asked)
+            const size_t free = model->backend().memory_free();
+            const int fit = mistral::fitting_context(cfg.text, n_ctx, 1, kv_type, free);
+            if (fit > 0 && fit < n_ctx) {
+                log_info("chat: a context of %d tokens does not fit the %.2f GiB of free %s memory; using %d (-c sets it)",
+                         n_ctx, double(free) / double(1ull << 30), model->backend().name(), fit);
+                n_ctx = fit;
+            }
+        }
         if (o.n_predict > n_ctx)
             throw std::runtime_error("-n " + std::to_string(o.n_predict) + " exceeds the context of " +
                                      std::to_string(n_ctx) + " tokens (-c)");
         so.reserve_n_predict = one_shot;
-        mistral::Context ctx(*model, n_ctx, 1, cache_type_of(o.common));
+        mistral::Context ctx(*model, n_ctx, 1, kv_type);
         log_info("chat: %s layout, context %d tokens, sampling: %s", tok.version().c_str(), n_ctx,
                  check.describe().c_str());
 

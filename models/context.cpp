@@ -61,6 +61,21 @@ ContextMemory context_memory(const TextConfig& c, int n_ctx, int n_seq, fp4::Typ
     return m;
 }
 
+int fitting_context(const TextConfig& c, int wanted, int n_seq, fp4::Type kv_type, size_t free) {
+    auto fits = [&](int n) {
+        const ContextMemory m = context_memory(c, n, n_seq, kv_type);
+        return m.kv + m.activations <= free;
+    };
+    if (fits(wanted)) return wanted;
+    int lo = 0, hi = (wanted - 1) / 256;  // the largest k ≤ hi whose k·256 tokens fit, 0 when none does
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (fits(mid * 256)) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo * 256;
+}
+
 // A text pass without images or hidden states, kept for the next batch of the same shape.
 struct Context::TextPass {
     fp4::Graph graph;

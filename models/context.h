@@ -58,6 +58,10 @@ struct ContextMemory {
     size_t kv = 0, activations = 0;
 };
 ContextMemory context_memory(const TextConfig& c, int n_ctx, int n_seq, fp4::Type kv_type, int64_t batch = 512);
+// The largest context of at most `wanted` tokens (below it, a multiple of 256) whose cache and
+// activations fit in `free` bytes, or 0 when not even 256 tokens do: what a default context shrinks to
+// on a card too small for it.
+int fitting_context(const TextConfig& c, int wanted, int n_seq, fp4::Type kv_type, size_t free);
 
 class Context {
 public:

@@ -165,6 +165,26 @@ TEST_CASE("the 24B model's full 131072-token context: 20 GiB of BF16 cache, 10 G
     CHECK(15.2e9 + double(fp8.kv + fp8.activations) < 32e9);
 }
 
+TEST_CASE("a default context shrinks to the largest multiple of 256 tokens that fits") {
+    const Config cfg = load_config("tests/data/configs/mistral-small-3.2-24b-nvfp4a16.config.json");
+    const auto need = [&](int n) {
+        const ContextMemory m = context_memory(cfg.text, n, 1, fp4::Type::BF16);
+        return m.kv + m.activations;
+    };
+    CHECK(fitting_context(cfg.text, 32768, 1, fp4::Type::BF16, need(32768)) == 32768);  // fits as asked
+    // 4 GB free (a 24 GB card with the vision tower and another program's share): 32768 tokens of BF16 cache
+    // need 5 GiB at 160 KiB per token.
+    const size_t free = size_t(4.0e9);
+    const int fit = fitting_context(cfg.text, 32768, 1, fp4::Type::BF16, free);
+    CHECK(fit < 32768);
+    CHECK(fit % 256 == 0);
+    CHECK(need(fit) <= free);
+    CHECK(need(fit + 256) > free);
+    CHECK(fitting_context(cfg.text, 32768, 1, fp4::Type::BF16, need(1000)) == 768);
+    CHECK(fitting_context(cfg.text, 32768, 1, fp4::Type::BF16, need(255)) == 0);
+    CHECK(fitting_context(cfg.text, 1000, 1, fp4::Type::BF16, need(999)) == 768);  // below `wanted`: 256s
+}
+
 // check_goldens on CUDA within 2e-2, or a skip message when there is no GPU. Its MMAs take activations in
 // BF16 (and a fused norm rounds x·w), which moves logits by ~1e-2: greedy tokens within 0.05 of the top one
 // count as ties (psalm step 33 is one: 7.9853 vs 7.9837 on the CPU).

@@ -62,7 +62,7 @@ cudaError_t allocate(void** p, size_t n) {
 }
 size_t device_total() {
     const char* gib = std::getenv("FP4_CUDA_EMU_GIB");
-    return size_t(gib ? std::atof(gib) : 80.0) << 30;
+    return size_t((gib ? std::atof(gib) : 80.0) * double(1ull << 30));  // fractions too: 0.25 is 256 MiB
 }
 
 }  // namespace
