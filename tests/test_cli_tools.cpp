@@ -75,6 +75,25 @@ TEST_CASE("bench: JSON with every field and positive rates") {
     CHECK(j[3]["ttft_ms"].get<double>() > 0);
 }
 
+TEST_CASE("bench -d: pp and tg after tokens already in the cache, with the cache's bytes in the ceiling") {
+    cli::Run r = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 16 -n 8 -d 0,600 -r 1 -o json");
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    nlohmann::json j = nlohmann::json::parse(r.out);
+    REQUIRE(j.size() == 4);
+    CHECK(j[0]["test"] == "pp16");
+    CHECK(j[1]["test"] == "tg8");
+    CHECK(j[2]["test"] == "pp16 @ d600");  // 600 tokens filled in two passes (512 + 88)
+    CHECK(j[3]["test"] == "tg8 @ d600");
+    CHECK(j[3]["n_depth"] == 600);
+    // F32 cache, 4 layers of 2 KV heads × 128: 8 KiB per token; a step reads ~600 + 4.5 tokens of it.
+    CHECK(j[3]["kv_bytes_per_step"].get<double>() == doctest::Approx(8192.0 * 604.5));
+    CHECK(j[1]["kv_bytes_per_step"].get<double>() == doctest::Approx(8192.0 * 4.5));
+    CHECK(j[0]["kv_bytes_per_step"].get<double>() == 0);
+    cli::Run bad = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 16 -n 0 -d 5,x");
+    CHECK(bad.rc == 1);
+    CHECK(bad.err.find("-d: 'x' is not a non-negative number") != std::string::npos);
+}
+
 TEST_CASE("bench --profile: the per-kernel breakdown of decode steps, single and batched") {
     cli::Run r = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 0 -n 4 -r 1 -np 3 --prompt-len 5 --profile");
     REQUIRE_MESSAGE(r.rc == 0, r.err);

@@ -1,6 +1,6 @@
-// bench — llama-bench-style speed tests (ppN prefill, tgN decode, -np N concurrent sequences, imgN vision
-// encode) on a model folder or on synthetic weights with a config's shapes, with the bandwidth ceiling
-// beside every decode figure.
+// bench — llama-bench-style speed tests (ppN prefill, tgN decode, each after -d tokens already in the
+// cache, -np N concurrent sequences, imgN vision encode) on a model folder or on synthetic weights with a
+// config's shapes, with the bandwidth ceiling beside every decode figure.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -23,7 +23,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Result {
     std::string test;
-    int n_prompt = 0, n_gen = 0, n_par = 1;
+    int n_prompt = 0, n_gen = 0, n_par = 1, n_depth = 0;
     std::vector<double> rates;  // tokens/s of each measured repetition
     double ttft_ms = 0;         // mean time to the first token (prefill + one decode step); imgN: per image
     double mean() const {
@@ -83,24 +83,27 @@ public:
         return v;
     }
 
-    // Prefill of n random tokens into an empty context: tokens/s.
-    double prefill(int n) {
-        mistral::Context ctx(model_, n, 1, kv_type_);
+    // Prefill of n random tokens after `depth` already in the cache: tokens/s.
+    double prefill(int n, int depth) {
+        mistral::Context ctx(model_, depth + n, 1, kv_type_);
+        fill(ctx, depth);
         auto ids = random_tokens(n);
         auto t0 = Clock::now();
-        ctx.eval(mistral::Batch::sequence(ids, 0));
+        ctx.eval(mistral::Batch::sequence(ids, depth));
         return n / seconds_since(t0);
     }
 
-    // n single-token decode steps after a one-token prompt: tokens/s; ttft_ms gets prompt + first step.
-    double decode(int n, double* ttft_ms) {
-        mistral::Context ctx(model_, n + 1, 1, kv_type_);
+    // n single-token decode steps after a one-token prompt (which follows `depth` tokens already in the
+    // cache): tokens/s; ttft_ms gets prompt + first step.
+    double decode(int n, int depth, double* ttft_ms) {
+        mistral::Context ctx(model_, depth + n + 1, 1, kv_type_);
+        fill(ctx, depth);
         auto ids = random_tokens(n + 1);
         auto t0 = Clock::now();
-        ctx.eval(mistral::Batch::sequence({ids[0]}, 0));
+        ctx.eval(mistral::Batch::sequence({ids[0]}, depth));
         auto t1 = Clock::now();
         for (int i = 1; i <= n; ++i) {
-            ctx.eval(mistral::Batch::sequence({ids[size_t(i)]}, i));
+            ctx.eval(mistral::Batch::sequence({ids[size_t(i)]}, depth + i));
             if (i == 1) *ttft_ms = seconds_since(t0) * 1e3;
         }
         return n / seconds_since(t1);
@@ -150,6 +153,13 @@ public:
     }
 
 private:
+    // The first n positions of sequence 0 filled with random tokens, 512 per pass (untimed: the depth of
+    // a test, as llama-bench's -d).
+    void fill(mistral::Context& ctx, int n) {
+        for (int p = 0; p < n; p += 512)
+            ctx.eval(mistral::Batch::sequence(random_tokens(std::min(512, n - p)), p));
+    }
+
     // Each of np sequences prefilled with `prompt` random tokens.
     void prefill_each(mistral::Context& ctx, int np, int prompt) {
         for (int s = 0; s < np; ++s) ctx.eval(mistral::Batch::sequence(random_tokens(prompt), 0, s));
@@ -191,13 +201,15 @@ double peak_rss_gb() {
 int main(int argc, char** argv) {
     CLI::App app{"bench: llama-bench-style prefill/decode speed, on a model folder or synthetic weights"};
     common::CommonOptions opt;
-    std::string synthetic, pp_list = "512", tg_list = "128", output = "md";
+    std::string synthetic, pp_list = "512", tg_list = "128", depth_list = "0", output = "md";
     int reps = 5, n_par = 1, prompt_len = 128, image_size = 0;
     bool progress = false, profile = false;
     common::add_common_options(app, opt, false);
     app.add_option("--synthetic", synthetic, "random weights with the shapes of this config.json (no checkpoint)");
     app.add_option("-p,--n-prompt", pp_list, "prefill test sizes, comma-separated (0 skips)")->capture_default_str();
     app.add_option("-n,--n-gen", tg_list, "decode test sizes, comma-separated (0 skips)")->capture_default_str();
+    app.add_option("-d,--n-depth", depth_list, "tokens already in the cache before each pp/tg test, comma-separated")
+        ->capture_default_str();
     app.add_option("-r,--repetitions", reps, "measured repetitions after one warm-up")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
@@ -221,7 +233,8 @@ int main(int argc, char** argv) {
     for (std::string& a : args) argp.push_back(a == "-np" ? const_cast<char*>("--parallel") : a.data());
     return common::run_main(app, argc, argp.data(), [&] {
         if (opt.model.empty() == synthetic.empty()) throw std::runtime_error("give exactly one of -m DIR or --synthetic CONFIG");
-        const std::vector<int> pps = parse_list(pp_list, "-p"), tgs = parse_list(tg_list, "-n");
+        const std::vector<int> pps = parse_list(pp_list, "-p"), tgs = parse_list(tg_list, "-n"),
+                               depths = parse_list(depth_list, "-d");
 
         std::unique_ptr<mistral::Model> model;
         std::string model_name;
@@ -242,10 +255,11 @@ int main(int argc, char** argv) {
             model_name = opt.model;
         }
         const double bpt = bytes_per_token(*model);
+        const fp4::Type kv_type = common::cache_type_of(opt).value_or(model->backend().cache_type());
+        const double kv_per_token = double(mistral::context_memory(model->config().text, 1, 1, kv_type).kv);
         common::log_info("measuring the memory bandwidth of %s ...", model->backend().name());
         const double bw = model->backend().measure_bandwidth();
 
-        const fp4::Type kv_type = common::cache_type_of(opt).value_or(model->backend().cache_type());
         Runner run(*model, opt.seed, kv_type);
         std::vector<Result> results;
         size_t device_mem = 0;  // bytes the backend holds, the most seen after a test
@@ -261,26 +275,32 @@ int main(int argc, char** argv) {
             if (progress) common::log_info("%s: %.2f t/s", r.test.c_str(), r.mean());
             results.push_back(r);
         };
-        for (int n : pps)
-            if (n > 0)
-                measure({"pp" + std::to_string(n), n, 0, 1, {}, 0}, [&](double* ttft) {
-                    auto t0 = Clock::now();
-                    double r = run.prefill(n);
-                    *ttft = seconds_since(t0) * 1e3;
-                    return r;
-                });
-        for (int n : tgs)
-            if (n > 0) measure({"tg" + std::to_string(n), 0, n, 1, {}, 0}, [&](double* ttft) { return run.decode(n, ttft); });
+        // llama-bench's names: "pp512", or "pp512 @ d4096" after 4096 tokens.
+        auto name = [](const char* kind, int n, int depth) {
+            return kind + std::to_string(n) + (depth > 0 ? " @ d" + std::to_string(depth) : "");
+        };
+        for (int d : depths) {
+            for (int n : pps)
+                if (n > 0)
+                    measure({name("pp", n, d), n, 0, 1, d, {}, 0}, [&](double* ttft) {
+                        const double r = run.prefill(n, d);
+                        *ttft = 1e3 * n / r;  // the prompt's pass (not the depth's)
+                        return r;
+                    });
+            for (int n : tgs)
+                if (n > 0)
+                    measure({name("tg", n, d), 0, n, 1, d, {}, 0}, [&](double* ttft) { return run.decode(n, d, ttft); });
+        }
         if (n_par > 1)
             for (int n : tgs)
                 if (n > 0)
                     measure({"np" + std::to_string(n_par) + " pp" + std::to_string(prompt_len) + "+tg" + std::to_string(n),
-                             prompt_len, n, n_par, {}, 0},
+                             prompt_len, n, n_par, 0, {}, 0},
                             [&](double* ttft) { return run.parallel(n_par, prompt_len, n, ttft); });
 
         if (image_size > 0) {
             if (!model->config().has_vision) throw std::runtime_error("--image-size: this model has no vision tower");
-            measure({"img" + std::to_string(image_size), 0, 0, 1, {}, 0},
+            measure({"img" + std::to_string(image_size), 0, 0, 1, 0, {}, 0},
                     [&](double* ms) { return run.vision(image_size, ms); });
         }
 
@@ -291,8 +311,10 @@ int main(int argc, char** argv) {
         nlohmann::ordered_json rows = nlohmann::json::array();
         for (const Result& r : results) {
             const bool decode = r.n_gen > 0;
-            // For decode, the weights are read once per step: steps/s = t/s ÷ sequences.
-            const double eff = decode ? bpt * r.mean() / r.n_par : 0;
+            // A decode step reads the weights once and each sequence's cache up to its position (on average
+            // the depth, the prompt and half the generated tokens): bytes/step × steps/s (t/s ÷ sequences).
+            const double kv_bytes = decode ? kv_per_token * r.n_par * (r.n_depth + r.n_prompt + (r.n_gen + 1) / 2.0) : 0;
+            const double eff = decode ? (bpt + kv_bytes) * r.mean() / r.n_par : 0;
             rows.push_back({{"model", model_name},
                             {"size_gb", size_gb},
                             {"params_b", params / 1e9},
@@ -303,11 +325,13 @@ int main(int argc, char** argv) {
                             {"n_prompt", r.n_prompt},
                             {"n_gen", r.n_gen},
                             {"n_parallel", r.n_par},
+                            {"n_depth", r.n_depth},
                             {"avg_ts", r.mean()},
                             {"stddev_ts", r.stddev()},
                             {"samples_ts", r.rates},
                             {"ttft_ms", r.ttft_ms},
                             {"weight_bytes_per_token", bpt},
+                            {"kv_bytes_per_step", kv_bytes},
                             {"bandwidth_gbs", bw / 1e9},
                             {"effective_gbs", eff / 1e9},
                             {"ceiling_ratio", decode ? eff / bw : 0.0},
@@ -319,22 +343,25 @@ int main(int argc, char** argv) {
         } else if (output == "jsonl") {
             for (const auto& r : rows) std::cout << r.dump() << "\n";
         } else if (output == "csv") {
-            std::cout << "model,size_gb,backend,threads,test,avg_ts,stddev_ts,ttft_ms,weight_bytes_per_token,"
-                         "bandwidth_gbs,effective_gbs,ceiling_ratio,peak_host_mem_gb\n";
+            std::cout << "model,size_gb,backend,threads,test,n_depth,avg_ts,stddev_ts,ttft_ms,weight_bytes_per_token,"
+                         "kv_bytes_per_step,bandwidth_gbs,effective_gbs,ceiling_ratio,peak_host_mem_gb\n";
             for (const auto& r : rows)
-                std::printf("\"%s\",%.3f,%s,%d,%s,%.3f,%.3f,%.2f,%.0f,%.2f,%.2f,%.4f,%.2f\n",
+                std::printf("\"%s\",%.3f,%s,%d,%s,%d,%.3f,%.3f,%.2f,%.0f,%.0f,%.2f,%.2f,%.4f,%.2f\n",
                             r["model"].get<std::string>().c_str(), size_gb, r["backend"].get<std::string>().c_str(),
-                            threads, r["test"].get<std::string>().c_str(), r["avg_ts"].get<double>(),
-                            r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(), bpt, bw / 1e9,
-                            r["effective_gbs"].get<double>(), r["ceiling_ratio"].get<double>(), mem_gb);
+                            threads, r["test"].get<std::string>().c_str(), r["n_depth"].get<int>(),
+                            r["avg_ts"].get<double>(), r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(), bpt,
+                            r["kv_bytes_per_step"].get<double>(), bw / 1e9, r["effective_gbs"].get<double>(),
+                            r["ceiling_ratio"].get<double>(), mem_gb);
         } else {
-            std::printf("| model | size | backend | threads | test | t/s | TTFT ms | GB/token | BW GB/s | eff GB/s | of ceiling |\n");
+            // GB/step: the weights, and for decode the caches each step reads too.
+            std::printf("| model | size | backend | threads | test | t/s | TTFT ms | GB/step | BW GB/s | eff GB/s | of ceiling |\n");
             std::printf("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
             for (const auto& r : rows)
                 std::printf("| %s | %.2f GB | %s | %d | %s | %.2f ± %.2f | %.1f | %.3f | %.1f | %.1f | %s |\n",
                             r["model"].get<std::string>().c_str(), size_gb, r["backend"].get<std::string>().c_str(),
                             threads, r["test"].get<std::string>().c_str(), r["avg_ts"].get<double>(),
-                            r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(), bpt / 1e9, bw / 1e9,
+                            r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(),
+                            (bpt + r["kv_bytes_per_step"].get<double>()) / 1e9, bw / 1e9,
                             r["effective_gbs"].get<double>(),
                             r["n_gen"].get<int>() > 0
                                 ? (std::to_string(int(std::lround(r["ceiling_ratio"].get<double>() * 100))) + "%").c_str()
