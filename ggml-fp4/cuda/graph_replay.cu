@@ -20,27 +20,30 @@ void GraphReplay::run(cudaStream_t stream, const std::string& key, const std::fu
         key_ = key;
         return work();
     }
+    // Work that cannot be captured (it throws, or something it called invalidated the capture, which
+    // only ending it reports) or a graph that cannot be instantiated: the key is refused and the work
+    // runs directly (nothing ran while capturing; a real error shows up there again).
+    auto refuse = [&](cudaGraph_t graph) {
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();  // clear the capture error
+        refused_ = key;
+        drop();
+        work();
+    };
     FP4_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     cudaGraph_t graph = nullptr;
     try {
         work();
     } catch (const std::exception&) {
         cudaStreamEndCapture(stream, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        cudaGetLastError();  // clear the capture error
-        refused_ = key;
-        drop();
-        return work();  // nothing ran while capturing; a real error shows up here again
+        return refuse(graph);
     }
-    FP4_CHECK(cudaStreamEndCapture(stream, &graph));
+    if (cudaStreamEndCapture(stream, &graph) != cudaSuccess) return refuse(graph);
     const cudaError_t made = cudaGraphInstantiate(&exec_, graph, 0);
     cudaGraphDestroy(graph);
     if (made != cudaSuccess) {
         exec_ = nullptr;
-        cudaGetLastError();
-        refused_ = key;
-        drop();
-        return work();
+        return refuse(nullptr);
     }
     FP4_CHECK(cudaGraphLaunch(exec_, stream));
 }

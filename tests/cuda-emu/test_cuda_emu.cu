@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "fp4.h"
+#include "graph_replay.cuh"
 #include "mma.cuh"
 
 using namespace fp4::cuda;
@@ -197,4 +198,26 @@ TEST_CASE("the backend needs compute capability 8.0 and says so by name") {
     setenv("FP4_CUDA_EMU_CC", "8.6", 1);
     CHECK(fp4::make_cuda_backend(&why) != nullptr);
     unsetenv("FP4_CUDA_EMU_CC");
+}
+
+TEST_CASE("graph replay: work whose capture is invalidated without an error of its own runs directly") {
+    cudaStream_t s;
+    REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+    int* x = device<int>(32);
+    std::fill(x, x + 32, 0);
+    // An allocation fails while capturing and invalidates the capture; the work clears the error and goes
+    // on (as a library's internals might), so only ending the capture reports it.
+    auto work = [&] {
+        void* p = nullptr;
+        if (cudaMalloc(&p, 16) == cudaSuccess) cudaFree(p);
+        else cudaGetLastError();
+        launch_kernel("add one", add_one_kernel, 1, 32, 0, s, x);
+    };
+    {
+        GraphReplay replay;
+        for (int i = 0; i < 3; ++i) replay.run(s, "key", work);  // direct, refused capture, direct
+    }
+    CHECK(x[0] == 3);
+    cudaGetLastError();
+    cudaFree(x), cudaStreamDestroy(s);
 }
