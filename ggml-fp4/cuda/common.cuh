@@ -34,8 +34,7 @@ template <typename... P, typename... A>
 void launch_kernel_ex(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                       bool pdl, A&&... args) {
 #ifdef FP4_CUDA_EMU
-    (void)pdl;
-    emu::launch(kernel, grid, block, smem, stream, std::forward<A>(args)...);
+    emu::launch(kernel, what, grid, block, smem, stream, pdl, std::forward<A>(args)...);
 #else
     if (pdl) {
         cudaLaunchConfig_t cfg{};
@@ -96,7 +95,9 @@ struct Ctx {
 // (weights), and write nothing. pdl_trigger() lets the next such kernel start; kernels call it early, as
 // the dependent one waits for their completion anyway. Both are no-ops for kernels launched plainly.
 __device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifdef FP4_CUDA_EMU
+    emu::pdl_wait();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }

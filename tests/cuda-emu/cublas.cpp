@@ -81,7 +81,10 @@ struct Gemm {
 cublasStatus_t submit(cublasHandle_t h, const Gemm& g) {
     if (!supported(g.at) || !supported(g.bt) || !supported(g.ct) || g.m < 0 || g.n < 0 || g.k < 0)
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    fp4::emu::submit(h->stream, g);
+    fp4::emu::submit(h->stream, [g] {
+        fp4::emu::guard_other_work();
+        g();
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -8,8 +8,9 @@
 // What it checks: indexing, fragment layouts, barriers (a block whose threads wait at different barriers,
 // or a warp-wide instruction some lanes returned from, is reported, not hung), writes past dynamic shared
 // memory, misalignment (UBSan), launch limits and graph capture; with ASan, out-of-bounds device memory.
-// Races show as results that depend on the order threads and blocks run in (FP4_CUDA_EMU_ORDER, simt.cpp).
-// What it cannot: timing, PDL's overlap.
+// Races show as results that depend on the order threads and blocks run in (FP4_CUDA_EMU_ORDER, simt.cpp);
+// a kernel launched with PDL that touches what the kernel before it writes, before pdl_wait(), is stopped
+// (pdl_guard.cpp). What it cannot: timing.
 #pragma once
 
 #include <cublas_v2.h>
@@ -61,16 +62,30 @@ bool set_order(const char* spec);
 
 // Work on a stream: run now, or recorded while the stream captures a graph (runtime.cpp).
 void submit(cudaStream_t stream, std::function<void()> work);
-// A grid, submitted to the stream: body is a thread's whole kernel (run by simt.cpp).
-void launch_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                 std::function<void()> body);
+// A grid named `what`, submitted to the stream: body is a thread's whole kernel (run by simt.cpp); with
+// pdl (programmatic dependent launch) its threads may not touch, until pdl_wait(), what the kernel
+// before wrote (pdl_guard.cpp).
+void launch_grid(const void* kernel, const char* what, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                 bool pdl, std::function<void()> body);
 
 template <typename... P, typename... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+void launch(void (*kernel)(P...), const char* what, dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
+            A&&... args) {
     auto params = std::make_shared<std::tuple<std::decay_t<P>...>>(std::forward<A>(args)...);
-    launch_grid(reinterpret_cast<const void*>(kernel), grid, block, smem, stream,
+    launch_grid(reinterpret_cast<const void*>(kernel), what, grid, block, smem, stream, pdl,
                 [kernel, params] { std::apply(kernel, *params); });
 }
+// griddepcontrol.wait: in a kernel launched with PDL, the point from which the kernel before is done.
+void pdl_wait();
+
+// Device memory (pdl_guard.cpp): pages of its own, watched while kernels run.
+void* device_alloc(size_t n);
+void device_free(void* p);
+void guard_kernel_begin(const char* what);
+void guard_block_begin(bool pdl);
+void guard_wait_passed();
+void guard_kernel_end();
+void guard_other_work();  // a copy, memset or cuBLAS call: the next kernel no longer overlaps the last
 
 template <typename T>
 T shuffle(T v, int src) {

@@ -30,7 +30,8 @@ struct CUevent_st {
 };
 
 namespace fp4::emu {
-void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);  // simt.cpp
+void run_grid(const char* what, dim3 grid, dim3 block, size_t smem, bool pdl,
+              const std::function<void()>& body);  // simt.cpp
 
 namespace {
 
@@ -55,8 +56,7 @@ bool forbidden_in_capture() {
     last_error = cudaErrorStreamCaptureUnsupported;
     return true;
 }
-// Host memory of exactly n bytes, 256-aligned like the runtime's (ASan then shows an overrun that a
-// GPU's allocation granularity would hide).
+// Pinned host memory of exactly n bytes, 256-aligned like the runtime's (ASan then shows an overrun).
 cudaError_t allocate(void** p, size_t n) {
     return posix_memalign(p, 256, std::max<size_t>(n, 1)) == 0 ? cudaSuccess : fail(cudaErrorMemoryAllocation);
 }
@@ -72,8 +72,8 @@ void submit(cudaStream_t s, std::function<void()> work) {
     work();
 }
 
-void launch_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                 std::function<void()> body) {
+void launch_grid(const void* kernel, const char* what, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                 bool pdl, std::function<void()> body) {
     const uint64_t threads = uint64_t(block.x) * block.y * block.z;
     const auto raised = smem_limit.find(kernel);
     const size_t limit = raised == smem_limit.end() ? kSmemDefault : raised->second;
@@ -85,7 +85,7 @@ void launch_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStr
         fail(cudaErrorInvalidConfiguration);
         return;
     }
-    submit(stream, [grid, block, smem, body = std::move(body)] { run_grid(grid, block, smem, body); });
+    submit(stream, [what, grid, block, smem, pdl, body = std::move(body)] { run_grid(what, grid, block, smem, pdl, body); });
 }
 
 }  // namespace fp4::emu
@@ -131,7 +131,7 @@ cudaError_t cudaPeekAtLastError() { return last_error; }
 cudaError_t cudaMalloc(void** p, size_t n) {
     if (forbidden_in_capture()) return last_error;
     if (device_bytes + n > device_total()) return fail(cudaErrorMemoryAllocation);
-    if (allocate(p, n) != cudaSuccess) return last_error;
+    if (!(*p = device_alloc(n))) return fail(cudaErrorMemoryAllocation);
     device_allocs[*p] = n, device_bytes += n;
     return cudaSuccess;
 }
@@ -142,7 +142,7 @@ cudaError_t cudaFree(void* p) {
     if (it == device_allocs.end()) return fail(cudaErrorInvalidValue);
     device_bytes -= it->second;
     device_allocs.erase(it);
-    std::free(p);
+    device_free(p);
     return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** p, size_t n) {
@@ -163,11 +163,17 @@ cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
     return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t s) {
-    submit(s, [=] { std::memcpy(dst, src, n); });
+    submit(s, [=] {
+        guard_other_work();
+        std::memcpy(dst, src, n);
+    });
     return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
-    submit(s, [=] { std::memset(p, v, n); });
+    submit(s, [=] {
+        guard_other_work();
+        std::memset(p, v, n);
+    });
     return cudaSuccess;
 }
 

@@ -64,7 +64,7 @@ namespace {
 constexpr size_t kStack = 256 << 10;  // a kernel's locals, plus the C++ runtime it may call into
 constexpr size_t kCanary = 64;        // bytes after a block's dynamic shared memory, checked after it ran
 
-enum class State { kReady, kWarpWait, kBlockWait, kDone };
+enum class State { kReady, kWarpWait, kBlockWait, kPdlWait, kDone };
 
 struct Fiber {
     void* sp = nullptr;  // saved stack pointer while switched out
@@ -135,6 +135,7 @@ __attribute__((no_sanitize_address)) void garble_static_shared() {
 struct Run {
     dim3 grid, block;
     uint3 bid;
+    bool pdl = false, pre_wait = false;  // launched with PDL; a block whose threads have not all passed pdl_wait
     std::vector<unsigned char> smem;
     const std::function<void()>* body = nullptr;
     std::vector<Fiber> fibers;
@@ -266,6 +267,8 @@ void run_block(Run& r) {
     std::fill(r.smem.begin(), r.smem.end() - kCanary, 0xff);
     std::fill(r.smem.end() - kCanary, r.smem.end(), 0xa5);
     garble_static_shared();
+    r.pre_wait = r.pdl;
+    guard_block_begin(r.pdl);
     for (;;) {
         bool ran = false, done = true;
         order().arrange(r.round, n);
@@ -281,7 +284,14 @@ void run_block(Run& r) {
                 stop("a thread wrote past the block's dynamic shared memory");
             return;
         }
-        if (!release(r) && !ran) stop("threads of a block wait at different barriers");
+        if (release(r) || ran) continue;
+        // No thread can go on: those at pdl_wait() pass it together (the kernel before is done).
+        if (!std::any_of(r.fibers.begin(), r.fibers.end(), [](const Fiber& f) { return f.state == State::kPdlWait; }))
+            stop("threads of a block wait at different barriers");
+        r.pre_wait = false;
+        guard_wait_passed();
+        for (Fiber& f : r.fibers)
+            if (f.state == State::kPdlWait) f.state = State::kReady;
     }
 }
 
@@ -296,6 +306,10 @@ int lane() { return run_->cur & 31; }
 
 void sync_block() { wait(State::kBlockWait); }
 
+void pdl_wait() {
+    if (run_->pre_wait) wait(State::kPdlWait);
+}
+
 bool set_order(const char* spec) { return order().configure(spec); }
 
 const unsigned char* warp_gather(const void* mine, size_t bytes, void (*combine)(unsigned char* slots)) {
@@ -307,10 +321,10 @@ const unsigned char* warp_gather(const void* mine, size_t bytes, void (*combine)
     return warp_slots;
 }
 
-void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
+void run_grid(const char* what, dim3 grid, dim3 block, size_t smem, bool pdl, const std::function<void()>& body) {
     const unsigned threads = block.x * block.y * block.z;  // 1..kMaxBlockThreads: launch_grid checked
     Run r;
-    r.grid = grid, r.block = block, r.body = &body;
+    r.grid = grid, r.block = block, r.body = &body, r.pdl = pdl;
     r.smem.assign(smem + kCanary, 0);
     const size_t warps = (threads + 31) / 32;
     r.bank.assign(warps, 0);
@@ -320,10 +334,12 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
     run_ = &r;
     std::vector<int> blocks;
     order().arrange(blocks, int(grid.x * grid.y * grid.z));  // launch_grid checked that it fits an int
+    guard_kernel_begin(what);
     for (const int b : blocks) {
         r.bid = uint3{unsigned(b) % grid.x, unsigned(b) / grid.x % grid.y, unsigned(b) / (grid.x * grid.y)};
         run_block(r);
     }
+    guard_kernel_end();
     run_ = outer;
 }
 

@@ -4,7 +4,14 @@
 // block order.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "fp4.h"
@@ -47,6 +54,24 @@ __global__ void mma_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float
 }
 
 __global__ void add_one_kernel(int* x) { x[threadIdx.x] += 1; }
+
+// Programmatic dependent launch: a producer, then consumers that read its output (and a weight) before or
+// after pdl_wait(), or write before it.
+__global__ void produce_kernel(int* out) { out[threadIdx.x] = int(threadIdx.x) + 1; }
+__global__ void consume_after_wait_kernel(const int* weight, const int* in, int* out) {
+    const int w = weight[threadIdx.x];  // weights: no kernel in flight writes them
+    pdl_wait();
+    out[threadIdx.x] = w + in[threadIdx.x];
+}
+__global__ void consume_before_wait_kernel(const int* weight, const int* in, int* out) {
+    const int v = weight[threadIdx.x] + in[threadIdx.x];
+    pdl_wait();
+    out[threadIdx.x] = v;
+}
+__global__ void write_before_wait_kernel(int* out) {
+    out[threadIdx.x] = 7;
+    pdl_wait();
+}
 
 // Races: thread i reads what thread i - 1 wrote to shared memory, without a barrier between; block b reads
 // what block b - 1 wrote. Right only when the writer happens to run first.
@@ -221,3 +246,62 @@ TEST_CASE("graph replay: work whose capture is invalidated without an error of i
     cudaGetLastError();
     cudaFree(x), cudaStreamDestroy(s);
 }
+
+#ifndef __SANITIZE_ADDRESS__  // pdl_guard.cpp checks nothing under ASan
+// Runs f in a child process: whether it stopped with abort(), and what it wrote to stderr.
+std::pair<bool, std::string> in_child(const std::function<void()>& f) {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {  // the test framework's own abort report would go to stdout: neither
+        signal(SIGABRT, SIG_DFL);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        if (FILE* null = std::fopen("/dev/null", "w")) dup2(fileno(null), 1);
+        f();
+        _exit(0);
+    }
+    close(fds[1]);
+    std::string err;
+    char buf[512];
+    for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) err.append(buf, size_t(n));
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return {WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, err};
+}
+
+TEST_CASE("a kernel launched with PDL may not touch, before pdl_wait(), what the kernel before it writes") {
+    int *weight = device<int>(32), *a = device<int>(32), *b = device<int>(32);
+    std::fill(weight, weight + 32, 100);
+    auto produce_then = [&](auto consumer, auto... args) {
+        launch_kernel("produce", produce_kernel, 1, 32, 0, nullptr, a);
+        launch_kernel_ex("consume", consumer, 1, 32, 0, nullptr, true, args...);
+    };
+    produce_then(consume_after_wait_kernel, static_cast<const int*>(weight), static_cast<const int*>(a), b);
+    for (int i = 0; i < 32; ++i) CHECK(b[i] == 100 + i + 1);
+
+    auto [stopped, err] = in_child([&] {
+        produce_then(consume_before_wait_kernel, static_cast<const int*>(weight), static_cast<const int*>(a), b);
+    });
+    CHECK(stopped);
+    CHECK(err.find("'consume', launched with programmatic dependent launch, touched") != std::string::npos);
+    CHECK(err.find("before pdl_wait(): memory 'produce', the kernel before it, writes") != std::string::npos);
+
+    std::tie(stopped, err) = in_child([&] { produce_then(write_before_wait_kernel, b); });
+    CHECK(stopped);
+    CHECK(err.find("a write, which must wait too") != std::string::npos);
+
+    // Launched plainly, or after a copy that ends the overlap, the same kernel is fine.
+    launch_kernel("produce", produce_kernel, 1, 32, 0, nullptr, a);
+    launch_kernel("consume", consume_before_wait_kernel, 1, 32, 0, nullptr, static_cast<const int*>(weight),
+                  static_cast<const int*>(a), b);
+    launch_kernel("produce", produce_kernel, 1, 32, 0, nullptr, a);
+    REQUIRE(cudaMemcpyAsync(weight, weight, 4, cudaMemcpyDeviceToDevice, nullptr) == cudaSuccess);
+    launch_kernel_ex("consume", consume_before_wait_kernel, 1, 32, 0, nullptr, true,
+                     static_cast<const int*>(weight), static_cast<const int*>(a), b);
+    CHECK(b[5] == 106);
+    cudaFree(weight), cudaFree(a), cudaFree(b);
+}
+#endif
