@@ -1,9 +1,10 @@
-// runtime.cpp — the CUDA runtime calls the backend makes, for the emulator: device memory is host memory,
+// runtime.cpp — the CUDA runtime calls the backend makes, for the emulator: device memory is host memory
 // work runs at once in submission order (one device, as the backend uses it), a capturing stream records
 // its work into a graph that cudaGraphLaunch replays, and launches are checked against an H100's limits
 // (1024 threads per block, 48 KiB of dynamic shared memory unless the kernel raised it, 227 KiB at most).
 // Calls that a capture forbids (allocation, synchronisation) fail the capture as they would on a GPU. The
-// device has 80 GiB unless FP4_CUDA_EMU_GIB says otherwise (what cudaMemGetInfo reports; host memory backs it).
+// device has 80 GiB unless FP4_CUDA_EMU_GIB says otherwise (what cudaMemGetInfo reports; host memory, from
+// pdl_guard.cpp, backs it).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
