@@ -3,7 +3,9 @@
 // (__syncthreads) or a warp-wide instruction (shuffle, MMA, ldmatrix), where it waits for the threads it
 // meets there. A block whose live threads all wait but
 // at barriers that cannot all be passed (a divergent __syncthreads, a warp split between a shuffle and a
-// barrier) is reported and the process stops: on a GPU that kernel would hang or be undefined.
+// barrier) is reported and the process stops: on a GPU that kernel would hang or be undefined. In a kernel
+// launched with PDL, threads at pdl_wait() pass it together once nothing else can run (pdl_guard.cpp
+// checks what they touched before).
 #include <sys/mman.h>
 #include <unistd.h>
 
