@@ -78,7 +78,9 @@ void launch(void (*kernel)(P...), const char* what, dim3 grid, dim3 block, size_
 // griddepcontrol.wait: in a kernel launched with PDL, the point from which the kernel before is done.
 void pdl_wait();
 
-// Device memory (pdl_guard.cpp): pages of its own, watched while kernels run.
+// Memory (pdl_guard.cpp): host memory of exactly n bytes, 256-aligned like the runtime's (ASan then shows
+// an overrun; freed with std::free), and device memory: pages of its own, watched while kernels run.
+void* exact_alloc(size_t n);
 void* device_alloc(size_t n);
 void device_free(void* p);
 void guard_kernel_begin(const char* what);

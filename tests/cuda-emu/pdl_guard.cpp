@@ -3,9 +3,9 @@
 // (griddepcontrol.wait) it may read only what that kernel does not write, and write nothing. Each device
 // allocation gets pages of its own, read-only when a kernel starts: the pages it writes are recorded (a
 // fault, then writable). Pages the host writes between kernels become writable the same way, so that
-// each launch re-protects only what was written since the last. The blocks of a PDL kernel start with the previous kernel's pages
-// inaccessible and all others read-only, until their threads have reached pdl_wait (simt.cpp): a fault
-// before then names both kernels and stops the run. A memory copy, a memset or a cuBLAS call in between
+// each launch re-protects only what was written since the last. The blocks of a PDL kernel start with
+// the previous kernel's pages inaccessible and all others read-only, until their threads have reached
+// pdl_wait (simt.cpp): a fault before then names both kernels and stops the run. A memory copy, a memset or a cuBLAS call in between
 // ends the overlap (on a GPU the dependent kernel then waits for it as usual).
 // Under AddressSanitizer, which needs malloc's exact sizes to see overruns and owns SIGSEGV, allocations
 // come from malloc and nothing is checked.
@@ -108,11 +108,13 @@ void install_handler() {
 
 }  // namespace
 
+void* exact_alloc(size_t n) {
+    void* p = nullptr;
+    return posix_memalign(&p, 256, std::max<size_t>(n, 1)) == 0 ? p : nullptr;
+}
+
 void* device_alloc(size_t n) {
-    if (!kGuard) {
-        void* p = nullptr;  // 256-aligned like the runtime's, to the byte
-        return posix_memalign(&p, 256, std::max<size_t>(n, 1)) == 0 ? p : nullptr;
-    }
+    if (!kGuard) return exact_alloc(n);
     install_handler();
     void* p = mmap(nullptr, pages_of(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return nullptr;

@@ -1,4 +1,4 @@
-// runtime.cpp — the CUDA runtime calls the backend makes, for the emulator: device memory is host memory
+// runtime.cpp — the CUDA runtime calls the backend makes, for the emulator: device memory is host memory,
 // work runs at once in submission order (one device, as the backend uses it), a capturing stream records
 // its work into a graph that cudaGraphLaunch replays, and launches are checked against an H100's limits
 // (1024 threads per block, 48 KiB of dynamic shared memory unless the kernel raised it, 227 KiB at most).
@@ -56,10 +56,6 @@ bool forbidden_in_capture() {
     capturing->invalidated = true;
     last_error = cudaErrorStreamCaptureUnsupported;
     return true;
-}
-// Pinned host memory of exactly n bytes, 256-aligned like the runtime's (ASan then shows an overrun).
-cudaError_t allocate(void** p, size_t n) {
-    return posix_memalign(p, 256, std::max<size_t>(n, 1)) == 0 ? cudaSuccess : fail(cudaErrorMemoryAllocation);
 }
 size_t device_total() {
     const char* gib = std::getenv("FP4_CUDA_EMU_GIB");
@@ -148,7 +144,7 @@ cudaError_t cudaFree(void* p) {
 }
 cudaError_t cudaMallocHost(void** p, size_t n) {
     if (forbidden_in_capture()) return last_error;
-    if (allocate(p, n) != cudaSuccess) return last_error;
+    if (!(*p = exact_alloc(n))) return fail(cudaErrorMemoryAllocation);
     pinned.insert(*p);
     return cudaSuccess;
 }
@@ -247,7 +243,6 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
     smem_limit[func] = size_t(value);
     return cudaSuccess;
 }
-// An H100's multiprocessor: 64 warps, 32 blocks, 228 KiB of shared memory (1 KiB of it reserved per block).
 // An H100's limits per multiprocessor: 32 blocks, 64 warps, 228 KiB of shared memory (1 KiB reserved per
 // block) and 64 K registers, allocated per warp in units of 8 per thread. The registers a kernel uses
 // are not known here: FP4_CUDA_EMU_REGS says how many to assume (default 64, as most of the backend's
