@@ -152,26 +152,17 @@ TEST_CASE("one-shot: the golden psalm continuation, only the answer on stdout, t
 
 #ifdef FP4_TEST_CUDA_EMU
 TEST_CASE("a default context shrinks to what the device holds; an asked-for one that does not fit is refused") {
-    const std::string run = "FP4_CUDA_EMU_GIB=0.05 " + bin() + "/chat -m " + kModel +
-                            " --device cuda --temp 0 -n 8 -p \"Psalms 23\" 2>&1";
-    auto output = [](const std::string& cmd, int& rc) {
-        std::string text;
-        FILE* p = popen(cmd.c_str(), "r");
-        REQUIRE(p);
-        char buf[4096];
-        for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) text.append(buf, n);
-        rc = exit_code(pclose(p));
-        return text;
-    };
-    int rc = -1;
-    std::string out = output(run, rc);  // 51 MiB: 7680 tokens of BF16 cache (4 KiB each) and the rest
-    INFO(out);
-    CHECK(rc == 0);
-    CHECK(out.find("a context of 32768 tokens does not fit") != std::string::npos);
-    CHECK(out.find("context 7680 tokens") != std::string::npos);
-    out = output(run + " -c 32768", rc);
-    CHECK(rc == 1);
-    CHECK(out.find("error: the BF16 KV cache for 32768 tokens x 1 sequence(s) needs 0.12 GiB") != std::string::npos);
+    setenv("FP4_CUDA_EMU_GIB", "0.05", 1);  // 51 MiB: 7680 tokens of BF16 cache (4 KiB each) and the rest
+    const std::string args = "chat -m " + kModel + " --device cuda --temp 0 -n 8 -p \"Psalms 23\"";
+    Run r = cli::run(args);
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(r.err.find("a context of 32768 tokens does not fit") != std::string::npos);
+    CHECK(r.err.find("context 7680 tokens") != std::string::npos);
+    r = cli::run(args + " -c 32768");
+    unsetenv("FP4_CUDA_EMU_GIB");
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("error: the BF16 KV cache for 32768 tokens x 1 sequence(s) needs 0.12 GiB") != std::string::npos);
 }
 #endif
 
