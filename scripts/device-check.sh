@@ -102,7 +102,8 @@ if [ -d build ]; then
     # The same goldens with the speed-ups off; if only the defaults fail, each speed-up off alone says which
     # is at fault (no second device session needed to bisect).
     step ctest_golden_plain 120 "${PLAIN[@]}" ctest --test-dir build -R "golden" --output-on-failure
-    if [ $golden_rc -ne 0 ] && [ $? -eq 0 ]; then
+    plain_rc=$?
+    if [ $golden_rc -ne 0 ] && [ $plain_rc -eq 0 ]; then
         for v in FUSE PDL FLASH GRAPHS; do
             step "golden_without_$v" 120 env "FP4_CUDA_$v=0" ctest --test-dir build -R "golden" --output-on-failure
         done
