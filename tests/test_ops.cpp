@@ -28,7 +28,7 @@ namespace {
 
 std::vector<Isa> machine_isas() {
     std::vector<Isa> out;
-    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
         if (cpu::isa_supported(isa)) out.push_back(isa);
     return out;
 }
@@ -108,7 +108,8 @@ TEST_CASE("MUL_MAT matches a double reference for every weight type, shape and k
     struct Shape { int64_t M, N, K; };
     const Shape shapes[] = {{1, 37, 48},  {5, 37, 48},   {3, 19, 16},    {4, 64, 256},   {7, 33, 400},
                             {2, 5, 1040}, {70, 9, 272},  {16, 40, 2320}, {64, 24, 512},  {1, 300, 5120},
-                            {8, 31, 37},  {13, 17, 588}, {1, 7, 3}};
+                            {8, 31, 37},  {13, 17, 588}, {1, 7, 3},     {1, 9, 400},    {4, 11, 912},
+                            {2, 6, 144}};
     for (Isa isa : machine_isas()) {
         auto be = cpu::make_backend(2, isa);
         for (Type type : {Type::F32, Type::F16, Type::BF16, Type::NVFP4})

@@ -24,6 +24,7 @@ const char* isa_name(Isa isa) {
         case Isa::Scalar: return "scalar";
         case Isa::Avx2: return "avx2";
         case Isa::Avx512: return "avx512";
+        case Isa::Avx512Bf16: return "avx512bf16";
     }
     return "?";
 }
@@ -39,11 +40,13 @@ bool isa_supported(Isa isa) {
             return isa_supported(Isa::Avx2) && __builtin_cpu_supports("avx512f") &&
                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                    __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vbmi");
+        case Isa::Avx512Bf16: return isa_supported(Isa::Avx512) && __builtin_cpu_supports("avx512bf16");
     }
     return false;
 }
 
 Isa best_isa() {
+    if (isa_supported(Isa::Avx512Bf16)) return Isa::Avx512Bf16;
     if (isa_supported(Isa::Avx512)) return Isa::Avx512;
     if (isa_supported(Isa::Avx2)) return Isa::Avx2;
     return Isa::Scalar;
@@ -52,13 +55,13 @@ Isa best_isa() {
 Isa isa_from_env() {
     const char* env = std::getenv("FP4_CPU_ISA");
     if (!env || !*env) return best_isa();
-    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) {
         if (std::string(env) != isa_name(isa)) continue;
         if (!isa_supported(isa))
             throw std::runtime_error(std::string("FP4_CPU_ISA=") + env + ": not supported by this CPU");
         return isa;
     }
-    throw std::runtime_error(std::string("FP4_CPU_ISA=") + env + ": expected scalar, avx2 or avx512");
+    throw std::runtime_error(std::string("FP4_CPU_ISA=") + env + ": expected scalar, avx2, avx512 or avx512bf16");
 }
 
 }  // namespace fp4::cpu

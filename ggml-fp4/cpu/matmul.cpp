@@ -10,6 +10,7 @@ namespace fp4::cpu {
 
 const Kernels& kernels_for(Isa isa) {
     switch (isa) {
+        case Isa::Avx512Bf16: return kernels_avx512bf16();
         case Isa::Avx512: return kernels_avx512();
         case Isa::Avx2: return kernels_avx2();
         case Isa::Scalar: break;
@@ -69,12 +70,12 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     const float gscale = nvfp4 ? w.gscale : 1.0f;
     const int64_t block = nvfp4 ? kern.nvfp4_block : 16;
     const int64_t kpad = (K + block - 1) / block * block;
-    auto pack = nvfp4 ? kern.pack_nvfp4_x : pack_x_natural;
 
     const int nth = pool.size();
     const size_t x_bytes = align_up(size_t(M * kpad) * sizeof(float));
     const size_t panel_floats = size_t(kPanelRows * kPanelCols);
     const bool gemv = M <= kGemvRows;
+    auto pack = !nvfp4 ? pack_x_natural : gemv ? kern.pack_nvfp4_gemv_x : kern.pack_nvfp4_x;
     auto* base = static_cast<char*>(scratch.grow(x_bytes + (gemv ? 0 : nth * panel_floats * sizeof(float))));
     float* xp = reinterpret_cast<float*>(base);
     pool.parallel_for(M, [&](int64_t m0, int64_t m1) {

@@ -3,7 +3,9 @@
 //
 // How the kernels see the data:
 //  * x is first copied into a zero-padded buffer with rows of `kpad` floats (kpad a multiple of 16;
-//    of `nvfp4_block` for NVFP4 weights, whose kernels may also want x reordered by `pack_nvfp4_x`).
+//    of `nvfp4_block` for NVFP4 weights, whose kernels may also want x reordered: by `pack_nvfp4_x`
+//    for the panels, by `pack_nvfp4_gemv_x` for the GEMV, which may store other than F32 in those
+//    4·kpad bytes).
 //  * Few rows (M <= kGemvRows, decode): `gemv_*` decodes each weight row in registers and dots it with
 //    every x row. Memory bound; the weights stream through once.
 //  * More rows (prefill): `decode_*` expands a panel of kPanelRows weight rows × a block of columns to
@@ -48,7 +50,8 @@ using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const floa
 
 struct Kernels {
     int64_t nvfp4_block;                                   // kpad multiple for NVFP4 weights
-    void (*pack_nvfp4_x)(const float* x, int64_t K, int64_t kpad, float* out);  // x row -> NVFP4 order
+    void (*pack_nvfp4_x)(const float* x, int64_t K, int64_t kpad, float* out);       // x row -> decode_nvfp4's order
+    void (*pack_nvfp4_gemv_x)(const float* x, int64_t K, int64_t kpad, float* out);  // x row -> gemv_nvfp4's
     GemvFn gemv_f32, gemv_f16, gemv_bf16, gemv_nvfp4;
     DecodeFn decode_f32, decode_f16, decode_bf16, decode_nvfp4;
     GemmPanelFn gemm_panel;
@@ -60,6 +63,7 @@ struct Kernels {
 const Kernels& kernels_scalar();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+const Kernels& kernels_avx512bf16();
 const Kernels& kernels_for(Isa isa);
 
 // The column order of the SIMD NVFP4 kernels: within each block of 128 columns, lane d (0..15) of

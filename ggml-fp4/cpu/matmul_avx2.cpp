@@ -255,7 +255,7 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-    static const Kernels k{128, pack_x_nibble_order,
+    static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
                            gemm_panel, dot, axpy};

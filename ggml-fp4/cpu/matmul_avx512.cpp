@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "cpu/matmul.h"
+#include "cpu/nvfp4_avx512.h"
 
 namespace fp4::cpu {
 namespace {
@@ -18,52 +19,7 @@ namespace {
 alignas(64) constexpr float kE2M1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                          -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
-
 // ---- NVFP4 ----------------------------------------------------------------------------------------
-
-// 16 E4M3 scale bytes -> 16 floats. The byte's exponent and mantissa placed at the F32 exponent and
-// mantissa positions give value·2^-120, subnormals included. (0x7f, E4M3's NaN, decodes as 480;
-// scales never hold it.)
-inline __m512 e4m3x16(__m128i bytes) {
-    const __m512i b = _mm512_cvtepu8_epi32(bytes);
-    const __m512i mag = _mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(0x7f)), 20);
-    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(0x80)), 24);
-    return _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)), _mm512_set1_ps(0x1p120f));
-}
-
-// The scales of 128-column block `half` of 16 decoded ones, laid out like its code words: lane d
-// (columns 8d .. 8d+7) holds the scale of group d/2.
-inline __m512 block_scales(__m512 scales16, int half) {
-    const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    return _mm512_permutexvar_ps(_mm512_add_epi32(pairs, _mm512_set1_epi32(8 * half)), scales16);
-}
-
-// Calls body(codes, scale, k) for each 128-column block of row n in columns [k0, k1) (k0 a multiple of
-// 128): its 64 code bytes as 16 words and its scales (see block_scales), the last block masked past K.
-// Blocks go in pairs so that one decode serves the 16 scales of both.
-template <class Body>
-inline void for_each_block(const WeightRef& w, int64_t n, int64_t k0, int64_t k1, Body body) {
-    const uint8_t* codes = w.data + n * (w.K / 2) + k0 / 2;
-    const uint8_t* scales = w.scale + n * (w.K / 16) + k0 / 16;
-    const int64_t end = std::min(k1, w.K);
-    int64_t k = k0;
-    for (; k + 256 <= end; k += 256, codes += 128, scales += 16) {
-        _mm_prefetch((const char*)codes + kPrefetchBytes, _MM_HINT_T0);
-        _mm_prefetch((const char*)codes + 64 + kPrefetchBytes, _MM_HINT_T0);
-        _mm_prefetch((const char*)scales + kPrefetchBytes / 8, _MM_HINT_T0);
-        const __m512 s = e4m3x16(_mm_loadu_si128((const __m128i*)scales));
-        body(_mm512_loadu_si512(codes), block_scales(s, 0), k);
-        body(_mm512_loadu_si512(codes + 64), block_scales(s, 1), k + 128);
-    }
-    if (k < end) {
-        const int64_t left = end - k;  // a multiple of 16, below 256
-        const __m512 s = e4m3x16(_mm_maskz_loadu_epi8(first_lanes(left / 16), scales));
-        body(_mm512_maskz_loadu_epi32(first_lanes(left / 8), codes), block_scales(s, 0), k);
-        if (left > 128)
-            body(_mm512_maskz_loadu_epi32(first_lanes((left - 128) / 8), codes + 64), block_scales(s, 1), k + 128);
-    }
-}
 
 // Nibble j of every word, as E2M1 values.
 template <int J>
@@ -71,32 +27,35 @@ inline __m512 nibbles(__m512i codes, __m512 lut) {
     return _mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4 * J), lut);
 }
 
-// t[m] = Σ_j nibbles_j ⊙ (vector j of x row m's block); the caller applies the block's scales.
-template <int MR, int J = 0>
-inline void dot_block(__m512i codes, __m512 lut, const float* x, int64_t ldx, __m512* t) {
-    const __m512 w = nibbles<J>(codes, lut);
-    for (int m = 0; m < MR; ++m) {
-        const __m512 xv = _mm512_loadu_ps(x + m * ldx + 16 * J);
-        t[m] = J == 0 ? _mm512_mul_ps(w, xv) : _mm512_fmadd_ps(w, xv, t[m]);
-    }
-    if constexpr (J < 7) dot_block<MR, J + 1>(codes, lut, x, ldx, t);
+// Rows n .. n+NR-1 against MR x rows: per 128-column block t = Σ_j nibbles_j ⊙ x vector j, then
+// acc += t ⊙ the block's scales; each x vector loaded serves the NR rows.
+template <int MR, int NR>
+void gemv_nvfp4_tile(const WeightRef& w, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy) {
+    const __m512 lut = _mm512_load_ps(kE2M1);
+    __m512 acc[NR][MR];
+    for (int r = 0; r < NR; ++r)
+        for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_setzero_ps();
+    for_each_block<NR>(w, n, 0, w.K, [&](const __m512i* c, const __m512* scale, int64_t k) {
+        __m512 t[NR][MR];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+            __m512 xv[MR];
+            for (int m = 0; m < MR; ++m) xv[m] = _mm512_loadu_ps(x + m * ldx + k + 16 * j);
+            for (int r = 0; r < NR; ++r) {
+                const __m512 wv = _mm512_permutexvar_ps(_mm512_srli_epi32(c[r], 4 * j), lut);
+                for (int m = 0; m < MR; ++m)
+                    t[r][m] = j == 0 ? _mm512_mul_ps(wv, xv[m]) : _mm512_fmadd_ps(wv, xv[m], t[r][m]);
+            }
+        }
+        for (int r = 0; r < NR; ++r)
+            for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_fmadd_ps(t[r][m], scale[r], acc[r][m]);
+    });
+    for (int r = 0; r < NR; ++r)
+        for (int m = 0; m < MR; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(acc[r][m]);
 }
 
-template <int MR>
-void gemv_nvfp4_rows(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, float* y,
-                     int64_t ldy) {
-    const __m512 lut = _mm512_load_ps(kE2M1);
-    for (int64_t n = n0; n < n1; ++n) {
-        __m512 acc[MR];
-        for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
-        for_each_block(w, n, 0, w.K, [&](__m512i codes, __m512 scale, int64_t k) {
-            __m512 t[MR];
-            dot_block<MR>(codes, lut, x + k, ldx, t);
-            for (int m = 0; m < MR; ++m) acc[m] = _mm512_fmadd_ps(t[m], scale, acc[m]);
-        });
-        for (int m = 0; m < MR; ++m) y[m * ldy + n] = _mm512_reduce_add_ps(acc[m]);
-    }
-}
+template <int MR, int NR>
+constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_tile<MR, NR>, gemv_nvfp4_tile<MR, 1>>;
 
 template <int J = 0>
 inline void store_block(__m512i codes, __m512 scale, __m512 lut, float* out) {
@@ -107,8 +66,8 @@ inline void store_block(__m512i codes, __m512 scale, __m512 lut, float* out) {
 void decode_nvfp4(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp) {
     const __m512 lut = _mm512_load_ps(kE2M1);
     for (int r = 0; r < nr; ++r)  // kpad rounds K up to 128: no block lies wholly past K
-        for_each_block(w, n0 + r, k0, k0 + kb, [&](__m512i codes, __m512 scale, int64_t k) {
-            store_block(codes, scale, lut, panel + r * ldp + (k - k0));
+        for_each_block<1>(w, n0 + r, k0, k0 + kb, [&](const __m512i* codes, const __m512* scale, int64_t k) {
+            store_block(codes[0], scale[0], lut, panel + r * ldp + (k - k0));
         });
 }
 
@@ -188,7 +147,7 @@ template <class T>
 constexpr GemvFn gemv_dense = gemv_by_rows<gemv_dense_rows<T, 1>, gemv_dense_rows<T, 2>, gemv_dense_rows<T, 3>,
                                            gemv_dense_rows<T, 4>>;
 constexpr GemvFn gemv_nvfp4 =
-    gemv_by_rows<gemv_nvfp4_rows<1>, gemv_nvfp4_rows<2>, gemv_nvfp4_rows<3>, gemv_nvfp4_rows<4>>;
+    gemv_by_rows<gemv_nvfp4_rows<1, 4>, gemv_nvfp4_rows<2, 4>, gemv_nvfp4_rows<3, 2>, gemv_nvfp4_rows<4, 2>>;
 
 // The lane sums of four vectors, {Σa, Σb, Σc, Σd}: pairwise shuffles and adds, cheaper than four
 // separate reductions.
@@ -265,7 +224,7 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-    static const Kernels k{128, pack_x_nibble_order,
+    static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
                            gemm_panel, dot, axpy};

@@ -74,7 +74,7 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
 }  // namespace
 
 const Kernels& kernels_scalar() {
-    static const Kernels k{16, pack_x_natural,
+    static const Kernels k{16, pack_x_natural, pack_x_natural,
                            gemv<Type::F32>, gemv<Type::F16>, gemv<Type::BF16>, gemv<Type::NVFP4>,
                            decode<Type::F32>, decode<Type::F16>, decode<Type::BF16>, decode<Type::NVFP4>,
                            gemm_panel, dot, axpy};

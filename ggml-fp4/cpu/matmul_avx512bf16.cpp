@@ -1,0 +1,123 @@
+// matmul_avx512bf16.cpp — the AVX-512 kernel set with an NVFP4 GEMV on AVX512-BF16 dot products (built
+// with -mavx512bf16 besides the AVX-512 flags). With one x row the F32 GEMV issues a shift, a vpermps and
+// an FMA per 16 weights, which caps two cores below the memory's speed; vdpbf16ps does 32 products per
+// instruction. E2M1 values are exact in BF16 (vpermw looks them up for 32 nibbles at once); x is split into
+// two BF16 halves, hi = bf16(x) and lo = bf16(x − hi), so it keeps 16 significant bits (relative error
+// ≤ 2^-17, where F32 has 2^-24) and products and sums stay F32. Everything else is the AVX-512 set's.
+
+// GCC 12 reports its own intrinsics' _mm*_undefined_*() placeholders as uninitialized (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "cpu/matmul.h"
+#include "cpu/nvfp4_avx512.h"
+
+namespace fp4::cpu {
+namespace {
+
+// E2M1 as BF16, twice: vpermw reads 5 index bits, and the bit above a shifted nibble is the next one's.
+alignas(64) constexpr uint16_t kE2M1Bf16[32] = {
+    0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0, 0x8000, 0xbf00, 0xbf80, 0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0,
+    0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0, 0x8000, 0xbf00, 0xbf80, 0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0};
+
+// The GEMV's x order. A 16-bit word of codes holds columns 4l .. 4l+3 of its block, so shifting by 4j
+// puts column 4l + j in word l, and vdpbf16ps lane i pairs words 2i and 2i+1: columns 8i + j and
+// 8i + 4 + j, always within the 8 columns of 32-bit word i (one scale group per two lanes, as in the
+// F32 kernels). Per 128-column block and j = 0..3: the 32 hi halves of those columns in that order,
+// then the 32 lo halves (512 bytes per block, the size of the block in F32).
+void pack_x_bf16_pairs(const float* x, int64_t K, int64_t kpad, float* out) {
+    auto* o = reinterpret_cast<uint16_t*>(out);
+    // Lane l of vector j holds column 8(l/2) + 4(l%2) + j: lanes 0-15 from columns 0-63, 16-31 from 64-127.
+    alignas(64) uint16_t idx[4][32];
+    for (int j = 0; j < 4; ++j)
+        for (int l = 0; l < 32; ++l) idx[j][l] = uint16_t((8 * (l / 2) + 4 * (l % 2) + j) % 64);
+    for (int64_t b = 0; b < kpad; b += 128) {
+        __m512i hi[4], lo[4];  // 32 columns each, in column order
+        for (int q = 0; q < 4; ++q) {
+            __m256i h[2], l[2];
+            for (int p = 0; p < 2; ++p) {
+                const int64_t c = b + 32 * q + 16 * p;
+                const __m512 v = _mm512_maskz_loadu_ps(c < K ? first_lanes(K - c) : 0, x + std::min(c, K));
+                h[p] = (__m256i)_mm512_cvtneps_pbh(v);
+                const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h[p]), 16));
+                l[p] = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, back));
+            }
+            hi[q] = _mm512_inserti64x4(_mm512_castsi256_si512(h[0]), h[1], 1);
+            lo[q] = _mm512_inserti64x4(_mm512_castsi256_si512(l[0]), l[1], 1);
+        }
+        for (int j = 0; j < 4; ++j) {
+            const __m512i ix = _mm512_load_si512(idx[j]);
+            auto order = [&](const __m512i* v) {
+                return _mm512_mask_blend_epi16(0xffff0000u, _mm512_permutex2var_epi16(v[0], ix, v[1]),
+                                               _mm512_permutex2var_epi16(v[2], ix, v[3]));
+            };
+            _mm512_storeu_si512(o + 2 * b + 64 * j, order(hi));
+            _mm512_storeu_si512(o + 2 * b + 64 * j + 32, order(lo));
+        }
+    }
+}
+
+// Rows n .. n+NR-1 against MR x rows (in pack_x_bf16_pairs order): per 128-column block
+// t = Σ_j (nibbles_j as BF16)·(x hi + x lo), then acc += t ⊙ the block's scales.
+template <int MR, int NR>
+void gemv_nvfp4_tile(const WeightRef& w, int64_t n, const float* xf, int64_t ldx, float* y, int64_t ldy) {
+    const auto* x = reinterpret_cast<const uint16_t*>(xf);  // ldx floats = 2·ldx halves
+    const __m512i lut = _mm512_load_si512(kE2M1Bf16);
+    __m512 acc[NR][MR];
+    for (int r = 0; r < NR; ++r)
+        for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_setzero_ps();
+    for_each_block<NR>(w, n, 0, w.K, [&](const __m512i* c, const __m512* scale, int64_t k) {
+        __m512 t[NR][MR];
+        for (int r = 0; r < NR; ++r)
+            for (int m = 0; m < MR; ++m) t[r][m] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+            __m512bh xh[MR], xl[MR];
+            for (int m = 0; m < MR; ++m) {
+                const uint16_t* xb = x + 2 * (m * ldx + k) + 64 * j;
+                xh[m] = (__m512bh)_mm512_loadu_si512(xb);
+                xl[m] = (__m512bh)_mm512_loadu_si512(xb + 32);
+            }
+            for (int r = 0; r < NR; ++r) {
+                const __m512bh wv = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(c[r], 4 * j), lut);
+                for (int m = 0; m < MR; ++m)
+                    t[r][m] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(t[r][m], wv, xh[m]), wv, xl[m]);
+            }
+        }
+        for (int r = 0; r < NR; ++r)
+            for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_fmadd_ps(t[r][m], scale[r], acc[r][m]);
+    });
+    for (int r = 0; r < NR; ++r)
+        for (int m = 0; m < MR; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(acc[r][m]);
+}
+
+template <int MR, int NR>
+constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_tile<MR, NR>, gemv_nvfp4_tile<MR, 1>>;
+
+void gemv_nvfp4(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, int M, float* y,
+                int64_t ldy) {
+    static_assert(kGemvRows == 4, "gemv_nvfp4 instantiates 1..4 rows");
+    switch (M) {
+        case 1: return gemv_nvfp4_rows<1, 4>(w, n0, n1, x, ldx, y, ldy);
+        case 2: return gemv_nvfp4_rows<2, 4>(w, n0, n1, x, ldx, y, ldy);
+        case 3: return gemv_nvfp4_rows<3, 2>(w, n0, n1, x, ldx, y, ldy);
+        default: return gemv_nvfp4_rows<4, 2>(w, n0, n1, x, ldx, y, ldy);
+    }
+}
+
+}  // namespace
+
+const Kernels& kernels_avx512bf16() {
+    static const Kernels k = [] {
+        Kernels k = kernels_avx512();
+        k.pack_nvfp4_gemv_x = pack_x_bf16_pairs;
+        k.gemv_nvfp4 = gemv_nvfp4;
+        return k;
+    }();
+    return k;
+}
+
+}  // namespace fp4::cpu
