@@ -27,7 +27,7 @@ constexpr size_t kScoreBytes = size_t(256) << 20;  // score buffer per query chu
 template <typename T>
 __global__ void store_kv_kernel(const float* k, const float* v, const int32_t* pos, const int32_t* seq, int64_t M,
                                 int64_t HD, int64_t C, T* kc, T* vc) {
-    pdl_trigger();
+    pdl_start();
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < M * HD; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t m = i / HD, row = int64_t(seq[m]) * C + pos[m];
         kc[row * HD + i % HD] = to_cache<T>(k[i]);
@@ -41,7 +41,7 @@ template <typename T>
 __global__ void rope_store_kernel(const float* q, const float* k, const float* v, const int32_t* pos,
                                   const int32_t* seq, int64_t M, int Hq, int Hkv, int Dh, int64_t C, float theta,
                                   float* q_out, T* kc, T* vc) {
-    pdl_trigger();
+    pdl_start();
     const int half = Dh / 2, H = Hq + Hkv;
     const int64_t HD = int64_t(Hkv) * Dh, stride = int64_t(gridDim.x) * blockDim.x;
     for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < M * H * half; e += stride) {
@@ -67,6 +67,7 @@ __global__ void rope_store_kernel(const float* q, const float* k, const float* v
 
 template <typename T>
 __global__ void widen_kernel(const T* src, int64_t n, float* dst) {
+    pdl_start();
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         dst[i] = from_cache(src[i]);
 }
@@ -100,7 +101,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int Hq, int Hkv, int Dh, int64_t C,
     float scale, float* __restrict__ part, float* __restrict__ out) {
     float* sm = dynamic_smem<float>();  // q[G][Dh], then per warp and head: max, sum, out[Dh]
-    pdl_trigger();
+    pdl_start();
     float* qs = sm;
     float* wst = sm + G * Dh;
     const int S = gridDim.z, s = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -200,7 +201,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
 }
 
 __global__ void attn_merge_kernel(const float* part, int Hq, int Dh, int S, float* out) {
-    pdl_trigger();
+    pdl_start();
     const int64_t mh = int64_t(blockIdx.y) * Hq + blockIdx.x;
     const float* pp = part + mh * S * (Dh + 2);
     float M = -INFINITY;
@@ -224,7 +225,7 @@ template <int DPL, int G, typename T>
 static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, float* part, float* out) {
     const size_t smem = sizeof(float) * size_t(G) * (a.head_dim + kAttnWarps * (a.head_dim + 2));
     dim3 grid(unsigned(G > 1 ? a.n_kv_head : a.n_head), unsigned(a.M), unsigned(splits));
-    launch_kernel("attention (split)", attn_split_kernel<DPL, G, T>, grid, kAttnWarps * 32, smem, c.stream, a.q,
+    launch_kernel("attention (split)", attn_split_kernel<DPL, G, T>, grid, kAttnWarps * 32, smem, c, a.q,
                   static_cast<const T*>(a.kcache), static_cast<const T*>(a.vcache), a.pos, a.seq, a.n_head, a.n_kv_head,
                   a.head_dim, a.n_ctx, a.scale, part, out);
 }
@@ -251,7 +252,7 @@ static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
     else if (lane_dims == 4) launch_split<4, 1, T>(c, a, splits, part, out);
     else launch_split<8, 1, T>(c, a, splits, part, out);
     if (splits > 1) {
-        launch_kernel("attention (merge)", attn_merge_kernel, dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c.stream,
+        launch_kernel("attention (merge)", attn_merge_kernel, dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c,
                       part, a.n_head, a.head_dim, splits, out);
     }
 }
@@ -259,6 +260,7 @@ static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
 // Row softmax of scores [rows, L] in place; row r of query i keeps keys j ≤ limit[i] (all when no limit).
 __global__ void softmax_rows_kernel(float* sc, int64_t L, int64_t mq, const int32_t* limit, int64_t r0) {
     __shared__ float red[32];
+    pdl_start();
     float* row = sc + int64_t(blockIdx.x) * L;
     const int64_t n = limit ? std::min<int64_t>(L, int64_t(limit[r0 + blockIdx.x % mq]) + 1) : L;
     auto block_reduce = [&](float v, bool is_max) {
@@ -318,7 +320,7 @@ static void attn_gemm(const Ctx& c, const GemmAttn& a) {
             gemm_tf32(c, CUBLAS_OP_T, int(L), int(n), a.Dh, a.scale, a.k + gi * a.Dh, int(a.ldkv), kv_stride,
                       a.q + r0 * a.ldq + h0 * a.Dh, int(a.ldq), a.Dh, sc + h0 * n * L, int(L), n * L, batch);
         }
-        launch_kernel("attention softmax", softmax_rows_kernel, unsigned(int64_t(a.H) * n), 256, 0, c.stream, sc, L, n,
+        launch_kernel("attention softmax", softmax_rows_kernel, unsigned(int64_t(a.H) * n), 256, 0, c, sc, L, n,
                       a.limit, r0);
         for (int gi = 0; gi < groups; ++gi) {
             const int64_t h0 = int64_t(gi) * G;
@@ -338,13 +340,13 @@ static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& args, float* o
         float* q = static_cast<float*>(c.scratch->get(kRopeQ, sizeof(float) * size_t(a.M * a.n_head * a.head_dim)));
         const int64_t n = a.M * (a.n_head + a.n_kv_head) * (a.head_dim / 2);
         launch_kernel("attention (rope and store kv)", rope_store_kernel<T>,
-                      blocks_for(std::min<int64_t>(std::max(n, a.M * HD), int64_t(1) << 24), 256), 256, 0, c.stream,
+                      blocks_for(std::min<int64_t>(std::max(n, a.M * HD), int64_t(1) << 24), 256), 256, 0, c,
                       a.q, a.k, a.v, a.pos, a.seq, a.M, a.n_head, a.n_kv_head, a.head_dim, a.n_ctx, a.rope_theta, q, kc,
                       vc);
         a.q = q;
     } else {
         launch_kernel("attention (store kv)", store_kv_kernel<T>,
-                      blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c.stream, a.k, a.v, a.pos,
+                      blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c, a.k, a.v, a.pos,
                       a.seq, a.M, HD, a.n_ctx, kc, vc);
     }
 
@@ -365,8 +367,8 @@ static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& args, float* o
         const int64_t n = max_keys * HD;
         float* wide = static_cast<float*>(c.scratch->get(kAttnKv, 2 * sizeof(float) * size_t(n)));
         const unsigned blocks = blocks_for(std::min<int64_t>(n, int64_t(1) << 24), 256);
-        launch_kernel("attention (widen k)", widen_kernel<T>, blocks, 256, 0, c.stream, kc + cache0, n, wide);
-        launch_kernel("attention (widen v)", widen_kernel<T>, blocks, 256, 0, c.stream, vc + cache0, n, wide + n);
+        launch_kernel("attention (widen k)", widen_kernel<T>, blocks, 256, 0, c, kc + cache0, n, wide);
+        launch_kernel("attention (widen v)", widen_kernel<T>, blocks, 256, 0, c, vc + cache0, n, wide + n);
         keys = wide, values = wide + n;
     }
     attn_gemm(c, GemmAttn{a.q, keys, values, out, ld, HD, ld, a.M, max_keys, a.n_head, a.n_kv_head, a.head_dim,

@@ -28,7 +28,8 @@ inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel)
 #define FP4_CHECK(call) ::fp4::cuda::check((call), #call)
 
 // kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch when pdl (see
-// pdl_wait), and a bad launch reported at once under the name `what`. Built with FP4_CUDA_EMU (the CPU
+// pdl_wait), and a bad launch reported at once under the name `what`; launch_kernel(.., stream, ..) is a
+// plain launch (the backend's kernels take the run's Ctx instead, below). Built with FP4_CUDA_EMU (the CPU
 // emulator of tests/cuda-emu), the grid runs on the CPU.
 template <typename... P, typename... A>
 void launch_kernel_ex(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
@@ -85,15 +86,24 @@ struct Ctx {
     cublasHandle_t blas = nullptr;
     Scratch* scratch = nullptr;
     int sms = 1;       // multiprocessors
-    bool pdl = false;    // launch the NVFP4 GEMVs with programmatic dependent launch (see pdl_wait)
+    bool pdl = false;    // launch kernels with programmatic dependent launch (see pdl_wait)
     bool flash = false;  // attention of many query rows through flash_attention.cu
     bool fuse = false;   // fused kernels, here: decode attention takes a GQA group's heads in one block
 };
+
+// A backend kernel on the run's stream, with programmatic dependent launch when the context enables it.
+template <typename... P, typename... A>
+void launch_kernel(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, const Ctx& c,
+                   A&&... args) {
+    launch_kernel_ex(what, kernel, grid, block, smem, c.stream, c.pdl, std::forward<A>(args)...);
+}
 
 // Programmatic dependent launch (sm_90+). A kernel launched with the attribute may start while the kernel
 // before it is still running: until pdl_wait() returns it may only read what no earlier kernel writes
 // (weights), and write nothing. pdl_trigger() lets the next such kernel start; kernels call it early, as
 // the dependent one waits for their completion anyway. Both are no-ops for kernels launched plainly.
+// Every kernel of the backend calls both (most at once, pdl_start); the NVFP4 GEMV loads its first weight
+// tiles in between.
 __device__ __forceinline__ void pdl_wait() {
 #ifdef FP4_CUDA_EMU
     emu::pdl_wait();
@@ -105,6 +115,11 @@ __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
+}
+
+__device__ __forceinline__ void pdl_start() {
+    pdl_trigger();
+    pdl_wait();
 }
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }

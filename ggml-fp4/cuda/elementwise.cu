@@ -1,7 +1,7 @@
 // elementwise.cu — the small ops: embedding gather, RMSNorm, RoPE (1-D and Pixtral's 2-D), SwiGLU, GELU,
 // ADD, the patch im2col and merge of the vision tower, row scatter, row argmax, and type conversions. Grid-stride
-// loops over output elements (each first lets a dependent GEMV launch, see pdl_trigger), F32 math matching
-// the CPU backend's formulas.
+// loops over output elements (each first lets the next kernel launch and waits for the one before, see
+// pdl_start), F32 math matching the CPU backend's formulas.
 #include <cmath>
 
 #include "kernels.cuh"
@@ -16,7 +16,7 @@ static unsigned grid_for(int64_t n) {
     return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20));
 }
 #define FOR_EACH(i, n) \
-    pdl_trigger();     \
+    pdl_start();       \
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
 __global__ void get_rows_kernel(const void* table, Type t, const int32_t* ids, int64_t T, int64_t D, float* out) {
@@ -31,18 +31,18 @@ __global__ void get_rows_nvfp4_kernel(const uint8_t* codes, const uint8_t* scale
 void get_rows(const Ctx& c, const Tensor& table, const int32_t* ids, int64_t T, float* out) {
     const int64_t D = table.ne[0];
     if (table.type == Type::NVFP4)
-        launch_kernel("get_rows", get_rows_nvfp4_kernel, grid_for(T * D), kThreads, 0, c.stream,
+        launch_kernel("get_rows", get_rows_nvfp4_kernel, grid_for(T * D), kThreads, 0, c,
                       static_cast<const uint8_t*>(table.data), static_cast<const uint8_t*>(table.scale), table.gscale,
                       ids, T, D, out);
     else
-        launch_kernel("get_rows", get_rows_kernel, grid_for(T * D), kThreads, 0, c.stream, table.data, table.type, ids,
+        launch_kernel("get_rows", get_rows_kernel, grid_for(T * D), kThreads, 0, c, table.data, table.type, ids,
                       T, D, out);
 }
 
 // One block per row: sum of squares in F32, then scale.
 __global__ void rms_norm_kernel(const float* x, const void* w, Type wt, int64_t D, float eps, float* out) {
     __shared__ float part[32];
-    pdl_trigger();
+    pdl_start();
     const float* xr = x + blockIdx.x * D;
     float ss = 0.f;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
@@ -61,7 +61,7 @@ __global__ void rms_norm_kernel(const float* x, const void* w, Type wt, int64_t 
 
 void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, float* out) {
     if (M == 0) return;
-    launch_kernel("rms_norm", rms_norm_kernel, unsigned(M), 512, 0, c.stream, x, w, wt, D, eps, out);
+    launch_kernel("rms_norm", rms_norm_kernel, unsigned(M), 512, 0, c, x, w, wt, D, eps, out);
 }
 
 // Rotates the pair (i, i + Dh/2) of the head at `base` by `angle`.
@@ -81,7 +81,7 @@ __global__ void rope_kernel(const float* x, const int32_t* pos, int64_t M, int H
 }
 
 void rope(const Ctx& c, const float* x, const int32_t* pos, int64_t M, int H, int Dh, float theta, float* out) {
-    launch_kernel("rope", rope_kernel, grid_for(M * H * (Dh / 2)), kThreads, 0, c.stream, x, pos, M, H, Dh, theta, out);
+    launch_kernel("rope", rope_kernel, grid_for(M * H * (Dh / 2)), kThreads, 0, c, x, pos, M, H, Dh, theta, out);
 }
 
 __global__ void rope_2d_kernel(const float* x, const int32_t* rc, int64_t M, int H, int Dh, float theta, float* out) {
@@ -97,7 +97,7 @@ __global__ void rope_2d_kernel(const float* x, const int32_t* rc, int64_t M, int
 
 void rope_2d(const Ctx& c, const float* x, const int32_t* pos_rc, int64_t M, int H, int Dh, float theta,
              float* out) {
-    launch_kernel("rope_2d", rope_2d_kernel, grid_for(M * H * (Dh / 2)), kThreads, 0, c.stream, x, pos_rc, M, H, Dh,
+    launch_kernel("rope_2d", rope_2d_kernel, grid_for(M * H * (Dh / 2)), kThreads, 0, c, x, pos_rc, M, H, Dh,
                   theta, out);
 }
 
@@ -113,13 +113,13 @@ __global__ void add_kernel(const float* a, const float* b, int64_t n, float* out
 }
 
 void swiglu(const Ctx& c, const float* gate, const float* up, int64_t n, float* out) {
-    launch_kernel("swiglu", swiglu_kernel, grid_for(n), kThreads, 0, c.stream, gate, up, n, out);
+    launch_kernel("swiglu", swiglu_kernel, grid_for(n), kThreads, 0, c, gate, up, n, out);
 }
 void gelu(const Ctx& c, const float* x, int64_t n, float* out) {
-    launch_kernel("gelu", gelu_kernel, grid_for(n), kThreads, 0, c.stream, x, n, out);
+    launch_kernel("gelu", gelu_kernel, grid_for(n), kThreads, 0, c, x, n, out);
 }
 void add(const Ctx& c, const float* a, const float* b, int64_t n, float* out) {
-    launch_kernel("add", add_kernel, grid_for(n), kThreads, 0, c.stream, a, b, n, out);
+    launch_kernel("add", add_kernel, grid_for(n), kThreads, 0, c, a, b, n, out);
 }
 
 // out[py·(W/p) + px, (ch·p + ky)·p + kx] = pixels[ch, py·p + ky, px·p + kx]
@@ -133,7 +133,7 @@ __global__ void im2col_kernel(const float* px, int64_t C, int64_t H, int64_t W, 
 }
 
 void im2col_patch(const Ctx& c, const float* px, int64_t C, int64_t H, int64_t W, int p, float* out) {
-    launch_kernel("im2col_patch", im2col_kernel, grid_for(C * H * W), kThreads, 0, c.stream, px, C, H, W, p, out);
+    launch_kernel("im2col_patch", im2col_kernel, grid_for(C * H * W), kThreads, 0, c, px, C, H, W, p, out);
 }
 
 // out[R·(w/2) + Q, 4ch + 2a + b] = x[(2R + a)·w + 2Q + b, ch]
@@ -148,7 +148,7 @@ __global__ void patch_merge_kernel(const float* x, int h, int w, int64_t C, floa
 }
 
 void patch_merge(const Ctx& c, const float* x, int h, int w, int64_t C, float* out) {
-    launch_kernel("patch_merge", patch_merge_kernel, grid_for(int64_t(h) * w * C), kThreads, 0, c.stream, x, h, w, C,
+    launch_kernel("patch_merge", patch_merge_kernel, grid_for(int64_t(h) * w * C), kThreads, 0, c, x, h, w, C,
                   out);
 }
 
@@ -158,7 +158,7 @@ __global__ void scatter_rows_kernel(const float* rows, const int32_t* idx, int64
 
 void scatter_rows(const Ctx& c, const float* rows, const int32_t* idx, int64_t N, int64_t D, float* out) {
     if (N == 0) return;
-    launch_kernel("scatter_rows", scatter_rows_kernel, grid_for(N * D), kThreads, 0, c.stream, rows, idx, N, D, out);
+    launch_kernel("scatter_rows", scatter_rows_kernel, grid_for(N * D), kThreads, 0, c, rows, idx, N, D, out);
 }
 
 __global__ void to_bf16_kernel(const float* x, int64_t n, __nv_bfloat16* out) {
@@ -169,10 +169,10 @@ __global__ void to_f32_kernel(const void* x, Type t, int64_t n, float* out) {
 }
 
 void to_bf16(const Ctx& c, const float* x, int64_t n, __nv_bfloat16* out) {
-    launch_kernel("to_bf16", to_bf16_kernel, grid_for(n), kThreads, 0, c.stream, x, n, out);
+    launch_kernel("to_bf16", to_bf16_kernel, grid_for(n), kThreads, 0, c, x, n, out);
 }
 void to_f32(const Ctx& c, const void* x, Type t, int64_t n, float* out) {
-    launch_kernel("to_f32", to_f32_kernel, grid_for(n), kThreads, 0, c.stream, x, t, n, out);
+    launch_kernel("to_f32", to_f32_kernel, grid_for(n), kThreads, 0, c, x, t, n, out);
 }
 
 // One block per row: each thread keeps the first index of its largest non-NaN element, then the block
@@ -180,7 +180,7 @@ void to_f32(const Ctx& c, const void* x, Type t, int64_t n, float* out) {
 __global__ void argmax_kernel(const float* x, int64_t N, int32_t* out) {
     __shared__ float best_v[32];
     __shared__ int64_t best_i[32];
-    pdl_trigger();
+    pdl_start();
     const float* row = x + int64_t(blockIdx.x) * N;
     float v = 0.f;
     int64_t idx = -1;
@@ -205,7 +205,7 @@ __global__ void argmax_kernel(const float* x, int64_t N, int32_t* out) {
 
 void argmax(const Ctx& c, const float* x, int64_t M, int64_t N, int32_t* out) {
     if (M == 0) return;
-    launch_kernel("argmax", argmax_kernel, unsigned(M), 1024, 0, c.stream, x, N, out);
+    launch_kernel("argmax", argmax_kernel, unsigned(M), 1024, 0, c, x, N, out);
 }
 
 }  // namespace fp4::cuda

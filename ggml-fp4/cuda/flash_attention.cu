@@ -52,6 +52,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attn_kernel(const __grid_co
     __nv_bfloat16* ks = dynamic_smem<__nv_bfloat16>();  // [key][dim]
     __nv_bfloat16* vs = ks + kKeys * KS;
     int32_t& last_key = *reinterpret_cast<int32_t*>(vs + kKeys * KS);
+    pdl_start();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, hk = h / a.group;
     const int64_t row0 = int64_t(blockIdx.x) * kRows, wrow = row0 + warp * 16;
@@ -180,7 +181,7 @@ void launch(const Ctx& c, const FlashAttnArgs& a) {
     FlashParams<T> p{a.q, static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.o, a.ldq, a.ldkv, a.ldo, a.M,
                      a.L, a.n_head, a.n_head / a.n_kv_head, a.scale * 1.4426950408889634f, a.limit};
     launch_kernel("flash attention", flash_attn_kernel<DH, T>,
-                  dim3(unsigned((a.M + kRows - 1) / kRows), unsigned(a.n_head)), kWarps * 32, flash_smem(DH), c.stream, p);
+                  dim3(unsigned((a.M + kRows - 1) / kRows), unsigned(a.n_head)), kWarps * 32, flash_smem(DH), c, p);
 }
 
 template <typename T>

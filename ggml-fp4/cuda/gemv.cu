@@ -335,7 +335,7 @@ template <typename T, int MT, int R>
 __global__ void gemv_dense_kernel(const T* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
                                   int M, int64_t N, int64_t K) {
     constexpr int E = 16 / sizeof(T);
-    pdl_trigger();
+    pdl_start();
     const int lane = threadIdx.x & 31;
     const int64_t n0 = (int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
     if (n0 >= N) return;
@@ -386,7 +386,7 @@ static void launch_dense(const Ctx& c, const Tensor& w, const float* x, int M, f
     constexpr int R = 2, kWarps = 8;
     const int64_t N = w.ne[1], K = w.ne[0];
     launch_kernel("gemv dense", gemv_dense_kernel<T, MT, R>, blocks_for((N + R - 1) / R, kWarps), kWarps * 32, 0,
-                  c.stream, static_cast<const T*>(w.data), x, y, M, N, K);
+                  c, static_cast<const T*>(w.data), x, y, M, N, K);
 }
 
 template <typename T>

@@ -11,6 +11,7 @@ using namespace nvfp4;
 // One thread per (tile, lane): gathers the lane's 32 codes and 2 scales from the checkpoint layout.
 __global__ void repack_kernel(const uint8_t* codes, const uint8_t* scales, int64_t N, int64_t K, int64_t KT,
                               int64_t ntiles, uint4* out_codes, uint16_t* out_scales, int* bad_scale) {
+    pdl_start();
     const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, tile = id >> 5;
     if (tile >= ntiles) return;
     const int lane = int(id & 31);
@@ -26,7 +27,7 @@ __global__ void repack_kernel(const uint8_t* codes, const uint8_t* scales, int64
 void nvfp4_repack(const Ctx& c, const uint8_t* codes, const uint8_t* scales, int64_t N, int64_t K,
                   uint8_t* tiled_codes, uint8_t* tiled_scales, int* bad_scale) {
     const int64_t KT = col_tiles(K), ntiles = int64_t(tiles(N, K));
-    launch_kernel("nvfp4 repack", repack_kernel, blocks_for(ntiles * 32, 256), 256, 0, c.stream, codes, scales, N, K,
+    launch_kernel("nvfp4 repack", repack_kernel, blocks_for(ntiles * 32, 256), 256, 0, c, codes, scales, N, K,
                   KT, ntiles, reinterpret_cast<uint4*>(tiled_codes), reinterpret_cast<uint16_t*>(tiled_scales),
                   bad_scale);
 }
@@ -35,6 +36,7 @@ void nvfp4_repack(const Ctx& c, const uint8_t* codes, const uint8_t* scales, int
 // scale group) of rows g and g+8 and writes each row's 32 bytes with two 16-byte stores.
 __global__ void expand_kernel(const uint4* codes, const uint16_t* scales, int64_t N, int64_t K, int64_t KT,
                                int64_t ntiles, __nv_bfloat16* out) {
+    pdl_start();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t tile = int64_t(blockIdx.x) * 8 + warp;
     if (tile >= ntiles) return;
@@ -65,7 +67,7 @@ __global__ void expand_kernel(const uint4* codes, const uint16_t* scales, int64_
 
 void nvfp4_to_bf16(const Ctx& c, const Tensor& w, __nv_bfloat16* out) {
     const int64_t N = w.ne[1], K = w.ne[0], KT = col_tiles(K), ntiles = int64_t(tiles(N, K));
-    launch_kernel("nvfp4 to bf16", expand_kernel, blocks_for(ntiles, 8), 256, 0, c.stream,
+    launch_kernel("nvfp4 to bf16", expand_kernel, blocks_for(ntiles, 8), 256, 0, c,
                   static_cast<const uint4*>(w.data), static_cast<const uint16_t*>(w.scale), N, K, KT, ntiles, out);
 }
 

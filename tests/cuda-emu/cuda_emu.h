@@ -84,7 +84,7 @@ void* exact_alloc(size_t n);
 void* device_alloc(size_t n);
 void device_free(void* p);
 void guard_kernel_begin(const char* what);
-void guard_block_begin(bool pdl);
+void guard_block_begin(bool early);
 void guard_wait_passed();
 void guard_kernel_end();
 void guard_other_work();  // a copy, memset or cuBLAS call: the next kernel no longer overlaps the last

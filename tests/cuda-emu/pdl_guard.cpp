@@ -3,10 +3,11 @@
 // (griddepcontrol.wait) it may read only what that kernel does not write, and write nothing. Each device
 // allocation gets pages of its own, read-only when a kernel starts: the pages it writes are recorded (a
 // fault, then writable). Pages the host writes between kernels become writable the same way, so that
-// each launch re-protects only what was written since the last. The blocks of a PDL kernel start with
-// the previous kernel's pages inaccessible and all others read-only, until their threads have reached
-// pdl_wait (simt.cpp): a fault before then names both kernels and stops the run. A memory copy, a memset or a cuBLAS call in between
-// ends the overlap (on a GPU the dependent kernel then waits for it as usual).
+// each launch re-protects only what was written since the last. The blocks of a PDL kernel that simt.cpp
+// runs as starting early (the first two and the last) start with the previous kernel's pages inaccessible
+// and all others read-only, until their threads have reached pdl_wait: a fault before then names both
+// kernels and stops the run. A memory copy, a memset or a cuBLAS call in between ends the overlap (on a
+// GPU the dependent kernel then waits for it as usual).
 // Under AddressSanitizer, which needs malloc's exact sizes to see overruns and owns SIGSEGV, allocations
 // come from malloc and nothing is checked.
 #include <signal.h>
@@ -49,8 +50,16 @@ const char* previous = nullptr;   // the kernel before, while `before` is meanin
 bool pre_wait = false;            // a PDL kernel's block before pdl_wait: `before` is inaccessible
 struct sigaction chained {};     // the handler before ours
 
+// Pages sorted and unique, one call per run of consecutive ones.
 void protect(const std::vector<char*>& pages, int prot) {
-    for (char* p : pages) mprotect(p, page_size(), prot);
+    for (size_t i = 0, j; i < pages.size(); i = j) {
+        for (j = i + 1; j < pages.size() && pages[j] == pages[j - 1] + page_size(); ++j) {}
+        mprotect(pages[i], (j - i) * page_size(), prot);
+    }
+}
+void sort_unique(std::vector<char*>& pages) {
+    std::sort(pages.begin(), pages.end());
+    pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
 }
 bool device_page(char* page) {
     auto it = allocs.upper_bound(page);
@@ -145,9 +154,10 @@ void guard_kernel_begin(const char* name) {
     running = name;
 }
 
-void guard_block_begin(bool pdl) {
-    if (!kGuard || !pdl || !previous) return;
+void guard_block_begin(bool early) {
+    if (!kGuard || !early || !previous) return;
     pre_wait = true;
+    sort_unique(written);
     protect(written, PROT_READ);  // what earlier blocks wrote: a write faults again, and is reported
     protect(before, PROT_NONE);
 }
@@ -162,8 +172,7 @@ void guard_wait_passed() {
 void guard_kernel_end() {
     if (!kGuard) return;
     pre_wait = false;
-    std::sort(written.begin(), written.end());
-    written.erase(std::unique(written.begin(), written.end()), written.end());
+    sort_unique(written);
     before = written;
     for (char* p : written) writable.push_back({p, page_size()});  // writable since its fault
     previous = running;

@@ -137,7 +137,7 @@ __attribute__((no_sanitize_address)) void garble_static_shared() {
 struct Run {
     dim3 grid, block;
     uint3 bid;
-    bool pdl = false, pre_wait = false;  // launched with PDL; a block whose threads have not all passed pdl_wait
+    bool pre_wait = false;  // a block of a PDL launch whose threads have not all passed pdl_wait
     std::vector<unsigned char> smem;
     const std::function<void()>* body = nullptr;
     std::vector<Fiber> fibers;
@@ -253,7 +253,8 @@ bool release(Run& r) {
     return any;
 }
 
-void run_block(Run& r) {
+// `check`: the block of a PDL launch starts before the kernel before it has finished (see pdl_guard.cpp).
+void run_block(Run& r, bool check) {
     const int n = int(r.block.x * r.block.y * r.block.z);
     r.fibers.assign(size_t(n), Fiber{});
     for (int i = 0; i < n; ++i) {
@@ -269,8 +270,8 @@ void run_block(Run& r) {
     std::fill(r.smem.begin(), r.smem.end() - kCanary, 0xff);
     std::fill(r.smem.end() - kCanary, r.smem.end(), 0xa5);
     garble_static_shared();
-    r.pre_wait = r.pdl;
-    guard_block_begin(r.pdl);
+    r.pre_wait = check;
+    guard_block_begin(check);
     for (;;) {
         bool ran = false, done = true;
         order().arrange(r.round, n);
@@ -326,7 +327,7 @@ const unsigned char* warp_gather(const void* mine, size_t bytes, void (*combine)
 void run_grid(const char* what, dim3 grid, dim3 block, size_t smem, bool pdl, const std::function<void()>& body) {
     const unsigned threads = block.x * block.y * block.z;  // 1..kMaxBlockThreads: launch_grid checked
     Run r;
-    r.grid = grid, r.block = block, r.body = &body, r.pdl = pdl;
+    r.grid = grid, r.block = block, r.body = &body;
     r.smem.assign(smem + kCanary, 0);
     const size_t warps = (threads + 31) / 32;
     r.bank.assign(warps, 0);
@@ -337,9 +338,12 @@ void run_grid(const char* what, dim3 grid, dim3 block, size_t smem, bool pdl, co
     std::vector<int> blocks;
     order().arrange(blocks, int(grid.x * grid.y * grid.z));  // launch_grid checked that it fits an int
     guard_kernel_begin(what);
-    for (const int b : blocks) {
+    // Of a PDL launch the first two blocks and the last are run as starting early: every block does the
+    // same before pdl_wait(), and guarding each would cost two mprotect sweeps per block.
+    for (size_t i = 0; i < blocks.size(); ++i) {
+        const int b = blocks[i];
         r.bid = uint3{unsigned(b) % grid.x, unsigned(b) / grid.x % grid.y, unsigned(b) / (grid.x * grid.y)};
-        run_block(r);
+        run_block(r, pdl && (i < 2 || i + 1 == blocks.size()));
     }
     guard_kernel_end();
     run_ = outer;
