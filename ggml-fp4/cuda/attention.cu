@@ -4,8 +4,8 @@
 //    (row, head, slice of the keys) — with FP4_CUDA_FUSE=1 one GQA group of 4 query heads, so each key and
 //    value row is read once per group; each warp runs an online softmax over 32 keys at a time (one key
 //    per lane for the scores, a few consecutive head dimensions per lane for the values, 8 loads in flight
-//    per lane); warps merge in shared memory and slices merge in a second small kernel when the keys were
-//    split.
+//    per lane); warps merge in shared memory, and when the keys were split the last block of a row and
+//    group to finish merges the slices (a counter per row and group, returned to zero by that block).
 //  * Many query rows of one sequence (prefill) and ATTN_FULL: scores = Q·Kᵀ and out = P·V as batched
 //    GEMMs through cuBLAS in TF32 (one batch per KV head covers its GQA group), with a masked row softmax
 //    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
@@ -94,13 +94,14 @@ __device__ __forceinline__ void load_part(const T* p, bool in, float v[DPL]) {
 // position, so a launch does not depend on host values. Output: the final row when S = 1, else the partial
 // (unnormalised out[Dh], max, sum) of this slice in part[(m·Hq + h)·S + s]. Memory latency is the limit at
 // decode sizes, so a key row's dimensions and a chunk's 32 value rows are read in batches of 8 loads per
-// lane, all in flight at once.
+// lane, all in flight at once. With S > 1 the last of the S blocks of (row, head or group) to finish
+// (count[m·gridDim.x + blockIdx.x] counts them) merges the partials into the final rows.
 template <int DPL, int G, typename T>
 __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
     const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int Hq, int Hkv, int Dh, int64_t C,
-    float scale, float* __restrict__ part, float* __restrict__ out) {
-    float* sm = dynamic_smem<float>();  // q[G][Dh], then per warp and head: max, sum, out[Dh]
+    float scale, float* __restrict__ part, int* __restrict__ count, float* __restrict__ out) {
+    float* sm = dynamic_smem<float>();  // q[G][Dh], then per warp and head: max, sum, out[Dh]; a flag
     pdl_start();
     float* qs = sm;
     float* wst = sm + G * Dh;
@@ -198,36 +199,46 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
             if (d == 0) pp[0] = M, pp[1] = L;
         }
     }
-}
+    if (S == 1) return;
 
-__global__ void attn_merge_kernel(const float* part, int Hq, int Dh, int S, float* out) {
-    pdl_start();
-    const int64_t mh = int64_t(blockIdx.y) * Hq + blockIdx.x;
-    const float* pp = part + mh * S * (Dh + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < S; ++s)
-        if (pp[s * (Dh + 2) + 1] > 0.f) M = fmaxf(M, pp[s * (Dh + 2)]);
-    for (int d = threadIdx.x; d < Dh; d += blockDim.x) {
-        float O = 0.f, L = 0.f;
-        for (int s = 0; s < S; ++s) {
-            const float* ps = pp + s * (Dh + 2);
-            if (ps[1] > 0.f) {
-                const float e = expf(ps[0] - M);
-                L += ps[1] * e;
-                O += ps[2 + d] * e;
+    // The last of the S blocks to finish merges the slices (their partials are read from L2).
+    int& last = *reinterpret_cast<int*>(wst + kAttnWarps * G * (Dh + 2));
+    int* cnt = count + m * gridDim.x + blockIdx.x;
+    __threadfence();  // this block's partials before its count
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(cnt, 1) == S - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int e = threadIdx.x; e < G * Dh; e += blockDim.x) {
+        const int64_t mh = m * Hq + h0 + e / Dh;
+        const int d = e % Dh;
+        const float* pp = part + mh * S * (Dh + 2);
+        float M = -INFINITY;
+        for (int t = 0; t < S; ++t)
+            if (__ldcg(pp + t * (Dh + 2) + 1) > 0.f) M = fmaxf(M, __ldcg(pp + t * (Dh + 2)));
+        float L = 0.f, O = 0.f;
+        for (int t = 0; t < S; ++t) {
+            const float* ps = pp + t * (Dh + 2);
+            const float l = __ldcg(ps + 1);
+            if (l > 0.f) {
+                const float f = expf(__ldcg(ps) - M);
+                L += l * f;
+                O += __ldcg(ps + 2 + d) * f;
             }
         }
         out[mh * Dh + d] = O / L;
     }
+    if (threadIdx.x == 0) *cnt = 0;  // ready for the next launch
 }
 
 template <int DPL, int G, typename T>
-static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, float* part, float* out) {
-    const size_t smem = sizeof(float) * size_t(G) * (a.head_dim + kAttnWarps * (a.head_dim + 2));
+static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, float* part, int* count, float* out) {
+    const size_t smem = sizeof(float) * (size_t(G) * (a.head_dim + kAttnWarps * (a.head_dim + 2)) + 1);
     dim3 grid(unsigned(G > 1 ? a.n_kv_head : a.n_head), unsigned(a.M), unsigned(splits));
     launch_kernel("attention (split)", attn_split_kernel<DPL, G, T>, grid, kAttnWarps * 32, smem, c, a.q,
                   static_cast<const T*>(a.kcache), static_cast<const T*>(a.vcache), a.pos, a.seq, a.n_head, a.n_kv_head,
-                  a.head_dim, a.n_ctx, a.scale, part, out);
+                  a.head_dim, a.n_ctx, a.scale, part, count, out);
 }
 
 template <typename T>
@@ -242,19 +253,19 @@ static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
     const bool grouped = c.fuse && a.n_head == 4 * a.n_kv_head && (dpl == 2 || dpl == 4);
     const int64_t blocks = a.M * (grouped ? a.n_kv_head : a.n_head);
     const int splits = int(std::clamp<int64_t>((2 * c.sms + blocks - 1) / blocks, 1, (a.n_ctx + 127) / 128));
-    float* part = splits > 1 ? static_cast<float*>(c.scratch->get(
-                                   kAttn, sizeof(float) * size_t(a.M * a.n_head) * splits * (a.head_dim + 2)))
-                             : nullptr;
-    if (grouped && dpl == 2) launch_split<2, 4, T>(c, a, splits, part, out);
-    else if (grouped) launch_split<4, 4, T>(c, a, splits, part, out);
-    else if (lane_dims == 1) launch_split<1, 1, T>(c, a, splits, part, out);
-    else if (lane_dims == 2) launch_split<2, 1, T>(c, a, splits, part, out);
-    else if (lane_dims == 4) launch_split<4, 1, T>(c, a, splits, part, out);
-    else launch_split<8, 1, T>(c, a, splits, part, out);
+    float* part = nullptr;
+    int* count = nullptr;
     if (splits > 1) {
-        launch_kernel("attention (merge)", attn_merge_kernel, dim3(unsigned(a.n_head), unsigned(a.M)), 128, 0, c,
-                      part, a.n_head, a.head_dim, splits, out);
+        part = static_cast<float*>(
+            c.scratch->get(kAttn, sizeof(float) * size_t(a.M * a.n_head) * splits * (a.head_dim + 2)));
+        count = static_cast<int*>(c.scratch->get(kAttnCount, sizeof(int) * size_t(a.M * a.n_head), true));
     }
+    if (grouped && dpl == 2) launch_split<2, 4, T>(c, a, splits, part, count, out);
+    else if (grouped) launch_split<4, 4, T>(c, a, splits, part, count, out);
+    else if (lane_dims == 1) launch_split<1, 1, T>(c, a, splits, part, count, out);
+    else if (lane_dims == 2) launch_split<2, 1, T>(c, a, splits, part, count, out);
+    else if (lane_dims == 4) launch_split<4, 1, T>(c, a, splits, part, count, out);
+    else launch_split<8, 1, T>(c, a, splits, part, count, out);
 }
 
 // Row softmax of scores [rows, L] in place; row r of query i keeps keys j ≤ limit[i] (all when no limit).

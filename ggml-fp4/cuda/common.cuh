@@ -69,11 +69,12 @@ __device__ __forceinline__ T* dynamic_smem() {
 }
 
 // Growable device buffers, one per slot, reused by every node of a run (one stream, so in order).
-enum Slot { kActBf16, kWeightTmp, kAttn, kAttnKv, kRopeQ, kSlotCount };
+enum Slot { kActBf16, kWeightTmp, kAttn, kAttnKv, kRopeQ, kAttnCount, kSlotCount };
 class Scratch {
 public:
     ~Scratch();
-    void* get(Slot slot, size_t bytes);
+    // zeroed: a new buffer starts as zeros (for counters that their kernels return to zero).
+    void* get(Slot slot, size_t bytes, bool zeroed = false);
     uint64_t generation() const { return generation_; }  // counts reallocations (buffers moved)
 private:
     void* ptr_[kSlotCount] = {};

@@ -30,12 +30,13 @@ Scratch::~Scratch() {
     for (void* p : ptr_) cudaFree(p);
 }
 
-void* Scratch::get(Slot slot, size_t bytes) {
+void* Scratch::get(Slot slot, size_t bytes, bool zeroed) {
     if (bytes > size_[slot]) {
         FP4_CHECK(cudaDeviceSynchronize());  // earlier kernels may still use the old buffer
         FP4_CHECK(cudaFree(ptr_[slot]));
         ptr_[slot] = nullptr, size_[slot] = 0;
         FP4_CHECK(cudaMalloc(&ptr_[slot], bytes));
+        if (zeroed) FP4_CHECK(cudaMemset(ptr_[slot], 0, bytes));
         size_[slot] = bytes;
         ++generation_;
     }

@@ -142,6 +142,12 @@ template <typename T>
 T __ldcs(const T* p) {
     return *p;
 }
+template <typename T>
+T __ldcg(const T* p) {
+    return *p;
+}
+// Blocks run one after another, each to its end: its writes are visible to the next without a fence.
+inline void __threadfence() {}
 // Fibers switch only at barriers: a read-modify-write between them is atomic.
 inline int atomicMax(int* p, int v) {
     const int old = *p;
@@ -151,6 +157,11 @@ inline int atomicMax(int* p, int v) {
 inline int atomicOr(int* p, int v) {
     const int old = *p;
     *p = old | v;
+    return old;
+}
+inline int atomicAdd(int* p, int v) {
+    const int old = *p;
+    *p = old + v;
     return old;
 }
 inline int min(int a, int b) { return a < b ? a : b; }

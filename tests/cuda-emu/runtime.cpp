@@ -166,6 +166,11 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
     });
     return cudaSuccess;
 }
+cudaError_t cudaMemset(void* p, int v, size_t n) {
+    guard_other_work();
+    std::memset(p, v, n);
+    return cudaSuccess;
+}
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
     submit(s, [=] {
         guard_other_work();
