@@ -429,16 +429,22 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
         }
     }
     // ROPE(q), ROPE(k) -> ATTN_CACHED as one rope group: the rotation joins the cache store, with the very
-    // code of the ROPE kernel, so outputs and caches keep the separate nodes' bits.
+    // code of the ROPE kernel, so outputs and caches keep the separate nodes' bits. Rows of one sequence
+    // take a store kernel before the attention; rows of distinct sequences (a decode step) rotate and store
+    // inside it, in whichever of the key slices (3 here, C = 300) holds the new position.
     for (Type type : {Type::F32, Type::BF16}) {
-        const int Hq = 8, Hkv = 2, Dh = 64, C = 32;
+        const int Hq = 8, Hkv = 2, Dh = 64, C = 300, S = 3;
         const int64_t Wq = Hq * Dh, Wkv = Hkv * Dh;
         Env plain_cache{*cuda_backend(), {}, {}}, fused_cache{fusing_backend(), {}, {}};
-        Tensor* caches[2][2] = {{plain_cache.persistent({Wkv, C}, "kc", type), plain_cache.persistent({Wkv, C}, "vc", type)},
-                                {fused_cache.persistent({Wkv, C}, "kc", type), fused_cache.persistent({Wkv, C}, "vc", type)}};
-        for (int64_t M : {5, 1}) {
-            std::vector<int32_t> pos(size_t(M), 0), seq(size_t(M), 0);
-            for (int64_t i = 0; i < M; ++i) pos[size_t(i)] = int32_t(M == 5 ? i : 5);
+        Tensor* caches[2][2] = {{plain_cache.persistent({Wkv, S * C}, "kc", type), plain_cache.persistent({Wkv, S * C}, "vc", type)},
+                                {fused_cache.persistent({Wkv, S * C}, "kc", type), fused_cache.persistent({Wkv, S * C}, "vc", type)}};
+        const std::vector<std::vector<std::pair<int32_t, int32_t>>> steps = {
+            {{0, 0}, {1, 0}, {2, 0}, {3, 0}, {4, 0}}, {{5, 0}}, {{40, 1}, {200, 2}, {3, 0}}, {{201, 2}, {6, 0}},
+            {{0, 1}, {7, 0}}};
+        for (const auto& step : steps) {
+            const int64_t M = int64_t(step.size());
+            std::vector<int32_t> pos, seq;
+            for (auto [p, s] : step) pos.push_back(p), seq.push_back(s);
             auto q = r.floats(size_t(M * Wq)), k = r.floats(size_t(M * Wkv)), v = r.floats(size_t(M * Wkv));
             std::vector<float> outs[2];
             for (int b = 0; b < 2; ++b) {

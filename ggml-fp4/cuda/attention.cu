@@ -6,6 +6,8 @@
 //    per lane for the scores, a few consecutive head dimensions per lane for the values, 8 loads in flight
 //    per lane); warps merge in shared memory, and when the keys were split the last block of a row and
 //    group to finish merges the slices (a counter per row and group, returned to zero by that block).
+//    With a fused rope group (one row per sequence, GQA groups) the rotations and the store of the new
+//    key and value happen in the same kernel; otherwise a small kernel does them first.
 //  * Many query rows of one sequence (prefill) and ATTN_FULL: scores = Q·Kᵀ and out = P·V as batched
 //    GEMMs through cuBLAS in TF32 (one batch per KV head covers its GQA group), with a masked row softmax
 //    in between; the query rows are processed in chunks that bound the score buffer, and each chunk only
@@ -96,21 +98,44 @@ __device__ __forceinline__ void load_part(const T* p, bool in, float v[DPL]) {
 // decode sizes, so a key row's dimensions and a chunk's 32 value rows are read in batches of 8 loads per
 // lane, all in flight at once. With S > 1 the last of the S blocks of (row, head or group) to finish
 // (count[m·gridDim.x + blockIdx.x] counts them) merges the partials into the final rows.
-template <int DPL, int G, typename T>
+// ROPE (a GQA group per block, every row of its own sequence): q and the row's new key and value (knew,
+// vnew) come unrotated. q is rotated into shared memory, and the block whose slice holds position pos[m]
+// rotates the key and stores it and the value there first: that block alone reads the row, so the cache
+// is read without the read-only path (its pointers are not const __restrict__ then).
+template <typename T, bool ROPE>
+using CachePtr = std::conditional_t<ROPE, T*, const T* __restrict__>;
+template <int DPL, int G, typename T, bool ROPE>
 __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
-    const float* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
+    const float* __restrict__ q, CachePtr<T, ROPE> kc, CachePtr<T, ROPE> vc,
     const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int Hq, int Hkv, int Dh, int64_t C,
-    float scale, float* __restrict__ part, int* __restrict__ count, float* __restrict__ out) {
+    float scale, const float* __restrict__ knew, const float* __restrict__ vnew, float theta,
+    float* __restrict__ part, int* __restrict__ count, float* __restrict__ out) {
     float* sm = dynamic_smem<float>();  // q[G][Dh], then per warp and head: max, sum, out[Dh]; a flag
     pdl_start();
     float* qs = sm;
     float* wst = sm + G * Dh;
-    const int S = gridDim.z, s = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int S = gridDim.z, s = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = Dh / 2;
     const int h0 = G > 1 ? int(blockIdx.x) * G : int(blockIdx.x), hk = G > 1 ? int(blockIdx.x) : h0 / (Hq / Hkv);
     const int64_t m = blockIdx.y, HD = int64_t(Hkv) * Dh;
     const int64_t n_keys = int64_t(pos[m]) + 1, per_split = (n_keys + S - 1) / S;
     const int64_t j0 = s * per_split, j1 = std::min(n_keys, j0 + per_split);
-    for (int e = threadIdx.x; e < G * Dh; e += blockDim.x) qs[e] = q[(m * Hq + h0) * Dh + e] * scale;
+    // Rotations as rope_store_kernel computes them (the same bits).
+    auto rotated = [&](const float* x, int i) {
+        const float2 r = rotate_pair(x[i % half], x[i % half + half], float(pos[m]) * inv_freq(theta, i % half, Dh));
+        return i < half ? r.x : r.y;
+    };
+    for (int e = threadIdx.x; e < G * Dh; e += blockDim.x) {
+        const float* qh = q + (m * Hq + h0 + e / Dh) * Dh;
+        qs[e] = (ROPE ? rotated(qh, e % Dh) : qh[e % Dh]) * scale;
+    }
+    if constexpr (ROPE)
+        if (pos[m] / per_split == s) {
+            const int64_t src = m * HD + int64_t(hk) * Dh, dst = (int64_t(seq[m]) * C + pos[m]) * HD + int64_t(hk) * Dh;
+            for (int i = threadIdx.x; i < Dh; i += blockDim.x) {
+                kc[dst + i] = to_cache<T>(rotated(knew + src, i));
+                vc[dst + i] = to_cache<T>(vnew[src + i]);
+            }
+        }
     __syncthreads();
 
     const int64_t base = int64_t(seq[m]) * C * HD + int64_t(hk) * Dh;
@@ -232,13 +257,26 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     if (threadIdx.x == 0) *cnt = 0;  // ready for the next launch
 }
 
-template <int DPL, int G, typename T>
+template <int DPL, int G, typename T, bool ROPE = false>
 static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, float* part, int* count, float* out) {
     const size_t smem = sizeof(float) * (size_t(G) * (a.head_dim + kAttnWarps * (a.head_dim + 2)) + 1);
     dim3 grid(unsigned(G > 1 ? a.n_kv_head : a.n_head), unsigned(a.M), unsigned(splits));
-    launch_kernel("attention (split)", attn_split_kernel<DPL, G, T>, grid, kAttnWarps * 32, smem, c, a.q,
-                  static_cast<const T*>(a.kcache), static_cast<const T*>(a.vcache), a.pos, a.seq, a.n_head, a.n_kv_head,
-                  a.head_dim, a.n_ctx, a.scale, part, count, out);
+    launch_kernel(ROPE ? "attention (rope, store kv, split)" : "attention (split)", attn_split_kernel<DPL, G, T, ROPE>,
+                  grid, kAttnWarps * 32, smem, c, a.q, static_cast<CachePtr<T, ROPE>>(a.kcache),
+                  static_cast<CachePtr<T, ROPE>>(a.vcache), a.pos, a.seq, a.n_head, a.n_kv_head, a.head_dim, a.n_ctx, a.scale,
+                  a.k, a.v, a.rope_theta, part, count, out);
+}
+
+// Whether the rotations and the KV store can join the attention kernel (see attn_split_kernel): a GQA
+// group of 4 per block (attn_rows' grouped case), and no row's keys include another row's new one.
+static bool rope_in_attention(const Ctx& c, const AttnCachedArgs& a) {
+    const int dpl = (a.head_dim + 31) / 32;
+    if (!c.fuse || a.n_head != 4 * a.n_kv_head || (dpl != 2 && dpl != 4) || a.head_dim % dpl != 0 || a.M > 64)
+        return false;
+    for (int64_t i = 0; i < a.M; ++i)
+        for (int64_t j = 0; j < i; ++j)
+            if (a.seq_h[i] == a.seq_h[j]) return false;
+    return true;
 }
 
 template <typename T>
@@ -260,7 +298,10 @@ static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
             c.scratch->get(kAttn, sizeof(float) * size_t(a.M * a.n_head) * splits * (a.head_dim + 2)));
         count = static_cast<int*>(c.scratch->get(kAttnCount, sizeof(int) * size_t(a.M * a.n_head), true));
     }
-    if (grouped && dpl == 2) launch_split<2, 4, T>(c, a, splits, part, count, out);
+    if (a.rope_theta != 0) {  // rope_in_attention said yes
+        if (dpl == 2) launch_split<2, 4, T, true>(c, a, splits, part, count, out);
+        else launch_split<4, 4, T, true>(c, a, splits, part, count, out);
+    } else if (grouped && dpl == 2) launch_split<2, 4, T>(c, a, splits, part, count, out);
     else if (grouped) launch_split<4, 4, T>(c, a, splits, part, count, out);
     else if (lane_dims == 1) launch_split<1, 1, T>(c, a, splits, part, count, out);
     else if (lane_dims == 2) launch_split<2, 1, T>(c, a, splits, part, count, out);
@@ -347,6 +388,10 @@ static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& args, float* o
     const int64_t HD = int64_t(a.n_kv_head) * a.head_dim;
     T* kc = static_cast<T*>(a.kcache);
     T* vc = static_cast<T*>(a.vcache);
+    bool one_seq = true;
+    for (int64_t m = 0; m < a.M; ++m) one_seq = one_seq && a.seq_h[m] == a.seq_h[0];
+    const bool rows = a.M < kAttnGemmRowsMin || !one_seq;
+    if (a.rope_theta != 0 && rows && rope_in_attention(c, a)) return attn_rows<T>(c, a, out);
     if (a.rope_theta != 0) {  // rotate q into scratch and k into the cache
         float* q = static_cast<float*>(c.scratch->get(kRopeQ, sizeof(float) * size_t(a.M * a.n_head * a.head_dim)));
         const int64_t n = a.M * (a.n_head + a.n_kv_head) * (a.head_dim / 2);
@@ -354,16 +399,13 @@ static void attn_cached_typed(const Ctx& c, const AttnCachedArgs& args, float* o
                       blocks_for(std::min<int64_t>(std::max(n, a.M * HD), int64_t(1) << 24), 256), 256, 0, c,
                       a.q, a.k, a.v, a.pos, a.seq, a.M, a.n_head, a.n_kv_head, a.head_dim, a.n_ctx, a.rope_theta, q, kc,
                       vc);
-        a.q = q;
+        a.q = q, a.rope_theta = 0;
     } else {
         launch_kernel("attention (store kv)", store_kv_kernel<T>,
                       blocks_for(std::min<int64_t>(a.M * HD, int64_t(1) << 24), 256), 256, 0, c, a.k, a.v, a.pos,
                       a.seq, a.M, HD, a.n_ctx, kc, vc);
     }
-
-    bool one_seq = true;
-    for (int64_t m = 0; m < a.M; ++m) one_seq = one_seq && a.seq_h[m] == a.seq_h[0];
-    if (a.M < kAttnGemmRowsMin || !one_seq) return attn_rows<T>(c, a, out);
+    if (rows) return attn_rows<T>(c, a, out);
     int64_t max_keys = 0;
     for (int64_t m = 0; m < a.M; ++m) max_keys = std::max<int64_t>(max_keys, int64_t(a.pos_h[m]) + 1);
     const int64_t ld = int64_t(a.n_head) * a.head_dim;
