@@ -30,13 +30,9 @@ inline __m512 nibbles(__m512i codes, __m512 lut) {
 // Rows n .. n+NR-1 against MR x rows: per 128-column block t = Σ_j nibbles_j ⊙ x vector j, then
 // acc += t ⊙ the block's scales; each x vector loaded serves the NR rows.
 template <int MR, int NR>
-void gemv_nvfp4_tile(const WeightRef& w, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy) {
+void gemv_nvfp4_rows_at(const WeightRef& w, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy) {
     const __m512 lut = _mm512_load_ps(kE2M1);
-    __m512 acc[NR][MR];
-    for (int r = 0; r < NR; ++r)
-        for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_setzero_ps();
-    for_each_block<NR>(w, n, 0, w.K, [&](const __m512i* c, const __m512* scale, int64_t k) {
-        __m512 t[NR][MR];
+    gemv_nvfp4_tile<MR, NR>(w, n, y, ldy, [&](const __m512i* c, int64_t k, __m512 (*t)[MR]) {
 #pragma GCC unroll 8
         for (int j = 0; j < 8; ++j) {
             __m512 xv[MR];
@@ -47,15 +43,11 @@ void gemv_nvfp4_tile(const WeightRef& w, int64_t n, const float* x, int64_t ldx,
                     t[r][m] = j == 0 ? _mm512_mul_ps(wv, xv[m]) : _mm512_fmadd_ps(wv, xv[m], t[r][m]);
             }
         }
-        for (int r = 0; r < NR; ++r)
-            for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_fmadd_ps(t[r][m], scale[r], acc[r][m]);
     });
-    for (int r = 0; r < NR; ++r)
-        for (int m = 0; m < MR; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(acc[r][m]);
 }
 
 template <int MR, int NR>
-constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_tile<MR, NR>, gemv_nvfp4_tile<MR, 1>>;
+constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_rows_at<MR, NR>, gemv_nvfp4_rows_at<MR, 1>>;
 
 template <int J = 0>
 inline void store_block(__m512i codes, __m512 scale, __m512 lut, float* out) {

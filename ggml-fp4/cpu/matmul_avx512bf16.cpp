@@ -63,14 +63,10 @@ void pack_x_bf16_pairs(const float* x, int64_t K, int64_t kpad, float* out) {
 // Rows n .. n+NR-1 against MR x rows (in pack_x_bf16_pairs order): per 128-column block
 // t = Σ_j (nibbles_j as BF16)·(x hi + x lo), then acc += t ⊙ the block's scales.
 template <int MR, int NR>
-void gemv_nvfp4_tile(const WeightRef& w, int64_t n, const float* xf, int64_t ldx, float* y, int64_t ldy) {
+void gemv_nvfp4_rows_at(const WeightRef& w, int64_t n, const float* xf, int64_t ldx, float* y, int64_t ldy) {
     const auto* x = reinterpret_cast<const uint16_t*>(xf);  // ldx floats = 2·ldx halves
     const __m512i lut = _mm512_load_si512(kE2M1Bf16);
-    __m512 acc[NR][MR];
-    for (int r = 0; r < NR; ++r)
-        for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_setzero_ps();
-    for_each_block<NR>(w, n, 0, w.K, [&](const __m512i* c, const __m512* scale, int64_t k) {
-        __m512 t[NR][MR];
+    gemv_nvfp4_tile<MR, NR>(w, n, y, ldy, [&](const __m512i* c, int64_t k, __m512 (*t)[MR]) {
         for (int r = 0; r < NR; ++r)
             for (int m = 0; m < MR; ++m) t[r][m] = _mm512_setzero_ps();
 #pragma GCC unroll 4
@@ -87,15 +83,11 @@ void gemv_nvfp4_tile(const WeightRef& w, int64_t n, const float* xf, int64_t ldx
                     t[r][m] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(t[r][m], wv, xh[m]), wv, xl[m]);
             }
         }
-        for (int r = 0; r < NR; ++r)
-            for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_fmadd_ps(t[r][m], scale[r], acc[r][m]);
     });
-    for (int r = 0; r < NR; ++r)
-        for (int m = 0; m < MR; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(acc[r][m]);
 }
 
 template <int MR, int NR>
-constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_tile<MR, NR>, gemv_nvfp4_tile<MR, 1>>;
+constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_rows_at<MR, NR>, gemv_nvfp4_rows_at<MR, 1>>;
 
 void gemv_nvfp4(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, int M, float* y,
                 int64_t ldy) {

@@ -78,6 +78,24 @@ inline void for_each_block(const WeightRef& w, int64_t n, int64_t k0, int64_t k1
     }
 }
 
+// A GEMV tile: rows n .. n+NR-1 of W against MR x rows, y[m·ldy + n + r] = Σ_k W[n + r, k]·x[m·ldx + k].
+// dot(codes, k, t) sets t[r][m] to the 128-column block's sums of products with the codes as E2M1
+// values; the block's scales multiply them here.
+template <int MR, int NR, class BlockDot>
+inline void gemv_nvfp4_tile(const WeightRef& w, int64_t n, float* y, int64_t ldy, BlockDot dot) {
+    __m512 acc[NR][MR];
+    for (int r = 0; r < NR; ++r)
+        for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_setzero_ps();
+    for_each_block<NR>(w, n, 0, w.K, [&](const __m512i* c, const __m512* scale, int64_t k) {
+        __m512 t[NR][MR];
+        dot(c, k, t);
+        for (int r = 0; r < NR; ++r)
+            for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_fmadd_ps(t[r][m], scale[r], acc[r][m]);
+    });
+    for (int r = 0; r < NR; ++r)
+        for (int m = 0; m < MR; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(acc[r][m]);
+}
+
 // A GEMV's rows [n0, n1): Group computes NR rows from its first, One a single row. A row's sums come
 // out the same either way, so results do not depend on how the rows are split among threads.
 using RowsFn = void (*)(const WeightRef& w, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy);
