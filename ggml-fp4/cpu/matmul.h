@@ -6,8 +6,9 @@
 //    of `nvfp4_block` for NVFP4 weights, whose kernels may also want x reordered: by `pack_nvfp4_x`
 //    for the panels, by `pack_nvfp4_gemv_x` for the GEMV, which may store other than F32 in those
 //    4·kpad bytes).
-//  * Few rows (M <= kGemvRows, decode): `gemv_*` decodes each weight row in registers and dots it with
-//    every x row. Memory bound; the weights stream through once.
+//  * Few rows (M <= kGemvRows, decode): `gemv_*` decodes weight rows in registers and dots them with
+//    every x row (the AVX-512 NVFP4 ones a few rows at a time, each x vector loaded serving them all).
+//    Memory bound; the weights stream through once.
 //  * More rows (prefill): `decode_*` expands a panel of kPanelRows weight rows × a block of columns to
 //    F32 (in x's column order) in L1, and `gemm_panel` multiplies it with a block of x rows, so every
 //    weight is decoded once per block of kRowBlock x rows.
