@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 
 #include "cpu/matmul.h"
 #include "cpu/nvfp4_avx512.h"
@@ -28,12 +29,17 @@ alignas(64) constexpr uint16_t kE2M1Bf16[32] = {
 // 8i + 4 + j, always within the 8 columns of 32-bit word i (one scale group per two lanes, as in the
 // F32 kernels). Per 128-column block and j = 0..3: the 32 hi halves of those columns in that order,
 // then the 32 lo halves (512 bytes per block, the size of the block in F32).
+// Lane l of vector j holds column 8(l/2) + 4(l%2) + j: lanes 0-15 from columns 0-63, 16-31 from 64-127
+// (indices into two 32-column vectors, mod 64).
+alignas(64) constexpr auto kPairOrder = [] {
+    std::array<std::array<uint16_t, 32>, 4> idx{};
+    for (int j = 0; j < 4; ++j)
+        for (int l = 0; l < 32; ++l) idx[size_t(j)][size_t(l)] = uint16_t((8 * (l / 2) + 4 * (l % 2) + j) % 64);
+    return idx;
+}();
+
 void pack_x_bf16_pairs(const float* x, int64_t K, int64_t kpad, float* out) {
     auto* o = reinterpret_cast<uint16_t*>(out);
-    // Lane l of vector j holds column 8(l/2) + 4(l%2) + j: lanes 0-15 from columns 0-63, 16-31 from 64-127.
-    alignas(64) uint16_t idx[4][32];
-    for (int j = 0; j < 4; ++j)
-        for (int l = 0; l < 32; ++l) idx[j][l] = uint16_t((8 * (l / 2) + 4 * (l % 2) + j) % 64);
     for (int64_t b = 0; b < kpad; b += 128) {
         __m512i hi[4], lo[4];  // 32 columns each, in column order
         for (int q = 0; q < 4; ++q) {
@@ -49,7 +55,7 @@ void pack_x_bf16_pairs(const float* x, int64_t K, int64_t kpad, float* out) {
             lo[q] = _mm512_inserti64x4(_mm512_castsi256_si512(l[0]), l[1], 1);
         }
         for (int j = 0; j < 4; ++j) {
-            const __m512i ix = _mm512_load_si512(idx[j]);
+            const __m512i ix = _mm512_load_si512(kPairOrder[size_t(j)].data());
             auto order = [&](const __m512i* v) {
                 return _mm512_mask_blend_epi16(0xffff0000u, _mm512_permutex2var_epi16(v[0], ix, v[1]),
                                                _mm512_permutex2var_epi16(v[2], ix, v[3]));

@@ -267,12 +267,16 @@ static void launch_split(const Ctx& c, const AttnCachedArgs& a, int splits, floa
                   a.k, a.v, a.rope_theta, part, count, out);
 }
 
-// Whether the rotations and the KV store can join the attention kernel (see attn_split_kernel): a GQA
-// group of 4 per block (attn_rows' grouped case), and no row's keys include another row's new one.
-static bool rope_in_attention(const Ctx& c, const AttnCachedArgs& a) {
+// With fused kernels on, groups of 4 query heads (Mistral's GQA) take one block for head_dim 64 or 128.
+static bool gqa_blocks(const Ctx& c, const AttnCachedArgs& a) {
     const int dpl = (a.head_dim + 31) / 32;
-    if (!c.fuse || a.n_head != 4 * a.n_kv_head || (dpl != 2 && dpl != 4) || a.head_dim % dpl != 0 || a.M > 64)
-        return false;
+    return c.fuse && a.n_head == 4 * a.n_kv_head && (dpl == 2 || dpl == 4);
+}
+
+// Whether the rotations and the KV store can join the attention kernel (see attn_split_kernel): GQA-group
+// blocks, and no row's keys include another row's new one.
+static bool rope_in_attention(const Ctx& c, const AttnCachedArgs& a) {
+    if (!gqa_blocks(c, a) || a.M > 64) return false;
     for (int64_t i = 0; i < a.M; ++i)
         for (int64_t j = 0; j < i; ++j)
             if (a.seq_h[i] == a.seq_h[j]) return false;
@@ -281,14 +285,13 @@ static bool rope_in_attention(const Ctx& c, const AttnCachedArgs& a) {
 
 template <typename T>
 static void attn_rows(const Ctx& c, const AttnCachedArgs& a, float* out) {
-    // With fused kernels on, groups of 4 query heads (Mistral's GQA) take one block for head_dim 64 or 128;
-    // otherwise one block per query head. Enough blocks for two waves; at most one slice per 128 keys (a
-    // chunk of 32 for each of the block's warps).
+    // A block per GQA group (gqa_blocks) or per query head. Enough blocks for two waves; at most one slice
+    // per 128 keys (a chunk of 32 for each of the block's warps).
     const int dpl = (a.head_dim + 31) / 32, lane_dims = dpl <= 1 ? 1 : dpl <= 2 ? 2 : dpl <= 4 ? 4 : 8;
     if (dpl > 8) fail("attention: head_dim above 256 is not supported");
     if (a.head_dim % 4 != 0 || a.head_dim % lane_dims != 0)
         fail("attention: head_dim " + std::to_string(a.head_dim) + " is not a multiple of 4 (of 8 above 128)");
-    const bool grouped = c.fuse && a.n_head == 4 * a.n_kv_head && (dpl == 2 || dpl == 4);
+    const bool grouped = gqa_blocks(c, a);
     const int64_t blocks = a.M * (grouped ? a.n_kv_head : a.n_head);
     const int splits = int(std::clamp<int64_t>((2 * c.sms + blocks - 1) / blocks, 1, (a.n_ctx + 127) / 128));
     float* part = nullptr;

@@ -247,8 +247,8 @@ static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
             warps = w;
             break;
         }
-    launch_kernel_ex("gemv_nvfp4", kernel, dim3(unsigned(blocks)), dim3(unsigned(warps * 32)), gemv_smem<NB, R>(warps),
-                     c.stream, c.pdl, a);
+    launch_kernel("gemv_nvfp4", kernel, dim3(unsigned(blocks)), dim3(unsigned(warps * 32)), gemv_smem<NB, R>(warps), c,
+                  a);
 }
 
 // The kernel for M rows: 8 activation rows per MMA column block (NB), R row tiles per block (two_tiles:
