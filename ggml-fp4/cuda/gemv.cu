@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
                 for (int kk = 0; kk < 4; ++kk) {
                     const float4 w = in ? __ldg(reinterpret_cast<const float4*>(nw + kt * kTileCols) + kk)
                                         : make_float4(0.f, 0.f, 0.f, 0.f);
-                    ss[nb] += v[kk].x * v[kk].x + v[kk].y * v[kk].y + v[kk].z * v[kk].z + v[kk].w * v[kk].w;
+                    ss[nb] = fmaf(v[kk].w, v[kk].w, fmaf(v[kk].z, v[kk].z, fmaf(v[kk].y, v[kk].y, fmaf(v[kk].x, v[kk].x, ss[nb]))));
                     v[kk].x *= w.x, v[kk].y *= w.y, v[kk].z *= w.z, v[kk].w *= w.w;
                 }
 #pragma unroll
