@@ -23,10 +23,12 @@ DEPS=$ROOT/build-deps
 
 if [ "${1:-}" = pack ]; then
     rm -rf "$DEPS" && mkdir -p "$DEPS"/include "$DEPS"/lib/pkgconfig "$DEPS"/share/cmake "$DEPS"/bin
-    cp -r /usr/include/nlohmann /usr/include/CLI /usr/include/doctest /usr/include/stb /usr/include/pcre2.h "$DEPS"/include/
+    # Only what the build reads: the working tree and what it carries travel within 64 MiB.
+    cp -r /usr/include/nlohmann /usr/include/CLI /usr/include/doctest /usr/include/pcre2.h "$DEPS"/include/
+    mkdir -p "$DEPS"/include/stb && cp /usr/include/stb/stb_image.h "$DEPS"/include/stb/
     cp -r /usr/share/cmake/nlohmann_json "$DEPS"/share/cmake/
-    cp -L /usr/lib/x86_64-linux-gnu/libpcre2-8.so "$DEPS"/lib/libpcre2-8.so
     cp -L /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 "$DEPS"/lib/libpcre2-8.so.0
+    ln -s libpcre2-8.so.0 "$DEPS"/lib/libpcre2-8.so
     sed 's|^prefix=.*|prefix=${pcfiledir}/../..|; s|^libdir=.*|libdir=${prefix}/lib|; s|^includedir=.*|includedir=${prefix}/include|' \
         /usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc > "$DEPS"/lib/pkgconfig/libpcre2-8.pc
     cp -L "$(command -v pkg-config)" "$DEPS"/bin/pkg-config
