@@ -43,6 +43,21 @@ struct WeightRef {
 // y[m·ldy + n] = Σ_k W[n, k]·x[m·ldx + k] for n in [n0, n1), m < M <= kGemvRows.
 using GemvFn = void (*)(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, int M, float* y,
                         int64_t ldy);
+// The kernel of one number of x rows: y[m·ldy + n] for n in [n0, n1), m below that number.
+using GemvRowsFn = void (*)(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, float* y,
+                            int64_t ldy);
+// A GemvFn from the kernels for 1, 2, 3 and 4 x rows.
+template <GemvRowsFn K1, GemvRowsFn K2, GemvRowsFn K3, GemvRowsFn K4>
+void gemv_by_rows(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, int M, float* y,
+                  int64_t ldy) {
+    static_assert(kGemvRows == 4, "gemv_by_rows takes kernels for 1..4 rows");
+    switch (M) {
+        case 1: return K1(w, n0, n1, x, ldx, y, ldy);
+        case 2: return K2(w, n0, n1, x, ldx, y, ldy);
+        case 3: return K3(w, n0, n1, x, ldx, y, ldy);
+        default: return K4(w, n0, n1, x, ldx, y, ldy);
+    }
+}
 // panel[r·ldp + j] = W[n0 + r, k0 + j] (in x's column order) for r < nr, j < kb; zero past K.
 using DecodeFn = void (*)(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp);
 // y[m·ldy + r] += Σ_{j<kb} panel[r·ldp + j]·x[m·ldx + j] for m < M, r < nr; kb a multiple of 16.

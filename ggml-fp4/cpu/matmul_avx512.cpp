@@ -120,21 +120,6 @@ void decode_dense(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb
 
 // ---- shared -----------------------------------------------------------------------------------------
 
-using GemvRowsFn = void (*)(const WeightRef&, int64_t, int64_t, const float*, int64_t, float*, int64_t);
-
-// Instantiates a kernel for M = 1 .. kGemvRows activation rows.
-template <GemvRowsFn K1, GemvRowsFn K2, GemvRowsFn K3, GemvRowsFn K4>
-void gemv_by_rows(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, int M, float* y,
-                  int64_t ldy) {
-    switch (M) {
-        case 1: return K1(w, n0, n1, x, ldx, y, ldy);
-        case 2: return K2(w, n0, n1, x, ldx, y, ldy);
-        case 3: return K3(w, n0, n1, x, ldx, y, ldy);
-        default: return K4(w, n0, n1, x, ldx, y, ldy);
-    }
-}
-static_assert(kGemvRows == 4, "gemv_by_rows instantiates 1..4 rows");
-
 template <class T>
 constexpr GemvFn gemv_dense = gemv_by_rows<gemv_dense_rows<T, 1>, gemv_dense_rows<T, 2>, gemv_dense_rows<T, 3>,
                                            gemv_dense_rows<T, 4>>;

@@ -95,16 +95,8 @@ void gemv_nvfp4_rows_at(const WeightRef& w, int64_t n, const float* xf, int64_t 
 template <int MR, int NR>
 constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_rows_at<MR, NR>, gemv_nvfp4_rows_at<MR, 1>>;
 
-void gemv_nvfp4(const WeightRef& w, int64_t n0, int64_t n1, const float* x, int64_t ldx, int M, float* y,
-                int64_t ldy) {
-    static_assert(kGemvRows == 4, "gemv_nvfp4 instantiates 1..4 rows");
-    switch (M) {
-        case 1: return gemv_nvfp4_rows<1, 4>(w, n0, n1, x, ldx, y, ldy);
-        case 2: return gemv_nvfp4_rows<2, 4>(w, n0, n1, x, ldx, y, ldy);
-        case 3: return gemv_nvfp4_rows<3, 2>(w, n0, n1, x, ldx, y, ldy);
-        default: return gemv_nvfp4_rows<4, 2>(w, n0, n1, x, ldx, y, ldy);
-    }
-}
+constexpr GemvFn gemv_nvfp4 =
+    gemv_by_rows<gemv_nvfp4_rows<1, 4>, gemv_nvfp4_rows<2, 4>, gemv_nvfp4_rows<3, 2>, gemv_nvfp4_rows<4, 2>>;
 
 }  // namespace
 
