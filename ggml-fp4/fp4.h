@@ -147,6 +147,7 @@ struct OpProfile {
     std::string what;  // op name; for MUL_MAT and GET_ROWS also the table's type and [rows x cols]
     long long calls = 0;
     double ms = 0;
+    double weight_bytes = 0;  // bytes of MUL_MAT weights read (codes and scales), summed over the calls
 };
 
 // A backend: where tensors live and graphs run.

@@ -16,9 +16,14 @@ std::string describe(const Tensor& node) {
     return what;
 }
 
+// What a product reads of its weight: the whole table (a GET_ROWS reads only some rows: not counted).
+double weight_bytes(const Tensor& node) {
+    return node.op == Op::MUL_MAT ? double(node.src[0]->nbytes() + node.src[0]->scale_bytes()) : 0.0;
+}
+
 }  // namespace
 
-void Profiler::add(const Tensor& node, double ms) { add(describe(node), ms); }
+void Profiler::add(const Tensor& node, double ms) { add(describe(node), ms, weight_bytes(node)); }
 
 // A fused step reads as its parts: "RMS_NORM+MUL_MAT NVFP4 32768x5120,32768x5120+SWIGLU", "ROPE+ROPE+ATTN_CACHED".
 void Profiler::add(const Step& step, double ms) {
@@ -26,20 +31,25 @@ void Profiler::add(const Step& step, double ms) {
     if (step.products.empty()) {
         std::string what;
         for (const Tensor* t : step.nodes) what += (what.empty() ? "" : "+") + std::string(op_name(t->op));
-        return add(what, ms);
+        return add(what, ms, 0.0);
     }
     std::string what = step.norm ? "RMS_NORM+" : "";
     what += describe(*step.products.front());
-    for (size_t i = 1; i < step.products.size(); ++i) what += "," + shape_of(*step.products[i]->src[0]);
+    double bytes = weight_bytes(*step.products.front());
+    for (size_t i = 1; i < step.products.size(); ++i) {
+        what += "," + shape_of(*step.products[i]->src[0]);
+        bytes += weight_bytes(*step.products[i]);
+    }
     if (step.epilogue) what += std::string("+") + op_name(step.epilogue->op);
-    add(what, ms);
+    add(what, ms, bytes);
 }
 
-void Profiler::add(const std::string& what, double ms) {
+void Profiler::add(const std::string& what, double ms, double weight_bytes) {
     OpProfile& p = totals_[what];
     p.what = what;
     p.calls += 1;
     p.ms += ms;
+    p.weight_bytes += weight_bytes;
 }
 
 std::vector<OpProfile> Profiler::report() const {

@@ -19,7 +19,7 @@ public:
     std::vector<OpProfile> report() const;  // most time first
 
 private:
-    void add(const std::string& what, double ms);
+    void add(const std::string& what, double ms, double weight_bytes);
     std::map<std::string, OpProfile> totals_;
 };
 

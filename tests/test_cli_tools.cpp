@@ -102,6 +102,16 @@ TEST_CASE("bench --profile: the per-kernel breakdown of decode steps, single and
     CHECK(r.out.find("16 decode steps of 1 sequence,") != std::string::npos);
     CHECK(r.out.find("4 decode steps of 3 sequences,") != std::string::npos);
     CHECK(r.out.find("| total |") != std::string::npos);
+    // Products also give the rate they read their weights at, and its share of the measured bandwidth.
+    auto line_of = [&](const std::string& start) {
+        const size_t at = r.out.find(start);
+        return at == std::string::npos ? std::string() : r.out.substr(at, r.out.find('\n', at) - at);
+    };
+    auto ends_with = [](const std::string& s, const std::string& end) {
+        return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+    };
+    CHECK(ends_with(line_of("| MUL_MAT NVFP4 256x1024 |"), "% |"));
+    CHECK(ends_with(line_of("| ATTN_CACHED |"), "|  |  |"));
 }
 
 TEST_CASE("bench: neither or both of -m and --synthetic is an error") {

@@ -58,17 +58,28 @@ std::vector<int> parse_list(const std::string& s, const char* flag) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// The per-step breakdown of `steps` decode steps of `np` sequences each, per step, most time first.
-void print_profile(const std::vector<fp4::OpProfile>& prof, int steps, int np, FILE* out) {
-    double total = 0;
-    for (const auto& p : prof) total += p.ms;
-    std::fprintf(out, "\n| kernel (%d decode steps of %d sequence%s, each timed alone) | calls/step | us/step | share |\n",
+// The per-step breakdown of `steps` decode steps of `np` sequences each, per step, most time first; products
+// also with the rate they read their weights at, against the measured bandwidth `bw` (bytes/s).
+void print_profile(const std::vector<fp4::OpProfile>& prof, int steps, int np, double bw, FILE* out) {
+    double total = 0, bytes = 0;
+    for (const auto& p : prof) total += p.ms, bytes += p.weight_bytes;
+    std::fprintf(out,
+                 "\n| kernel (%d decode steps of %d sequence%s, each timed alone) | calls/step | us/step | share | "
+                 "weights GB/s | of BW |\n",
                  steps, np, np > 1 ? "s" : "");
-    std::fprintf(out, "| --- | ---: | ---: | ---: |\n");
-    for (const auto& p : prof)
-        std::fprintf(out, "| %s | %.1f | %.1f | %.1f%% |\n", p.what.c_str(), double(p.calls) / steps,
-                     p.ms * 1e3 / steps, total > 0 ? 100.0 * p.ms / total : 0.0);
-    std::fprintf(out, "| total | | %.1f | 100%% |\n", total * 1e3 / steps);
+    std::fprintf(out, "| --- | ---: | ---: | ---: | ---: | ---: |\n");
+    auto rate = [&](double b, double ms, char* buf, size_t n) {
+        if (b > 0 && ms > 0) std::snprintf(buf, n, "%.0f | %.0f%%", b / ms / 1e6, 100.0 * b / (ms * 1e-3) / bw);
+        else std::snprintf(buf, n, " | ");
+    };
+    char r[64];
+    for (const auto& p : prof) {
+        rate(p.weight_bytes, p.ms, r, sizeof r);
+        std::fprintf(out, "| %s | %.1f | %.1f | %.1f%% | %s |\n", p.what.c_str(), double(p.calls) / steps,
+                     p.ms * 1e3 / steps, total > 0 ? 100.0 * p.ms / total : 0.0, r);
+    }
+    rate(bytes, total, r, sizeof r);
+    std::fprintf(out, "| total | | %.1f | 100%% | %s |\n", total * 1e3 / steps, r);
 }
 
 class Runner {
@@ -371,8 +382,8 @@ int main(int argc, char** argv) {
         }
         if (profile) {
             FILE* out = output == "md" ? stdout : stderr;
-            print_profile(run.profile_decode(16, 1, 1), 16, 1, out);
-            if (n_par > 1) print_profile(run.profile_decode(4, n_par, prompt_len), 4, n_par, out);
+            print_profile(run.profile_decode(16, 1, 1), 16, 1, bw, out);
+            if (n_par > 1) print_profile(run.profile_decode(4, n_par, prompt_len), 4, n_par, bw, out);
         }
         return 0;
     });
