@@ -34,13 +34,14 @@ bool png_has_zero_side(const uint8_t* b, size_t n) {
     return be32(b + 16) == 0 || be32(b + 20) == 0;
 }
 
-// Calls fn(offset, length, type) for each chunk after the signature that lies wholly inside the file, in order,
-// until fn returns false; a chunk that runs past the end stops the walk (stb_image reports it).
+// Calls fn(offset, length, type) for each chunk after the signature whose data lies inside the file (its
+// 4-byte CRC may be cut off: stb_image reads the data before it fails there), in order, until fn returns
+// false; a chunk whose data runs past the end stops the walk (stb_image reports it).
 template <typename Fn>
 void png_chunks(const uint8_t* b, size_t n, Fn fn) {
-    for (size_t at = 8; at + 12 <= n;) {
+    for (size_t at = 8; at + 8 <= n;) {
         const uint64_t len = be32(b + at);
-        if (len > n - at - 12 || !fn(at, size_t(len), b + at + 4)) return;
+        if (len > n - at - 8 || !fn(at, size_t(len), b + at + 4)) return;
         at += 12 + len;
     }
 }
@@ -86,7 +87,7 @@ std::vector<uint8_t> without_empty_idat(const uint8_t* b, size_t n) {
     png_chunks(b, n, [&](size_t at, size_t len, const uint8_t* type) {
         if (len == 0 && std::memcmp(type, "IDAT", 4) == 0) {
             out.insert(out.end(), b + copied, b + at);
-            copied = at + 12;
+            copied = std::min(at + 12, n);
         }
         return true;
     });
