@@ -235,24 +235,31 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_split_kernel(
     __syncthreads();
     if (!last) return;
     __threadfence();
-    for (int e = threadIdx.x; e < G * Dh; e += blockDim.x) {
-        const int64_t mh = m * Hq + h0 + e / Dh;
-        const int d = e % Dh;
-        const float* pp = part + mh * S * (Dh + 2);
-        float M = -INFINITY;
+    // Each head's largest slice max and the sum of its slices' weights, once per head (thread g, in slice
+    // order), into the shared memory the warps' partials used; then every output element.
+    float* head = wst;  // [G]: M, L
+    if (threadIdx.x < G) {
+        const float* pp = part + (m * Hq + h0 + threadIdx.x) * S * (Dh + 2);
+        float M = -INFINITY, L = 0.f;
         for (int t = 0; t < S; ++t)
             if (__ldcg(pp + t * (Dh + 2) + 1) > 0.f) M = fmaxf(M, __ldcg(pp + t * (Dh + 2)));
-        float L = 0.f, O = 0.f;
+        for (int t = 0; t < S; ++t) {
+            const float l = __ldcg(pp + t * (Dh + 2) + 1);
+            if (l > 0.f) L += l * expf(__ldcg(pp + t * (Dh + 2)) - M);
+        }
+        head[2 * threadIdx.x] = M, head[2 * threadIdx.x + 1] = L;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < G * Dh; e += blockDim.x) {
+        const int g = e / Dh, d = e % Dh;
+        const int64_t mh = m * Hq + h0 + g;
+        const float* pp = part + mh * S * (Dh + 2);
+        float O = 0.f;
         for (int t = 0; t < S; ++t) {
             const float* ps = pp + t * (Dh + 2);
-            const float l = __ldcg(ps + 1);
-            if (l > 0.f) {
-                const float f = expf(__ldcg(ps) - M);
-                L += l * f;
-                O += __ldcg(ps + 2 + d) * f;
-            }
+            if (__ldcg(ps + 1) > 0.f) O += __ldcg(ps + 2 + d) * expf(__ldcg(ps) - head[2 * g]);
         }
-        out[mh * Dh + d] = O / L;
+        out[mh * Dh + d] = O / head[2 * g + 1];
     }
     if (threadIdx.x == 0) *cnt = 0;  // ready for the next launch
 }
