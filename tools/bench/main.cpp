@@ -236,7 +236,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_flag("--progress", progress, "report each test on stderr as it runs");
     app.add_flag("--profile", profile, "also time every kernel of 16 decode steps (and, with -np, of 4 batched "
-                                       "steps) and print the breakdown (stderr unless -o md)");
+                                       "steps) and print the breakdown, products with their weight-read rate against the "
+                                       "measured bandwidth (stderr unless -o md)");
 
     // llama.cpp spells it -np, a two-letter short flag CLI11 cannot declare.
     std::vector<std::string> args(argv, argv + argc);
