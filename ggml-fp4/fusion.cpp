@@ -58,7 +58,8 @@ std::vector<Step> plan_steps(const Graph& g, const FusionRules& rules) {
             continue;
         }
         if (rules.max_rows > 0) {
-            Tensor* norm = nodes[i]->op == Op::RMS_NORM ? nodes[i] : nullptr;
+            Tensor* norm =
+                nodes[i]->op == Op::RMS_NORM && nodes[i]->rows() <= rules.max_norm_rows ? nodes[i] : nullptr;
             if (norm) ++j;
             Tensor* input = norm ? norm : nodes[j < n ? j : i]->src[1];
             while (j < n && int(s.products.size()) < rules.max_products && is_product(nodes[j], input))

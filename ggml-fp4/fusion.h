@@ -19,6 +19,7 @@ struct FusionRules {
     Type weight_type = Type::NVFP4;  // every product's weight
     int64_t max_rows = 0;            // rows (M) of a group at most; 0 turns fusion off
     int max_products = 3;
+    int64_t max_norm_rows = INT64_MAX;  // a group folds its RMS_NORM for at most this many rows (else it runs alone)
 };
 
 struct Step {

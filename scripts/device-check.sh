@@ -8,7 +8,8 @@
 #                                    no package registry; this script uses it when apt cannot install them)
 # Environment: FP4_BENCH_CONFIG (config.json for bench --synthetic), FP4_CUDA_ARCHS (default 90a),
 # FP4_BENCH_REPS (bench repetitions, default 2), FP4_SKIP_BENCH=1 (correctness only),
-# FP4_KERNEL_BENCH=1 (also time each GEMV shape alone at M = 1..32, ~90 s), FP4_NCU=1 (Nsight Compute's
+# FP4_KERNEL_BENCH=1 (also time each GEMV shape alone at M = 1..32, ~90 s), FP4_FOLD_BENCH=1 (batch 1 with
+# the RMSNorm never folded into the GEMVs, -np 32 with it always folded), FP4_NCU=1 (Nsight Compute's
 # throughput, pipe utilisation, instruction mix and warp stalls for the NVFP4 GEMV, when ncu is installed:
 # is it memory-, integer-pipe- or latency-bound? By count, ~60 of its ~124 instructions per tile are
 # integer decode, and Hopper issues 2 integer warp-instructions per clock per SM against the ~36 clocks per
@@ -138,6 +139,15 @@ if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     # H200; the last figure, 712, was with 512-token prompts), with the per-kernel breakdown of both decodes.
     step bench_24b 240 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -d 0,8192 \
         -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 1024 --image-size 1024 --profile --progress
+    # Where the RMSNorm folds into its products (FP4_CUDA_FOLD_NORM_ROWS, default 8): never (batch 1 then
+    # pays a norm kernel per group and saves ~20-40 instructions per weight tile), and at every row count
+    # (-np 32 then runs the folded GEMVs of 176-272 instructions per tile): compare with bench_24b.
+    if [ -n "${FP4_FOLD_BENCH:-}" ]; then
+        step bench_fold_never 120 env FP4_CUDA_FOLD_NORM_ROWS=0 build/bin/bench --device cuda --synthetic "$CFG" \
+            -p 0 -n 128 -r ${FP4_BENCH_REPS:-2} --profile
+        step bench_fold_always 150 env FP4_CUDA_FOLD_NORM_ROWS=32 build/bin/bench --device cuda --synthetic "$CFG" \
+            -p 0 -n 128 -r 1 -np 32 --prompt-len 1024 --profile
+    fi
 fi
 # Per-kernel figures on the 24B shapes (GEMV at M = 1..32, prefill GEMM, lm_head).
 if [ -x build/tests/test_backend_ops ] && [ -n "${FP4_KERNEL_BENCH:-}" ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then

@@ -72,6 +72,17 @@ Backend& fusing_backend() {
     return *b;
 }
 
+// Fusing, with every group's RMSNorm folded into its products (by default only up to kGemvFoldNormRows rows).
+Backend& folding_backend() {
+    static std::unique_ptr<Backend> b = [] {
+        setenv("FP4_CUDA_FOLD_NORM_ROWS", "32", 1);
+        std::unique_ptr<Backend> f = cuda_backend_with({"FP4_CUDA_FUSE"});
+        unsetenv("FP4_CUDA_FOLD_NORM_ROWS");
+        return f;
+    }();
+    return *b;
+}
+
 Backend& flash_backend() {
     static std::unique_ptr<Backend> b = cuda_backend_with({"FP4_CUDA_FLASH"});
     return *b;
@@ -404,28 +415,34 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
         for (int64_t M : {1, 3, 8, 9, 16, 17, 32, 64}) {  // 64: beyond kGemvMaxRowsFused, the nodes run apart
             auto x = r.floats(size_t(M * s.K), -2, 2), res = r.floats(size_t(M * s.K));
             const std::string at = " K=" + std::to_string(s.K) + " M=" + std::to_string(M);
-            for (int i = 0; i < 3; ++i)
-                compare([&](Env& e) {
-                    Tensor* n = e.graph.rms_norm(e.input(x, {s.K, M}), e.weight(norm), 1e-5f);
-                    Tensor* p[3] = {e.graph.mul_mat(e.weight(wq), n), e.graph.mul_mat(e.weight(wk), n),
-                                    e.graph.mul_mat(e.weight(wv), n)};
-                    for (Tensor* t : p) e.graph.mark_output(t);
-                    return p[i];
-                }, 1e-2, "norm -> q/k/v, product " + std::to_string(i) + at, &fusing_backend());
             compare([&](Env& e) { return e.graph.add(e.input(res, {s.K, M}), e.graph.mul_mat(e.weight(wo), e.input(x, {s.K, M}))); },
                     1e-2, "product + residual" + at, &fusing_backend());
             compare([&](Env& e) {
                 Tensor* in = e.input(x, {s.K, M});
-                return e.graph.add(in, e.graph.mul_mat(e.weight(wo), e.graph.rms_norm(in, e.weight(norm), 1e-5f)));
-            }, 1e-2, "norm -> product + residual" + at, &fusing_backend());
-            for (bool with_norm : {true, false})
+                Tensor* gate = e.graph.mul_mat(e.weight(wg), in);
+                return e.graph.swiglu(gate, e.graph.mul_mat(e.weight(wu), in));
+            }, 1e-2, "gate/up -> swiglu" + at, &fusing_backend());
+            // With a norm: folded up to kGemvFoldNormRows rows and apart above (the default), or folded at every M.
+            for (Backend* b : {&fusing_backend(), &folding_backend()}) {
+                const std::string how = at + (b == &folding_backend() ? ", folded at every M" : "");
+                for (int i = 0; i < 3; ++i)
+                    compare([&](Env& e) {
+                        Tensor* n = e.graph.rms_norm(e.input(x, {s.K, M}), e.weight(norm), 1e-5f);
+                        Tensor* p[3] = {e.graph.mul_mat(e.weight(wq), n), e.graph.mul_mat(e.weight(wk), n),
+                                        e.graph.mul_mat(e.weight(wv), n)};
+                        for (Tensor* t : p) e.graph.mark_output(t);
+                        return p[i];
+                    }, 1e-2, "norm -> q/k/v, product " + std::to_string(i) + how, b);
                 compare([&](Env& e) {
                     Tensor* in = e.input(x, {s.K, M});
-                    if (with_norm) in = e.graph.rms_norm(in, e.weight(norm), 1e-5f);
+                    return e.graph.add(in, e.graph.mul_mat(e.weight(wo), e.graph.rms_norm(in, e.weight(norm), 1e-5f)));
+                }, 1e-2, "norm -> product + residual" + how, b);
+                compare([&](Env& e) {
+                    Tensor* in = e.graph.rms_norm(e.input(x, {s.K, M}), e.weight(norm), 1e-5f);
                     Tensor* gate = e.graph.mul_mat(e.weight(wg), in);
-                    Tensor* up = e.graph.mul_mat(e.weight(wu), in);
-                    return e.graph.swiglu(gate, up);
-                }, 1e-2, std::string(with_norm ? "norm -> " : "") + "gate/up -> swiglu" + at, &fusing_backend());
+                    return e.graph.swiglu(gate, e.graph.mul_mat(e.weight(wu), in));
+                }, 1e-2, "norm -> gate/up -> swiglu" + how, b);
+            }
         }
     }
     // ROPE(q), ROPE(k) -> ATTN_CACHED as one rope group: the rotation joins the cache store, with the very
@@ -474,6 +491,32 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
     const std::vector<OpProfile> prof = b.profile();
     REQUIRE(prof.size() == 1);
     CHECK(prof[0].what == "MUL_MAT NVFP4 48x64,48x64+SWIGLU");
+    // A norm before them folds up to kGemvFoldNormRows rows, above only when told to.
+    HostWeight nw = random_weight(r, Type::BF16, 1, 64);
+    nw.ne = {64};
+    for (int64_t M : {8, 9})
+        for (Backend* fb : {&b, &folding_backend()}) {
+            auto xm = r.floats(size_t(64 * M));
+            Env em{*fb, {}, {}};
+            Tensor* n = em.graph.rms_norm(em.input(xm, {64, M}), em.weight(nw), 1e-5f);
+            Tensor* o = em.graph.swiglu(em.graph.mul_mat(em.weight(w), n), em.graph.mul_mat(em.weight(up), n));
+            fb->set_profiling(true);
+            em.run(o);
+            fb->set_profiling(false);
+            std::vector<std::string> names;
+            for (const OpProfile& p : fb->profile()) names.push_back(p.what);
+            std::sort(names.begin(), names.end());
+            INFO("M=" << M << (fb == &b ? "" : ", folded at every M"));
+            if (M <= 8 || fb != &b) CHECK(names == std::vector<std::string>{"RMS_NORM+MUL_MAT NVFP4 48x64,48x64+SWIGLU"});
+            else CHECK(names == std::vector<std::string>{"MUL_MAT NVFP4 48x64,48x64+SWIGLU", "RMS_NORM"});
+        }
+    for (const char* bad : {"33", "-1", "8x", ""}) {  // refused by name, not read as something else
+        setenv("FP4_CUDA_FOLD_NORM_ROWS", bad, 1);
+        std::string why;
+        CHECK(make_cuda_backend(&why) == nullptr);
+        CHECK(why.find("FP4_CUDA_FOLD_NORM_ROWS") != std::string::npos);
+        unsetenv("FP4_CUDA_FOLD_NORM_ROWS");
+    }
 }
 
 // Steps of rows (pos, seq) through one KV cache per backend and cache type, on the plain backend and on one

@@ -125,6 +125,31 @@ TEST_CASE("a decode-sized decoder block runs as four fused product groups and on
     }
 }
 
+TEST_CASE("above max_norm_rows the norms run alone and their products still group") {
+    FusionRules rules = kRules;
+    rules.max_norm_rows = 8;
+    for (int64_t M : {1, 8, 9, 32}) {
+        Block b(M);
+        b.g.mark_output(b.x);
+        const std::vector<Step> steps = plan_steps(b.g, rules);
+        INFO("M=" << M);
+        if (M <= 8) {
+            CHECK(describe(steps) == std::vector<std::string>{"GET_ROWS", "RMS_NORM+MUL_MAT+MUL_MAT+MUL_MAT",
+                                                              "ROPE+ROPE+ATTN_CACHED", "MUL_MAT+ADD",
+                                                              "RMS_NORM+MUL_MAT+MUL_MAT+SWIGLU", "MUL_MAT+ADD"});
+            continue;
+        }
+        REQUIRE(describe(steps) == std::vector<std::string>{"GET_ROWS", "RMS_NORM", "MUL_MAT+MUL_MAT+MUL_MAT",
+                                                            "ROPE+ROPE+ATTN_CACHED", "MUL_MAT+ADD", "RMS_NORM",
+                                                            "MUL_MAT+MUL_MAT+SWIGLU", "MUL_MAT+ADD"});
+        CHECK(!steps[1].fused());
+        CHECK(steps[2].norm == nullptr);
+        CHECK(steps[2].input() == b.norm_out);  // q/k/v read the materialised norm
+        CHECK(steps[6].products[0] == b.gate);
+        check_plan(b.g, steps, plan_arena(b.g, steps));
+    }
+}
+
 TEST_CASE("nothing fuses beyond the row limit, with fusion off, or when a part is needed elsewhere") {
     Block big(33);
     for (const Step& s : plan_steps(big.g, kRules)) CHECK(!s.fused());

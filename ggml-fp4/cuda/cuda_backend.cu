@@ -2,8 +2,8 @@
 // device arena planned by liveness (regrown only when a graph needs more), one stream, the dispatch of
 // every op to its kernel file, and four speed-ups, each on unless its variable is 0: (FP4_CUDA_FUSE)
 // decode-sized products run as fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up →
-// SwiGLU, down + residual), the q/k rotations join the KV-cache store and decode attention takes a GQA
-// group per block, (FP4_CUDA_PDL) every kernel is scheduled while the kernel before it finishes (the
+// SwiGLU, down + residual; a norm folds into its products for up to FP4_CUDA_FOLD_NORM_ROWS rows, 8 unless
+// set), the q/k rotations join the KV-cache store and decode attention takes a GQA group per block, (FP4_CUDA_PDL) every kernel is scheduled while the kernel before it finishes (the
 // NVFP4 GEMVs load their first weight tiles meanwhile),
 // (FP4_CUDA_FLASH) flash attention for prefills and the vision tower, and (FP4_CUDA_GRAPHS) CUDA-graph
 // replay of decode steps. The KV cache is BF16 unless the user names another type.
@@ -54,9 +54,22 @@ static bool env_flag(const char* name, bool by_default) {
     return by_default;
 }
 
+// A row count from the environment: NAME unset gives the default, else an integer in [0, most].
+static int env_rows(const char* name, int by_default, int most) {
+    const char* v = std::getenv(name);
+    if (!v) return by_default;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (end == v || *end != '\0' || n < 0 || n > most)
+        fail(std::string(name) + "=" + v + ": expected a number of rows from 0 to " + std::to_string(most));
+    return int(n);
+}
+
 class CudaBackend final : public Backend {
 public:
     CudaBackend() {
+        // Settings first: a bad one is refused before anything is allocated.
+        fusion_.max_norm_rows = env_rows("FP4_CUDA_FOLD_NORM_ROWS", kGemvFoldNormRows, kGemvMaxRowsFused);
         FP4_CHECK(cudaSetDevice(0));
         int major = 0, minor = 0;
         FP4_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));

@@ -15,6 +15,11 @@ void nvfp4_to_bf16(const Ctx& c, const Tensor& w, __nv_bfloat16* out);
 // gemv.cu: small-M products y[M, N] = x[M, K]·Wᵀ that read every weight byte once.
 constexpr int kGemvMaxRowsNvfp4 = 64;
 constexpr int kGemvMaxRowsFused = 32;  // a group with a folded norm, a residual or SwiGLU (more would spill)
+// Rows up to which a group folds its RMSNorm by default. The fold recomputes x·w and x² for every row
+// tile, which costs little at 8 activation rows per MMA but, with 16 or 32, more instructions per weight
+// tile than the bytes leave time for (scripts/gemv-sass.sh: q/k/v 181 and 272 instead of 107 and 144;
+// gate/up 125 and 176, spilling, instead of 89 and 108): above it the norm is one small kernel of its own.
+constexpr int kGemvFoldNormRows = 8;
 constexpr int kGemvMaxRowsDense = 8;
 constexpr int kMaxGroupProducts = 3;
 void gemv_nvfp4(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y);
