@@ -3,10 +3,10 @@
 // every op to its kernel file, and four speed-ups, each on unless its variable is 0: (FP4_CUDA_FUSE)
 // decode-sized products run as fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up →
 // SwiGLU, down + residual; a norm folds into its products for up to FP4_CUDA_FOLD_NORM_ROWS rows, 8 unless
-// set), the q/k rotations join the KV-cache store and decode attention takes a GQA group per block, (FP4_CUDA_PDL) every kernel is scheduled while the kernel before it finishes (the
-// NVFP4 GEMVs load their first weight tiles meanwhile),
-// (FP4_CUDA_FLASH) flash attention for prefills and the vision tower, and (FP4_CUDA_GRAPHS) CUDA-graph
-// replay of decode steps. The KV cache is BF16 unless the user names another type.
+// set), the q/k rotations join the KV-cache store and decode attention takes a GQA group per block,
+// (FP4_CUDA_PDL) every kernel is scheduled while the kernel before it finishes (the NVFP4 GEMVs load their
+// first weight tiles meanwhile), (FP4_CUDA_FLASH) flash attention for prefills and the vision tower, and
+// (FP4_CUDA_GRAPHS) CUDA-graph replay of decode steps. The KV cache is BF16 unless the user names another type.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
