@@ -58,7 +58,9 @@ std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o) {
         std::string why;
         if (auto be = fp4::make_cuda_backend(&why)) return be;
         if (o.device == "cuda") throw std::runtime_error("--device cuda: " + why);
-        log_debug("no CUDA backend (%s); using the CPU", why.c_str());
+        // A GPU that is there but refused (too old, no code for it, a bad FP4_CUDA_* value) is worth a line.
+        if (fp4::cuda_available()) log_warn("not using the GPU (%s); running on the CPU", why.c_str());
+        else log_debug("no CUDA backend (%s); using the CPU", why.c_str());
     }
     int n = o.threads > 0 ? o.threads : int(std::thread::hardware_concurrency());
     return fp4::make_cpu_backend(n > 0 ? n : 1);

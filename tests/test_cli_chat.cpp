@@ -164,6 +164,20 @@ TEST_CASE("a default context shrinks to what the device holds; an asked-for one 
     CHECK(r.rc == 1);
     CHECK(r.err.find("error: the BF16 KV cache for 32768 tokens x 1 sequence(s) needs 0.12 GiB") != std::string::npos);
 }
+
+TEST_CASE("a GPU the CUDA backend refuses: an error with --device cuda, a warning and the CPU with auto") {
+    setenv("FP4_CUDA_FOLD_NORM_ROWS", "33", 1);
+    const std::string args = "chat -m " + kModel + " --temp 0 -n 48 -p \"Psalms 23\"";
+    Run cuda = cli::run(args + " --device cuda"), any = cli::run(args);
+    unsetenv("FP4_CUDA_FOLD_NORM_ROWS");
+    INFO(cuda.err << any.err);
+    CHECK(cuda.rc == 1);
+    CHECK(cuda.err.find("error: --device cuda: CUDA backend: FP4_CUDA_FOLD_NORM_ROWS=33:") != std::string::npos);
+    CHECK(any.rc == 0);
+    CHECK(any.out == golden_text("psalm") + "\n");
+    CHECK(any.err.find("warning: not using the GPU (CUDA backend: FP4_CUDA_FOLD_NORM_ROWS=33:") != std::string::npos);
+    CHECK(any.err.find("weights on cpu") != std::string::npos);
+}
 #endif
 
 TEST_CASE("one-shot: the golden answer about an image") {
