@@ -58,7 +58,8 @@ std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o) {
         std::string why;
         if (auto be = fp4::make_cuda_backend(&why)) return be;
         if (o.device == "cuda") throw std::runtime_error("--device cuda: " + why);
-        // A GPU that is there but refused (too old, no code for it, a bad FP4_CUDA_* value) is worth a line.
+        // A GPU that is there but cannot run the backend (too old, no code for it) is worth a line; a bad
+        // FP4_CUDA_* value is not a reason to fall back, it throws.
         if (fp4::cuda_available()) log_warn("not using the GPU (%s); running on the CPU", why.c_str());
         else log_debug("no CUDA backend (%s); using the CPU", why.c_str());
     }

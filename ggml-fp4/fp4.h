@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -188,8 +189,16 @@ public:
     virtual bool zero_copy_weights() const { return false; }
 };
 
+// A backend setting from the environment (FP4_CPU_ISA, FP4_CUDA_*) with a value it does not take: the
+// user's mistake, so an error wherever it is read, never a reason to fall back to another backend.
+struct SettingError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Throws SettingError for a bad FP4_CPU_ISA.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);
-// Null when the build has no CUDA or no GPU is present; `why` says which.
+// Null when the build has no CUDA, no GPU is present or the GPU cannot run it; `why` says which.
+// Throws SettingError for a bad FP4_CUDA_* value.
 std::unique_ptr<Backend> make_cuda_backend(std::string* why);
 bool cuda_available();
 

@@ -510,11 +510,26 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
             if (M <= 8 || fb != &b) CHECK(names == std::vector<std::string>{"RMS_NORM+MUL_MAT NVFP4 48x64,48x64+SWIGLU"});
             else CHECK(names == std::vector<std::string>{"MUL_MAT NVFP4 48x64,48x64+SWIGLU", "RMS_NORM"});
         }
-    for (const char* bad : {"33", "-1", "8x", ""}) {  // refused by name, not read as something else
-        setenv("FP4_CUDA_FOLD_NORM_ROWS", bad, 1);
+}
+
+// A setting with a value it does not take is the user's mistake: an error naming it, never a default or a
+// backend refused (which --device auto would quietly replace by the CPU).
+TEST_CASE("bad FP4_CUDA_* values are refused by name") {
+    REQUIRE_CUDA();
+    auto refused = [](const char* name, const char* value, const char* expected) {
+        setenv(name, value, 1);
         std::string why;
-        CHECK(make_cuda_backend(&why) == nullptr);
-        CHECK(why.find("FP4_CUDA_FOLD_NORM_ROWS") != std::string::npos);
+        CHECK_THROWS_WITH_AS(make_cuda_backend(&why), (std::string(name) + "=" + value + ": " + expected).c_str(),
+                             SettingError);
+        unsetenv(name);
+    };
+    for (const char* bad : {"33", "-1", "8x", "", " 8"})
+        refused("FP4_CUDA_FOLD_NORM_ROWS", bad, "expected a number of rows from 0 to 32");
+    for (const char* name : kSpeedUps)
+        for (const char* bad : {"off", "true", "2", "", "1 "}) refused(name, bad, "expected 1 (on) or 0 (off)");
+    for (const char* good : {"0", "32"}) {
+        setenv("FP4_CUDA_FOLD_NORM_ROWS", good, 1);
+        CHECK(make_cuda_backend(nullptr) != nullptr);
         unsetenv("FP4_CUDA_FOLD_NORM_ROWS");
     }
 }

@@ -166,17 +166,31 @@ TEST_CASE("a default context shrinks to what the device holds; an asked-for one 
 }
 
 TEST_CASE("a GPU the CUDA backend refuses: an error with --device cuda, a warning and the CPU with auto") {
-    setenv("FP4_CUDA_FOLD_NORM_ROWS", "33", 1);
+    setenv("FP4_CUDA_EMU_CC", "7.5", 1);
     const std::string args = "chat -m " + kModel + " --temp 0 -n 48 -p \"Psalms 23\"";
     Run cuda = cli::run(args + " --device cuda"), any = cli::run(args);
-    unsetenv("FP4_CUDA_FOLD_NORM_ROWS");
+    unsetenv("FP4_CUDA_EMU_CC");
     INFO(cuda.err << any.err);
     CHECK(cuda.rc == 1);
-    CHECK(cuda.err.find("error: --device cuda: CUDA backend: FP4_CUDA_FOLD_NORM_ROWS=33:") != std::string::npos);
+    CHECK(cuda.err.find("error: --device cuda: CUDA backend: this GPU has compute capability 7.5;") != std::string::npos);
     CHECK(any.rc == 0);
     CHECK(any.out == golden_text("psalm") + "\n");
-    CHECK(any.err.find("warning: not using the GPU (CUDA backend: FP4_CUDA_FOLD_NORM_ROWS=33:") != std::string::npos);
+    CHECK(any.err.find("warning: not using the GPU (CUDA backend: this GPU has compute capability 7.5;") != std::string::npos);
     CHECK(any.err.find("weights on cpu") != std::string::npos);
+}
+
+TEST_CASE("a bad FP4_CUDA_* value: one error line, with --device cuda and with auto") {
+    setenv("FP4_CUDA_FUSE", "off", 1);
+    const std::string args = "chat -m " + kModel + " --temp 0 -n 4 -p \"Psalms 23\"";
+    for (const char* device : {" --device cuda", ""}) {
+        Run r = cli::run(args + device);
+        INFO(device << ": " << r.err);
+        CHECK(r.rc == 1);
+        CHECK(r.out.empty());
+        CHECK(r.err.find("error: FP4_CUDA_FUSE=off: expected 1 (on) or 0 (off)\n") != std::string::npos);
+        CHECK(r.err.find("running on the CPU") == std::string::npos);
+    }
+    unsetenv("FP4_CUDA_FUSE");
 }
 #endif
 

@@ -4,8 +4,9 @@
 #include <cpuid.h>
 
 #include <cstdlib>
-#include <stdexcept>
 #include <string>
+
+#include "fp4.h"
 
 namespace fp4::cpu {
 
@@ -58,10 +59,10 @@ Isa isa_from_env() {
     for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) {
         if (std::string(env) != isa_name(isa)) continue;
         if (!isa_supported(isa))
-            throw std::runtime_error(std::string("FP4_CPU_ISA=") + env + ": not supported by this CPU");
+            throw SettingError(std::string("FP4_CPU_ISA=") + env + ": not supported by this CPU");
         return isa;
     }
-    throw std::runtime_error(std::string("FP4_CPU_ISA=") + env + ": expected scalar, avx2, avx512 or avx512bf16");
+    throw SettingError(std::string("FP4_CPU_ISA=") + env + ": expected scalar, avx2, avx512 or avx512bf16");
 }
 
 }  // namespace fp4::cpu

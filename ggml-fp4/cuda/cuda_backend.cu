@@ -1,13 +1,15 @@
 // cuda_backend.cu — the CUDA Backend: weights and KV caches in device memory, graph intermediates in one
 // device arena planned by liveness (regrown only when a graph needs more), one stream, the dispatch of
-// every op to its kernel file, and four speed-ups, each on unless its variable is 0: (FP4_CUDA_FUSE)
-// decode-sized products run as fused groups (fusion.h: norm → q/k/v, o + residual, norm → gate/up →
-// SwiGLU, down + residual; a norm folds into its products for up to FP4_CUDA_FOLD_NORM_ROWS rows, 8 unless
-// set), the q/k rotations join the KV-cache store and decode attention takes a GQA group per block,
-// (FP4_CUDA_PDL) every kernel is scheduled while the kernel before it finishes (the NVFP4 GEMVs load their
-// first weight tiles meanwhile), (FP4_CUDA_FLASH) flash attention for prefills and the vision tower, and
-// (FP4_CUDA_GRAPHS) CUDA-graph replay of decode steps. The KV cache is BF16 unless the user names another type.
+// every op to its kernel file, and four speed-ups, each on unless its variable is 0 (any value but 0 or 1
+// is an error): (FP4_CUDA_FUSE) decode-sized products run as fused groups (fusion.h: norm → q/k/v, o +
+// residual, norm → gate/up → SwiGLU, down + residual; a norm folds into its products for up to
+// FP4_CUDA_FOLD_NORM_ROWS rows, 8 unless set), the q/k rotations join the KV-cache store and decode
+// attention takes a GQA group per block, (FP4_CUDA_PDL) every kernel is scheduled while the kernel before
+// it finishes (the NVFP4 GEMVs load their first weight tiles meanwhile), (FP4_CUDA_FLASH) flash attention
+// for prefills and the vision tower, and (FP4_CUDA_GRAPHS) CUDA-graph replay of decode steps. The KV cache
+// is BF16 unless the user names another type.
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -45,31 +47,38 @@ void* Scratch::get(Slot slot, size_t bytes, bool zeroed) {
 
 __global__ void probe_kernel(int* flag) { *flag = 1; }
 
-// A speed-up's switch: NAME=1 turns it on, NAME=0 off, unset leaves the default (on: NAME=0 is the way to
-// compare without it, or to rule it out when something goes wrong).
-static bool env_flag(const char* name, bool by_default) {
-    const char* v = std::getenv(name);
-    if (v && std::strcmp(v, "1") == 0) return true;
-    if (v && std::strcmp(v, "0") == 0) return false;
-    return by_default;
-}
+// The backend's settings, read once from the environment before anything is allocated. A bad value is a
+// SettingError (an error even under --device auto, never a silent default or a fall-back to the CPU).
+struct Settings {
+    // The speed-ups: NAME=1 on, NAME=0 off (to compare without one, or to rule it out), unset: on.
+    bool fuse = flag("FP4_CUDA_FUSE"), pdl = flag("FP4_CUDA_PDL"), flash = flag("FP4_CUDA_FLASH"),
+         graphs = flag("FP4_CUDA_GRAPHS");
+    int fold_norm_rows = rows("FP4_CUDA_FOLD_NORM_ROWS", kGemvFoldNormRows, kGemvMaxRowsFused);
 
-// A row count from the environment: NAME unset gives the default, else an integer in [0, most].
-static int env_rows(const char* name, int by_default, int most) {
-    const char* v = std::getenv(name);
-    if (!v) return by_default;
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    if (end == v || *end != '\0' || n < 0 || n > most)
-        fail(std::string(name) + "=" + v + ": expected a number of rows from 0 to " + std::to_string(most));
-    return int(n);
-}
+    static bool flag(const char* name) {
+        const char* v = std::getenv(name);
+        if (!v) return true;
+        if (std::strcmp(v, "0") == 0 || std::strcmp(v, "1") == 0) return *v == '1';
+        throw SettingError(std::string(name) + "=" + v + ": expected 1 (on) or 0 (off)");
+    }
+    // Unset: the default; else an integer in [0, most].
+    static int rows(const char* name, int by_default, int most) {
+        const char* v = std::getenv(name);
+        if (!v) return by_default;
+        const char* end = v + std::strlen(v);
+        int n = 0;
+        const auto [ptr, ec] = std::from_chars(v, end, n);
+        if (ec != std::errc() || ptr != end || n < 0 || n > most)
+            throw SettingError(std::string(name) + "=" + v + ": expected a number of rows from 0 to " +
+                               std::to_string(most));
+        return int(n);
+    }
+};
 
 class CudaBackend final : public Backend {
 public:
     CudaBackend() {
-        // Settings first: a bad one is refused before anything is allocated.
-        fusion_.max_norm_rows = env_rows("FP4_CUDA_FOLD_NORM_ROWS", kGemvFoldNormRows, kGemvMaxRowsFused);
+        fusion_.max_norm_rows = settings_.fold_norm_rows;
         FP4_CHECK(cudaSetDevice(0));
         int major = 0, minor = 0;
         FP4_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
@@ -82,9 +91,9 @@ public:
         FP4_CHECK(cublasCreate(&ctx_.blas));
         FP4_CHECK(cublasSetStream(ctx_.blas, ctx_.stream));
         ctx_.scratch = &scratch_;
-        ctx_.pdl = major >= 9 && env_flag("FP4_CUDA_PDL", true);  // programmatic dependent launch: Hopper on
-        ctx_.flash = env_flag("FP4_CUDA_FLASH", true);
-        ctx_.fuse = env_flag("FP4_CUDA_FUSE", true);
+        ctx_.pdl = major >= 9 && settings_.pdl;  // programmatic dependent launch: Hopper on
+        ctx_.flash = settings_.flash;
+        ctx_.fuse = settings_.fuse;
         fusion_.max_rows = ctx_.fuse ? kGemvMaxRowsFused : 0;
         // A kernel must run: fails here when the build has no code for this GPU.
         int* flag = static_cast<int*>(device_alloc(sizeof(int)));
@@ -164,11 +173,11 @@ public:
         }
         for (Tensor* t : g.nodes()) validate(*t);
         if (profiling_) return run_timed(steps_, span_);
-        if (graphs_ && key_generation_ != scratch_.generation()) {  // scratch buffers moved: a new key
+        if (settings_.graphs && key_generation_ != scratch_.generation()) {  // scratch buffers moved: a new key
             key_ = replay_key(g);
             key_generation_ = scratch_.generation();
         }
-        replay_.run(ctx_.stream, graphs_ ? key_ : std::string(), [&] {
+        replay_.run(ctx_.stream, settings_.graphs ? key_ : std::string(), [&] {
             if (span_) FP4_CHECK(cudaMemcpyAsync(arena_, staging_, span_, cudaMemcpyHostToDevice, ctx_.stream));
             for (const Step& st : steps_) run(st);
         });
@@ -447,12 +456,12 @@ private:
         fail(std::string("unsupported op ") + op_name(t.op));
     }
 
+    const Settings settings_;  // first: read before any other member is made
     Ctx ctx_;
     Scratch scratch_;
     GraphReplay replay_;
     bool profiling_ = false;
     Profiler profiler_;
-    const bool graphs_ = env_flag("FP4_CUDA_GRAPHS", true);
     FusionRules fusion_{Type::NVFP4, 0, kMaxGroupProducts};  // max_rows: set unless FP4_CUDA_FUSE=0
     std::vector<void*> owned_;
     // The graph last planned: its steps, arena offsets, staged input bytes and CUDA-graph replay key (made
@@ -486,6 +495,8 @@ std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
     }
     try {
         return std::make_unique<cuda::CudaBackend>();
+    } catch (const SettingError&) {
+        throw;
     } catch (const std::exception& ex) {
         if (why) *why = ex.what();
         return nullptr;
