@@ -1,5 +1,5 @@
-// checkpoint.cpp — name normalisation, binding each weight the config implies (dense or NVFP4) with
-// dtype/shape checks, and the validation + prefault pass over the bound bytes.
+// checkpoint.cpp — name normalisation, the checkpoint as a WeightSource (each weight weight_layout.h
+// names, dense or NVFP4, with dtype/shape checks), and the validation + prefault pass over the bound bytes.
 #include "checkpoint.h"
 
 #include <sys/mman.h>
@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "config.h"
+#include "weight_layout.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -20,10 +21,6 @@
 namespace mistral {
 
 namespace {
-
-const std::string kText = "model.language_model.";
-const std::string kVision = "model.vision_tower.";
-const std::string kProj = "model.multi_modal_projector.";
 
 bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 
@@ -37,7 +34,7 @@ bool dense_type(DType d, fp4::Type* out) {
 }
 
 // Binds checkpoint tensors (by canonical name) to fp4 leaves owned by a Weights.
-class Binder {
+class Binder final : public WeightSource {
 public:
     Binder(const SafeTensorSet& set, const std::string& dir, const Config& cfg, Weights& w,
            std::map<std::string, std::string>& role)
@@ -51,27 +48,29 @@ public:
         }
     }
 
-    bool has(const std::string& canon) const { return by_canon_.count(canon) != 0; }
+    bool has(const std::string& canon) const override { return by_canon_.count(canon) != 0; }
 
-    // A dense tensor of HF shape `shape`; `ne` is its fp4 shape (default: shape reversed).
-    fp4::Tensor* dense(const std::string& canon, const std::vector<int64_t>& shape, const std::string& role,
-                       std::vector<int64_t> ne = {}) {
+    // The file tensor that holds an NVFP4 leaf's scales (for error messages).
+    const TensorView* scale_source(const fp4::Tensor* t) const { return scale_src_.at(t); }
+
+protected:
+    fp4::Tensor* make_dense(const std::string& canon, const std::vector<int64_t>& shape, const std::string& role,
+                            const std::vector<int64_t>& ne) override {
         const TensorView* t = find(canon, "BF16/F16/F32 " + shape_str(shape));
         fp4::Type type;
         if (!dense_type(t->dtype, &type))
             fail(*t, std::string("has dtype ") + dtype_name(t->dtype) + ", expected BF16, F16 or F32");
         check_shape(*t, shape);
-        if (ne.empty()) ne.assign(shape.rbegin(), shape.rend());
         fp4::Tensor* x = make(type, ne, canon);
         x->data = const_cast<uint8_t*>(t->data);
         role_[t->name] = role;
         return x;
     }
 
-    // A linear [out, in] (a module of class `cls`): NVFP4 when `X.weight_packed` exists, else dense
-    // `X.weight`; either way as config.json's quantization_config says.
-    fp4::Tensor* linear(const std::string& x, int64_t out, int64_t in, const std::string& role,
-                        const std::string& cls = "Linear") {
+    // NVFP4 when `X.weight_packed` exists, else dense `X.weight`; refused where that disagrees with
+    // config.json's quantization_config.
+    fp4::Tensor* make_linear(const std::string& x, int64_t out, int64_t in, const std::string& role,
+                             const std::string& cls) override {
         check_scheme(x, cls);
         if (!has(x + ".weight_packed")) {
             if (!has(x + ".weight"))
@@ -105,9 +104,6 @@ public:
         role_[g->name] = role + " (NVFP4 global scale)";
         return t;
     }
-
-    // The file tensor that holds an NVFP4 leaf's scales (for error messages).
-    const TensorView* scale_source(const fp4::Tensor* t) const { return scale_src_.at(t); }
 
 private:
     // Refuses a module stored dense where quantization_config quantizes it, or NVFP4 where it does not.
@@ -159,56 +155,6 @@ private:
     std::map<std::string, const TensorView*> by_canon_;
     std::map<const fp4::Tensor*, const TensorView*> scale_src_;
 };
-
-void bind_text(Binder& b, const TextConfig& c, Weights& w, Config& cfg) {
-    const int64_t D = c.hidden, q = int64_t(c.n_head) * c.head_dim, kv = int64_t(c.n_kv_head) * c.head_dim;
-    w.tok_embd = b.linear(kText + "embed_tokens", c.vocab, D, "tok_embd", "Embedding");
-    w.layers.resize(size_t(c.n_layer));
-    for (int i = 0; i < c.n_layer; ++i) {
-        const std::string p = kText + "layers." + std::to_string(i) + ".";
-        const std::string r = "layers." + std::to_string(i) + ".";
-        Block& L = w.layers[size_t(i)];
-        L.attn_norm = b.dense(p + "input_layernorm.weight", {D}, r + "attn_norm");
-        L.wq = b.linear(p + "self_attn.q_proj", q, D, r + "wq");
-        L.wk = b.linear(p + "self_attn.k_proj", kv, D, r + "wk");
-        L.wv = b.linear(p + "self_attn.v_proj", kv, D, r + "wv");
-        L.wo = b.linear(p + "self_attn.o_proj", D, q, r + "wo");
-        L.ffn_norm = b.dense(p + "post_attention_layernorm.weight", {D}, r + "ffn_norm");
-        L.w_gate = b.linear(p + "mlp.gate_proj", c.intermediate, D, r + "w_gate");
-        L.w_up = b.linear(p + "mlp.up_proj", c.intermediate, D, r + "w_up");
-        L.w_down = b.linear(p + "mlp.down_proj", D, c.intermediate, r + "w_down");
-    }
-    w.out_norm = b.dense(kText + "norm.weight", {D}, "out_norm");
-    cfg.tie_embeddings = !b.has("lm_head.weight") && !b.has("lm_head.weight_packed");
-    w.lm_head = cfg.tie_embeddings ? w.tok_embd : b.linear("lm_head", c.vocab, D, "lm_head");
-}
-
-void bind_vision(Binder& b, const Config& cfg, Weights& w) {
-    const VisionConfig& v = cfg.vision;
-    const int64_t d = v.hidden, D = cfg.text.hidden, p = v.patch, C = v.channels;
-    w.patch_conv = b.dense(kVision + "patch_conv.weight", {d, C, p, p}, "patch_conv", {C * p * p, d});
-    w.ln_pre = b.dense(kVision + "ln_pre.weight", {d}, "ln_pre");
-    w.vision_layers.resize(size_t(v.n_layer));
-    for (int j = 0; j < v.n_layer; ++j) {
-        const std::string px = kVision + "transformer.layers." + std::to_string(j) + ".";
-        const std::string r = "vision_layers." + std::to_string(j) + ".";
-        Block& L = w.vision_layers[size_t(j)];
-        L.attn_norm = b.dense(px + "attention_norm.weight", {d}, r + "attn_norm");
-        L.wq = b.linear(px + "attention.q_proj", d, d, r + "wq");
-        L.wk = b.linear(px + "attention.k_proj", d, d, r + "wk");
-        L.wv = b.linear(px + "attention.v_proj", d, d, r + "wv");
-        L.wo = b.linear(px + "attention.o_proj", d, d, r + "wo");
-        L.ffn_norm = b.dense(px + "ffn_norm.weight", {d}, r + "ffn_norm");
-        L.w_gate = b.linear(px + "feed_forward.gate_proj", v.intermediate, d, r + "w_gate");
-        L.w_up = b.linear(px + "feed_forward.up_proj", v.intermediate, d, r + "w_up");
-        L.w_down = b.linear(px + "feed_forward.down_proj", d, v.intermediate, r + "w_down");
-    }
-    const int64_t m2 = int64_t(cfg.spatial_merge) * cfg.spatial_merge;
-    w.mm_norm = b.dense(kProj + "norm.weight", {d}, "mm_norm");
-    w.mm_merge = b.linear(kProj + "patch_merger.merging_layer", d, d * m2, "mm_merge");
-    w.mm_linear1 = b.linear(kProj + "linear_1", D, d, "mm_linear1");
-    w.mm_linear2 = b.linear(kProj + "linear_2", D, D, "mm_linear2");
-}
 
 // Reads every bound byte once: NaN checks on the NVFP4 scales, page prefault of the rest.
 void scan(const Binder& b, const Weights& w, const LoadOptions& opt) {
@@ -263,13 +209,13 @@ void scan(const Binder& b, const Weights& w, const LoadOptions& opt) {
 
 std::string canonical_name(const std::string& name) {
     static const std::pair<std::string, std::string> kRules[] = {
-        {"language_model.model.", kText},
+        {"language_model.model.", kTextPrefix},
         {"language_model.lm_head.", "lm_head."},
-        {"vision_tower.", kVision},
-        {"multi_modal_projector.", kProj},
-        {"model.embed_tokens.", kText + "embed_tokens."},
-        {"model.layers.", kText + "layers."},
-        {"model.norm.", kText + "norm."},
+        {"vision_tower.", kVisionPrefix},
+        {"multi_modal_projector.", kProjectorPrefix},
+        {"model.embed_tokens.", kTextPrefix + "embed_tokens."},
+        {"model.layers.", kTextPrefix + "layers."},
+        {"model.norm.", kTextPrefix + "norm."},
     };
     for (const auto& [from, to] : kRules)
         if (starts_with(name, from)) return to + name.substr(from.size());
@@ -283,7 +229,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir, const LoadO
     ck->tensors_ = SafeTensorSet::open(dir);
 
     Binder b(*ck->tensors_, dir, ck->config_, ck->weights_, ck->role_);
-    bind_text(b, ck->config_.text, ck->weights_, ck->config_);
+    bind_text(b, ck->config_, ck->weights_);
     if (ck->config_.has_vision && !opt.text_only) bind_vision(b, ck->config_, ck->weights_);
     if (opt.text_only) ck->config_.has_vision = false;
     scan(b, ck->weights_, opt);

@@ -1,6 +1,7 @@
 // synthetic.cpp — fills host buffers with random NVFP4 codes and BF16 values of the config's shapes.
 #include "synthetic.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "numeric.h"
+#include "weight_layout.h"
 
 namespace mistral {
 
@@ -40,37 +42,29 @@ void parallel_fill(size_t n, uint64_t seed, int threads, F fill) {
     for (auto& th : pool) th.join();
 }
 
-class Builder {
+// Random tensors of the shapes the layout asks for: norms all ones, NVFP4 linears where the config's
+// quantization_config quantizes them (random codes; scales near 1 and a global scale giving weights of
+// about 1/sqrt(in)), every other weight uniform BF16 of that size.
+class RandomSource final : public WeightSource {
 public:
-    Builder(Weights& w, Arena& a, uint64_t seed, int threads) : w_(w), a_(a), seed_(seed), threads_(threads) {}
+    RandomSource(const Config& cfg, Weights& w, Arena& a, uint64_t seed, int threads)
+        : cfg_(cfg), w_(w), a_(a), seed_(seed), threads_(threads) {}
 
-    // Uniform BF16 values in [−amp, amp].
-    fp4::Tensor* bf16(std::vector<int64_t> ne, float amp, const std::string& name) {
-        fp4::Tensor* t = add(fp4::Type::BF16, ne, name);
-        uint16_t* p = reinterpret_cast<uint16_t*>(a_.alloc(t->nbytes()));
-        parallel_fill(size_t(t->nelements()), ++seed_, threads_, [=](size_t b, size_t e, uint64_t s) {
-            for (size_t i = b; i < e; ++i) {
-                float u = float(splitmix(s) >> 40) * (1.0f / 16777216.0f);
-                p[i] = fp4::f32_to_bf16((2 * u - 1) * amp);
-            }
-        });
-        t->data = p;
-        return t;
+    bool has(const std::string&) const override { return true; }
+
+protected:
+    fp4::Tensor* make_dense(const std::string& canon, const std::vector<int64_t>& shape, const std::string&,
+                            const std::vector<int64_t>& ne) override {
+        if (shape.size() == 1) return ones(canon, ne);
+        return bf16(canon, ne, 1.0f / std::sqrt(float(ne[0])));
     }
 
-    fp4::Tensor* ones(int64_t n, const std::string& name) {
-        fp4::Tensor* t = add(fp4::Type::BF16, {n}, name);
-        uint16_t* p = reinterpret_cast<uint16_t*>(a_.alloc(t->nbytes()));
-        for (int64_t i = 0; i < n; ++i) p[i] = 0x3f80;
-        t->data = p;
-        return t;
-    }
-
-    // Random codes; scales near 1 and a global scale giving weights of about 1/sqrt(K) in size.
-    fp4::Tensor* linear(int64_t out, int64_t in, bool nvfp4, const std::string& name) {
-        const float amp = 1.0f / std::sqrt(float(in));
-        if (!nvfp4) return bf16({in, out}, amp, name);
-        fp4::Tensor* t = add(fp4::Type::NVFP4, {in, out}, name);
+    fp4::Tensor* make_linear(const std::string& x, int64_t out, int64_t in, const std::string&,
+                             const std::string& cls) override {
+        std::string why;
+        const bool nvfp4 = !cfg_.quant_format.empty() && in % 16 == 0 && cfg_.quant.quantizes({x}, cls, &why);
+        if (!nvfp4) return bf16(x + ".weight", {in, out}, 1.0f / std::sqrt(float(in)));
+        fp4::Tensor* t = add(fp4::Type::NVFP4, {in, out}, x + ".weight_packed");
         uint8_t* codes = a_.alloc(t->nbytes());
         uint8_t* scales = a_.alloc(t->scale_bytes());
         parallel_fill(t->nbytes() / 8, ++seed_, threads_, [=](size_t b, size_t e, uint64_t s) {
@@ -86,15 +80,38 @@ public:
         });
         t->data = codes;
         t->scale = scales;
-        t->gscale = 2.0f / amp;  // |code| averages ~2
+        t->gscale = 2.0f * std::sqrt(float(in));  // |code| averages ~2
         return t;
     }
 
 private:
+    // Uniform BF16 values in [−amp, amp].
+    fp4::Tensor* bf16(const std::string& name, const std::vector<int64_t>& ne, float amp) {
+        fp4::Tensor* t = add(fp4::Type::BF16, ne, name);
+        uint16_t* p = reinterpret_cast<uint16_t*>(a_.alloc(t->nbytes()));
+        parallel_fill(size_t(t->nelements()), ++seed_, threads_, [=](size_t b, size_t e, uint64_t s) {
+            for (size_t i = b; i < e; ++i) {
+                float u = float(splitmix(s) >> 40) * (1.0f / 16777216.0f);
+                p[i] = fp4::f32_to_bf16((2 * u - 1) * amp);
+            }
+        });
+        t->data = p;
+        return t;
+    }
+
+    fp4::Tensor* ones(const std::string& name, const std::vector<int64_t>& ne) {
+        fp4::Tensor* t = add(fp4::Type::BF16, ne, name);
+        uint16_t* p = reinterpret_cast<uint16_t*>(a_.alloc(t->nbytes()));
+        std::fill(p, p + t->nelements(), uint16_t(0x3f80));
+        t->data = p;
+        return t;
+    }
+
     fp4::Tensor* add(fp4::Type type, std::vector<int64_t> ne, const std::string& name) {
         w_.owned.push_back(fp4::make_tensor(type, std::move(ne), name));
         return w_.owned.back().get();
     }
+    const Config& cfg_;
     Weights& w_;
     Arena& a_;
     uint64_t seed_;
@@ -106,29 +123,10 @@ private:
 SyntheticWeights make_synthetic_weights(const Config& cfg, uint64_t seed, int threads) {
     auto arena = std::make_shared<Arena>();
     SyntheticWeights out;
-    Weights& w = out.weights;
-    Builder b(w, *arena, seed, std::max(1, threads));
-    const TextConfig& c = cfg.text;
-    const bool q = !cfg.quant_format.empty();
-    const int64_t D = c.hidden, F = c.intermediate, qd = int64_t(c.n_head) * c.head_dim,
-                  kvd = int64_t(c.n_kv_head) * c.head_dim;
-    w.tok_embd = b.bf16({D, c.vocab}, 0.05f, "embed_tokens");
-    for (int il = 0; il < c.n_layer; ++il) {
-        const std::string p = "layers." + std::to_string(il) + ".";
-        Block L;
-        L.attn_norm = b.ones(D, p + "input_layernorm");
-        L.wq = b.linear(qd, D, q, p + "q_proj");
-        L.wk = b.linear(kvd, D, q, p + "k_proj");
-        L.wv = b.linear(kvd, D, q, p + "v_proj");
-        L.wo = b.linear(D, qd, q, p + "o_proj");
-        L.ffn_norm = b.ones(D, p + "post_attention_layernorm");
-        L.w_gate = b.linear(F, D, q, p + "gate_proj");
-        L.w_up = b.linear(F, D, q, p + "up_proj");
-        L.w_down = b.linear(D, F, q, p + "down_proj");
-        w.layers.push_back(L);
-    }
-    w.out_norm = b.ones(D, "norm");
-    w.lm_head = b.linear(c.vocab, D, false, "lm_head");
+    RandomSource src(cfg, out.weights, *arena, seed, std::max(1, threads));
+    Config layout = cfg;
+    bind_text(src, layout, out.weights);
+    if (cfg.has_vision) bind_vision(src, cfg, out.weights);
     out.storage = arena;
     return out;
 }

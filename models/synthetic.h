@@ -1,5 +1,6 @@
-// synthetic.h — random weights with the shapes of a config (text decoder only), for measuring speed
-// without a checkpoint: NVFP4 linears (when the config is quantized) and BF16 embeddings, lm_head and norms.
+// synthetic.h — random weights with the shapes of a config, for measuring speed without a checkpoint: the
+// text decoder, and the vision tower and projector when the config has them (has_vision); NVFP4 linears
+// where its quantization_config quantizes them, BF16 everything else.
 #pragma once
 
 #include <cstdint>

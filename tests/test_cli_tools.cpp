@@ -114,6 +114,31 @@ TEST_CASE("bench --profile: the per-kernel breakdown of decode steps, single and
     CHECK(ends_with(line_of("| ATTN_CACHED |"), "|  |  |"));
 }
 
+// What scripts/device-check.sh asks of bench --synthetic (pp and tg, after a depth, -np, the vision tower,
+// the per-kernel tables), scaled down: every row there, with a positive rate. On the CPU, and in the
+// emulator build also on its CUDA device, so that the one GPU run a session gets is not lost to a crash.
+TEST_CASE("bench --synthetic: what the device check runs, vision tower included") {
+    std::vector<std::string> devices = {"cpu"};
+#ifdef FP4_TEST_CUDA_EMU
+    devices.push_back("cuda");
+#endif
+    for (const std::string& device : devices) {
+        cli::Run r = cli::run("bench --device " + device + " --synthetic tests/data/tiny-kjv/nvfp4/config.json "
+                              "-p 16 -n 4 -d 0,32 -r 1 -np 2 --prompt-len 8 --image-size 56 --profile -o json");
+        INFO(device << ": " << r.err);
+        REQUIRE(r.rc == 0);
+        nlohmann::json j = nlohmann::json::parse(r.out);
+        std::vector<std::string> tests;
+        for (const auto& row : j) {
+            tests.push_back(row["test"]);
+            CHECK(row["avg_ts"].get<double>() > 0);
+        }
+        CHECK(tests == std::vector<std::string>{"pp16", "tg4", "pp16 @ d32", "tg4 @ d32", "np2 pp8+tg4", "img56"});
+        CHECK(r.err.find("| MUL_MAT NVFP4 ") != std::string::npos);  // the tables: on stderr with -o json
+        CHECK(r.err.find("decode steps of 2 sequences,") != std::string::npos);
+    }
+}
+
 TEST_CASE("bench: neither or both of -m and --synthetic is an error") {
     cli::Run r = cli::run("bench --device cpu -p 8 -n 0");
     CHECK(r.rc == 1);

@@ -1,9 +1,11 @@
 // test_loader.cpp — the model loader: the four fixture folders, NVFP4 binding and dequant, the older
-// name layout, MistralForCausalLM, tied embeddings, text-only, shards, and one clear error for each kind
-// of broken checkpoint (written at test time into a temp dir by the small safetensors writer below).
+// name layout, MistralForCausalLM, tied embeddings, synthetic weights of the same layout, text-only, shards,
+// and one clear error for each kind of broken checkpoint (written at test time into a temp dir by the small
+// safetensors writer below).
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "numeric.h"
+#include "synthetic.h"
 
 using namespace mistral;
 using json = nlohmann::json;
@@ -283,6 +286,32 @@ TEST_CASE("lm_head is tied to the embeddings only when no lm_head tensor exists"
     CHECK(ck->config().tie_embeddings);
     CHECK(ck->weights().lm_head == ck->weights().tok_embd);
     CHECK(ck->weights().all().size() == ck->weights().owned.size());
+}
+
+// bench --synthetic measures the model it stands in for only if its weights have the checkpoint's names,
+// types and shapes, vision tower included.
+TEST_CASE("synthetic weights have the fixtures' names, types and shapes") {
+    for (const char* dir : kFixtures) {
+        CAPTURE(dir);
+        auto ck = Checkpoint::open(dir);
+        const SyntheticWeights sw = make_synthetic_weights(ck->config(), 7, 2);
+        const std::vector<fp4::Tensor*> real = ck->weights().all(), made = sw.weights.all();
+        REQUIRE(made.size() == real.size());
+        REQUIRE(sw.weights.vision_layers.size() == ck->weights().vision_layers.size());
+        for (size_t i = 0; i < real.size(); ++i) {
+            CAPTURE(real[i]->name);
+            CHECK(made[i]->name == real[i]->name);
+            CHECK(made[i]->type == real[i]->type);
+            CHECK(std::equal(made[i]->ne, made[i]->ne + fp4::kMaxDims, real[i]->ne));
+            CHECK(made[i]->data != nullptr);
+            if (made[i]->type == fp4::Type::NVFP4) CHECK(made[i]->gscale > 0);
+        }
+    }
+    Config text_only = Checkpoint::open(kFixtures[0])->config();
+    text_only.has_vision = false;
+    const SyntheticWeights sw = make_synthetic_weights(text_only, 7, 1);
+    CHECK(sw.weights.patch_conv == nullptr);
+    CHECK(sw.weights.vision_layers.empty());
 }
 
 TEST_CASE("text_only skips the vision weights and extra tensors are listed as unused") {
