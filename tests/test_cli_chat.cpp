@@ -172,10 +172,10 @@ TEST_CASE("a GPU the CUDA backend refuses: an error with --device cuda, a warnin
     unsetenv("FP4_CUDA_EMU_CC");
     INFO(cuda.err << any.err);
     CHECK(cuda.rc == 1);
-    CHECK(cuda.err.find("error: --device cuda: CUDA backend: this GPU has compute capability 7.5;") != std::string::npos);
+    CHECK(cuda.err.find("error: --device cuda: CUDA backend: this GPU (CPU emulator) has compute capability 7.5;") != std::string::npos);
     CHECK(any.rc == 0);
     CHECK(any.out == golden_text("psalm") + "\n");
-    CHECK(any.err.find("warning: not using the GPU (CUDA backend: this GPU has compute capability 7.5;") != std::string::npos);
+    CHECK(any.err.find("warning: not using the GPU (CUDA backend: this GPU (CPU emulator) has compute capability 7.5;") != std::string::npos);
     CHECK(any.err.find("weights on cpu") != std::string::npos);
 }
 

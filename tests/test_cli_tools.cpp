@@ -132,6 +132,7 @@ TEST_CASE("bench --synthetic: what the device check runs, vision tower included"
         for (const auto& row : j) {
             tests.push_back(row["test"]);
             CHECK(row["avg_ts"].get<double>() > 0);
+            if (device == "cuda") CHECK(row["backend"] == "CUDA (CPU emulator)");  // the card's name
         }
         CHECK(tests == std::vector<std::string>{"pp16", "tg4", "pp16 @ d32", "tg4 @ d32", "np2 pp8+tg4", "img56"});
         CHECK(r.err.find("| MUL_MAT NVFP4 ") != std::string::npos);  // the tables: on stderr with -o json

@@ -80,13 +80,14 @@ public:
     CudaBackend() {
         fusion_.max_norm_rows = settings_.fold_norm_rows;
         FP4_CHECK(cudaSetDevice(0));
-        int major = 0, minor = 0;
-        FP4_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-        FP4_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+        cudaDeviceProp prop;
+        FP4_CHECK(cudaGetDeviceProperties(&prop, 0));
+        const int major = prop.major, minor = prop.minor;
+        name_ = std::string("CUDA (") + prop.name + ")";  // the card, in every table and log line
         if (major < 8)  // the BF16 mma.sync of the GEMV and flash attention
-            fail("this GPU has compute capability " + std::to_string(major) + "." + std::to_string(minor) +
-                 "; the CUDA backend needs 8.0 or newer (Ampere, Ada, Hopper, Blackwell)");
-        FP4_CHECK(cudaDeviceGetAttribute(&ctx_.sms, cudaDevAttrMultiProcessorCount, 0));
+            fail(std::string("this GPU (") + prop.name + ") has compute capability " + std::to_string(major) + "." +
+                 std::to_string(minor) + "; the CUDA backend needs 8.0 or newer (Ampere, Ada, Hopper, Blackwell)");
+        ctx_.sms = prop.multiProcessorCount;
         FP4_CHECK(cudaStreamCreateWithFlags(&ctx_.stream, cudaStreamNonBlocking));
         FP4_CHECK(cublasCreate(&ctx_.blas));
         FP4_CHECK(cublasSetStream(ctx_.blas, ctx_.stream));
@@ -110,7 +111,7 @@ public:
         cudaStreamDestroy(ctx_.stream);
     }
 
-    const char* name() const override { return "CUDA"; }
+    const char* name() const override { return name_.c_str(); }
 
     void upload_weight(Tensor& t) override {
         if (!t.data) fail("weight '" + t.name + "' has no bytes to upload");
@@ -457,7 +458,7 @@ private:
     }
 
     const Settings settings_;  // first: read before any other member is made
-    Ctx ctx_;
+    std::string name_;    Ctx ctx_;
     Scratch scratch_;
     GraphReplay replay_;
     bool profiling_ = false;

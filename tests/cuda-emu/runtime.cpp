@@ -96,7 +96,8 @@ cudaError_t cudaGetDeviceCount(int* count) {
     return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
-// An H100: 132 multiprocessors, compute capability 9.0 unless FP4_CUDA_EMU_CC says otherwise ("8.6").
+// An H100: 132 multiprocessors, compute capability 9.0 unless FP4_CUDA_EMU_CC says otherwise ("8.6"); its
+// properties name it as the emulator.
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
     const char* cc = std::getenv("FP4_CUDA_EMU_CC");
     int major = 9, minor = 0;
@@ -107,6 +108,15 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
         case cudaDevAttrComputeCapabilityMinor: *value = minor; return cudaSuccess;
         default: return fail(cudaErrorInvalidValue);
     }
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+    if (device != 0) return fail(cudaErrorInvalidDevice);
+    *prop = cudaDeviceProp{};
+    std::snprintf(prop->name, sizeof prop->name, "CPU emulator");
+    cudaError_t e = cudaDeviceGetAttribute(&prop->major, cudaDevAttrComputeCapabilityMajor, 0);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&prop->minor, cudaDevAttrComputeCapabilityMinor, 0);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&prop->multiProcessorCount, cudaDevAttrMultiProcessorCount, 0);
+    return e;
 }
 const char* cudaGetErrorString(cudaError_t e) {
     switch (e) {
