@@ -13,6 +13,7 @@
 #include "chat_template.h"
 #include "console.h"
 #include "log.h"
+#include "prompt_cache.h"
 #include "repl_command.h"
 #include "sampling.h"
 #include "tokenizer.h"
@@ -24,7 +25,7 @@ namespace {
 
 struct ChatOptions {
     CommonOptions common;
-    std::string prompt, prompt_file, system, system_file, tools_file, color = "auto", dump_ids;
+    std::string prompt, prompt_file, system, system_file, tools_file, color = "auto", dump_ids, prompt_cache;
     ImageArgs images;
     bool no_system = false;
     int n_predict = -1;
@@ -292,6 +293,9 @@ int main(int argc, char** argv) {
     app.add_option("--color", o.color, "colours: auto (on a terminal), on, off")
         ->check(CLI::IsMember({"auto", "on", "off"}))
         ->capture_default_str();
+    app.add_option("--prompt-cache", o.prompt_cache,
+                   "file for the KV cache of the first prompt's text: reused where the next prompt starts the same "
+                   "(system prompt, tools, message), written after the prefill");
     app.add_option("--dump-ids", o.dump_ids, "debug: append the ids of every prefill to FILE")->group("");
 
     std::vector<std::string> args = translate_args(argc, argv);
@@ -311,6 +315,8 @@ int main(int argc, char** argv) {
         so.n_predict = o.n_predict;
         so.n_batch = o.n_ubatch;
         so.dump_ids = o.dump_ids;
+        so.prompt_cache = o.prompt_cache;
+        if (!o.prompt_cache.empty()) check_prompt_cache_path(o.prompt_cache);
         so.seed = o.common.seed;
         if (!o.tools_file.empty()) {
             try {

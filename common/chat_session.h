@@ -1,6 +1,7 @@
 // chat_session.h — one conversation with the model: its messages, the ids already in the KV cache (a turn
 // prefills only what the cache lacks: the longest common prefix of the new prompt and the cache stays),
-// streaming generation with the sampler, tool calls and results, /regen, timings, and /save and /load.
+// streaming generation with the sampler, tool calls and results, /regen, timings, /save and /load, and the
+// prompt cache (a file with the KV cache of the first prompt's text, reused by the next run).
 #pragma once
 
 #include <cstdint>
@@ -62,6 +63,7 @@ struct SessionOptions {
     bool reserve_n_predict = false;  // refuse a prompt that leaves fewer than n_predict tokens of context
     std::string tools;               // [AVAILABLE_TOOLS] JSON text, "" for none (see tools_json)
     std::string dump_ids;            // debug: append {"pos": p, "ids": [...]} per prefill to this file
+    std::string prompt_cache;        // --prompt-cache: the first prefill reuses this file's KV, then saves its own
     mistral::ImageOptions image;
     uint64_t seed = 0;               // for tool-call ids
 };
@@ -102,6 +104,8 @@ public:
 private:
     Reply generate(const OnText& on_text, const ShouldStop& stop);
     bool prefill(const Prompt& p, Timings& t, const ShouldStop& stop, mistral::BatchResult& last);
+    void restore_prompt_cache(const Prompt& p);
+    void save_prompt_cache(const Prompt& p);
     const mistral::Image& pixels(const std::string& path);
     void dump(int64_t pos, const std::vector<int32_t>& ids) const;
     std::string new_call_id();
@@ -119,6 +123,8 @@ private:
     std::vector<Prompt::Image> cached_images_;      // images whose tokens are in the cache
     uint64_t call_rng_;
     Timings totals_;
+    bool prompt_cache_read_ = false, prompt_cache_written_ = false;
+    std::vector<int32_t> prompt_cache_ids_;  // what the prompt-cache file holds, once read and usable
 };
 
 }  // namespace common

@@ -225,6 +225,37 @@ std::vector<float> Context::encode_images(const std::vector<Image>& images) {
     return rows;
 }
 
+size_t Context::cache_row_bytes() const {
+    const fp4::Tensor& k = *cache_.k.front();
+    return k.nbytes() / size_t(k.rows());
+}
+
+std::vector<uint8_t> Context::read_cache(int n) {
+    if (n < 0 || n > n_ctx()) throw std::out_of_range("read_cache: " + std::to_string(n) + " positions");
+    const size_t part = size_t(n) * cache_row_bytes();
+    std::vector<uint8_t> bytes(2 * cache_.k.size() * part);
+    uint8_t* at = bytes.data();
+    for (size_t l = 0; l < cache_.k.size(); ++l)
+        for (const fp4::Tensor* t : {cache_.k[l].get(), cache_.v[l].get()}) {
+            model_.backend().read(*t, at, part);
+            at += part;
+        }
+    return bytes;
+}
+
+void Context::write_cache(int n, const std::vector<uint8_t>& bytes, int stored) {
+    const size_t row = cache_row_bytes();
+    if (n < 0 || n > stored || n > n_ctx() || bytes.size() != 2 * cache_.k.size() * size_t(stored) * row)
+        throw std::out_of_range("write_cache: " + std::to_string(n) + " of " + std::to_string(stored) +
+                                " positions in " + std::to_string(bytes.size()) + " bytes");
+    const uint8_t* at = bytes.data();
+    for (size_t l = 0; l < cache_.k.size(); ++l)
+        for (fp4::Tensor* t : {cache_.k[l].get(), cache_.v[l].get()}) {
+            model_.backend().write(*t, at, size_t(n) * row);
+            at += size_t(stored) * row;
+        }
+}
+
 void check_image_tokens(const Config& cfg, const std::vector<int32_t>& ids, const std::vector<Image>& images) {
     int64_t n_tok = 0, n_rows = 0;
     for (int32_t id : ids) n_tok += id == cfg.image_token;

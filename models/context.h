@@ -82,6 +82,13 @@ public:
     // Projected rows [rows·cols, D] of each image, concatenated in order.
     std::vector<float> encode_images(const std::vector<Image>& images);
 
+    // Sequence 0's cache at positions [0, n), as stored (kv_type()): layer 0's K rows, its V rows, then
+    // layer 1's, and so on. write_cache(n, bytes, stored) puts back the first n positions of what
+    // read_cache(stored) gave, in this context or another of the same model and cache type (a prompt cache).
+    std::vector<uint8_t> read_cache(int n);
+    void write_cache(int n, const std::vector<uint8_t>& bytes, int stored);
+    size_t cache_row_bytes() const;  // one position of one layer's K (or V)
+
 private:
     // The last text pass's graph with its own copy of the inputs: a batch of the same shape (the next
     // decode step) runs it again with new ids and positions instead of building it anew, and the backend

@@ -1,7 +1,7 @@
 // test_cli_chat.cpp — build/bin/chat as a user runs it (from the project root, FP4_BIN = the binaries'
 // folder): one-shot answers against the tiny-kjv goldens, prompts from files and stdin, system prompts,
-// tools, the REPL driven through a pipe (turns, images, /clear, /regen, /save, /load, /tool-result, bad
-// commands, Ctrl-C), the ids sent to the model (--dump-ids), and the error messages.
+// tools, the prompt cache, the REPL driven through a pipe (turns, images, /clear, /regen, /save, /load,
+// /tool-result, bad commands, Ctrl-C), the ids sent to the model (--dump-ids), and the error messages.
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
@@ -165,6 +165,19 @@ TEST_CASE("a default context shrinks to what the device holds; an asked-for one 
     CHECK(r.err.find("error: the BF16 KV cache for 32768 tokens x 1 sequence(s) needs 0.12 GiB") != std::string::npos);
 }
 
+TEST_CASE("--prompt-cache: a BF16 cache written on the CPU serves the CUDA backend") {
+    const std::string cache = (tmp_dir() / "cpu.cache").string();
+    fs::remove(cache);
+    const std::string args = "chat -m " + kModel + " --temp 0 -n 16 -p \"Psalms 23\" --kv-type bf16 --prompt-cache " + cache;
+    Run cpu = cli::run(args + " --device cpu"), gpu = cli::run(args + " --device cuda"),
+        plain = cli::run("chat -m " + kModel + " --temp 0 -n 16 -p \"Psalms 23\" --device cuda");
+    INFO(cpu.err << gpu.err);
+    CHECK(cpu.err.find("prompt cache: saved 7 tokens") != std::string::npos);
+    CHECK(gpu.rc == 0);
+    CHECK(gpu.err.find("prompt cache: 7 of the prompt's 7 tokens") != std::string::npos);
+    CHECK(gpu.out == plain.out);
+}
+
 TEST_CASE("a GPU the CUDA backend refuses: an error with --device cuda, a warning and the CPU with auto") {
     setenv("FP4_CUDA_EMU_CC", "7.5", 1);
     const std::string args = "chat -m " + kModel + " --temp 0 -n 48 -p \"Psalms 23\"";
@@ -276,6 +289,96 @@ TEST_CASE("one-shot errors: one clear line and exit code 1") {
     const std::string v3 = model_variant("v3-model", [](nlohmann::json& t) { t["config"]["version"] = "v3"; });
     check_one_error(chat("-m " + v3 + " -p hi"), "v3");
     check_one_error(chat("-m " + kModel + " -p hi --top-p 0"), "top-p");
+}
+
+TEST_CASE("--prompt-cache: the next run prefills only what differs, with the same answer") {
+    const std::string cache = (tmp_dir() / "psalm.cache").string(), pc = " --prompt-cache " + cache;
+    const std::string psalm = "-m " + kModel + " --temp 0 -n 48 -p \"Psalms 23\"";
+    fs::remove(cache);
+    Run first = chat(psalm + pc);
+    INFO(first.err);
+    CHECK(first.rc == 0);
+    CHECK(first.out == golden_text("psalm") + "\n");
+    CHECK(first.err.find("prompt cache: saved 7 tokens") != std::string::npos);
+    Run again = chat(psalm + pc);
+    INFO(again.err);
+    CHECK(again.out == golden_text("psalm") + "\n");
+    CHECK(again.err.find("prompt cache: 7 of the prompt's 7 tokens from " + cache) != std::string::npos);
+    CHECK(again.err.find("/     1 tokens") != std::string::npos);  // only the last token runs again
+    CHECK(again.err.find("saved") == std::string::npos);           // the file already holds this prompt
+    // Another prompt with the same start: the shared ids come from the file, the answer is unchanged.
+    const std::string other = "-m " + kModel + " --temp 0 -n 24 -p \"Psalms 24\"";
+    Run plain = chat(other), cached = chat(other + pc);
+    INFO(cached.err);
+    CHECK(cached.rc == 0);
+    CHECK(cached.out == plain.out);
+    CHECK(cached.err.find("of the prompt's 7 tokens from") != std::string::npos);
+    CHECK(cached.err.find("prompt cache: 7 of") == std::string::npos);
+    CHECK(cached.err.find("prompt cache: saved 7 tokens") != std::string::npos);  // now this prompt's
+    // Text before an image only: its [IMG] ids stand for pixels.
+    const std::string image = "-m " + kModel + " --temp 0 --image " + kRedCircle + " -p \"What is in the image?\"";
+    const std::string image_cache = (tmp_dir() / "image.cache").string();
+    fs::remove(image_cache);
+    for (int run = 0; run < 2; ++run) {
+        Run r = chat(image + " --prompt-cache " + image_cache);
+        INFO(r.err);
+        CHECK(r.out == golden_text("shape_red_circle") + "\n");
+        CHECK(r.err.find(run == 0 ? "prompt cache: saved 2 tokens" : "prompt cache: 2 of the prompt's") != std::string::npos);
+    }
+}
+
+TEST_CASE("--prompt-cache: a file of another model or cache type is replaced, one that is not a cache refused") {
+    const std::string cache = (tmp_dir() / "kjv.cache").string(), pc = " --prompt-cache " + cache;
+    const std::string args = " --temp 0 -n 16 -p \"Psalms 23\"" + pc;
+    fs::remove(cache);
+    REQUIRE(chat("-m " + kModel + args).rc == 0);
+    const std::string bf16 = "tests/data/tiny-kjv/bf16";
+    Run other = chat("-m " + bf16 + args), plain = chat("-m " + bf16 + " --temp 0 -n 16 -p \"Psalms 23\"");
+    INFO(other.err);
+    CHECK(other.rc == 0);
+    CHECK(other.out == plain.out);
+    CHECK(other.err.find("warning: prompt cache " + cache + ": it was made by another model") != std::string::npos);
+    CHECK(other.err.find("prompt cache: saved 7 tokens") != std::string::npos);
+    Run kv = chat("-m " + bf16 + args + " --kv-type bf16");
+    INFO(kv.err);
+    CHECK(kv.err.find("it holds a F32 KV cache, this run keeps BF16") != std::string::npos);
+    // Damaged bytes and a cut file: named, then replaced.
+    std::string bytes = read(cache);
+    bytes[bytes.size() - 3] ^= 0x40;
+    write("kjv.cache", bytes);
+    Run damaged = chat("-m " + bf16 + args + " --kv-type bf16");
+    INFO(damaged.err);
+    CHECK(damaged.err.find("its bytes do not match their checksum") != std::string::npos);
+    write("kjv.cache", bytes.substr(0, bytes.size() / 2));
+    Run cut = chat("-m " + bf16 + args + " --kv-type bf16");
+    INFO(cut.err);
+    CHECK(cut.rc == 0);
+    CHECK(cut.err.find("damaged or truncated") != std::string::npos);
+    CHECK(chat("-m " + bf16 + args + " --kv-type bf16").err.find("prompt cache: 7 of the prompt's 7") != std::string::npos);
+    write("kjv.cache", "");  // as `touch` or mktemp leave it
+    Run empty = chat("-m " + bf16 + args + " --kv-type bf16");
+    INFO(empty.err);
+    CHECK(empty.err.find(": empty; prefilling the whole prompt") != std::string::npos);
+    CHECK(empty.err.find("prompt cache: saved 7 tokens") != std::string::npos);
+    // A file that cannot be written: the answer all the same, with a warning.
+    const fs::path blocked = tmp_dir() / "blocked.cache";
+    fs::create_directories(blocked.string() + ".tmp");
+    Run unsaved = chat("-m " + kModel + " --temp 0 -n 48 -p \"Psalms 23\" --prompt-cache " + blocked.string());
+    INFO(unsaved.err);
+    CHECK(unsaved.rc == 0);
+    CHECK(unsaved.out == golden_text("psalm") + "\n");
+    CHECK(unsaved.err.find("blocked.cache: cannot write") != std::string::npos);
+    CHECK(unsaved.err.find("answering without saving") != std::string::npos);
+    CHECK_FALSE(fs::exists(blocked));
+    // Not a prompt cache, or nowhere to write one: an error before the model loads, the file left as it is.
+    const std::string config = read(kModel + "/config.json"), not_cache = write("config.json", config);
+    Run refused = chat("-m " + kModel + " -p hi --prompt-cache " + not_cache);
+    check_one_error(refused, "is not a prompt cache (left as it is)");
+    CHECK(refused.err.find("weights on") == std::string::npos);  // refused before the model loads
+    CHECK(read(not_cache) == config);
+    check_one_error(chat("-m " + kModel + " -p hi --prompt-cache " + (tmp_dir() / "no-such-dir" / "c").string()),
+                    "does not exist");
+    check_one_error(chat("-m " + kModel + " -p hi --prompt-cache " + tmp_dir().string()), "not a regular file");
 }
 
 TEST_CASE("REPL through a pipe: turns, images, /clear, /regen, bad commands; only new tokens are prefilled") {

@@ -87,6 +87,19 @@ def main():
     write("kld", "two-chunks", mc.kld(8, 10, 2))
     write("kld", "even-vocab", mc.kld(5, 4, 1))
     write("kld", "regress-overflow", open(os.path.join(mc.HERE, "kld-overflow.dat"), "rb").read())
+
+    def prompt_cache(kv_type, elem, n_layer, ids, width):
+        """A chat --prompt-cache file (common/prompt_cache.h): fp4::Type code, element bytes, layers, ids."""
+        kv = bytes((i * 7 + 3) & 0x7f for i in range(2 * n_layer * len(ids) * width * elem))
+        h = 0xcbf29ce484222325
+        for b in kv:
+            h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+        return (b"FP4PCACH" + struct.pack("<IIIIQQ", 1, kv_type, n_layer, len(ids), width * elem, h) +
+                struct.pack("<%di" % len(ids), *ids) + kv)
+
+    write("prompt_cache", "f32", prompt_cache(0, 4, 2, [1, 3, 5], 8))
+    write("prompt_cache", "bf16", prompt_cache(2, 2, 1, [1, 3], 16))
+    write("prompt_cache", "fp8", prompt_cache(3, 1, 3, [1], 32))
     print("seeds written")
 
 

@@ -1,0 +1,174 @@
+// prompt_cache.cpp — reading and writing the prompt-cache file (every size checked against the file's own
+// length before anything is allocated), and comparing its first position with a context's.
+#include "prompt_cache.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include "numeric.h"
+
+namespace common {
+
+namespace {
+
+const char kMagic[8] = {'F', 'P', '4', 'P', 'C', 'A', 'C', 'H'};
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeaderBytes = 8 + 4 * 4 + 2 * 8;
+
+struct Header {
+    uint32_t version, kv_type, n_layer, n_ids;
+    uint64_t row_bytes, checksum;
+};
+
+uint64_t fnv1a(const std::vector<uint8_t>& bytes) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint8_t b : bytes) h = (h ^ b) * 0x100000001b3ull;
+    return h;
+}
+
+bool known_cache_type(uint32_t t) {
+    return t == uint32_t(fp4::Type::F32) || t == uint32_t(fp4::Type::BF16) || t == uint32_t(fp4::Type::F8_E4M3);
+}
+
+// Opens an existing file at `path` after the refusals of check_prompt_cache_path; false when there is none.
+bool open_cache(const std::string& path, std::ifstream& in, uint64_t* size) {
+    std::error_code ec;
+    const auto status = std::filesystem::status(path, ec);
+    if (status.type() == std::filesystem::file_type::not_found) {
+        const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+        if (!dir.empty() && !std::filesystem::is_directory(dir, ec))
+            throw std::runtime_error("--prompt-cache " + path + ": folder " + dir.string() + " does not exist");
+        if (::access(dir.empty() ? "." : dir.c_str(), W_OK) != 0)
+            throw std::runtime_error("--prompt-cache " + path + ": cannot write in " + (dir.empty() ? "." : dir.string()));
+        return false;
+    }
+    if (status.type() != std::filesystem::file_type::regular)
+        throw std::runtime_error("--prompt-cache " + path + ": not a regular file");
+    in.open(path, std::ios::binary);
+    if (!in) throw std::runtime_error("--prompt-cache " + path + ": cannot open: " + std::strerror(errno));
+    in.seekg(0, std::ios::end);
+    *size = uint64_t(in.tellg());
+    in.seekg(0);
+    char magic[8] = {};
+    in.read(magic, 8);
+    if (*size > 0 && (*size < 8 || std::memcmp(magic, kMagic, 8) != 0))  // an empty file holds nothing to keep
+        throw std::runtime_error("--prompt-cache " + path + ": the file exists and is not a prompt cache (left as it is)");
+    return true;
+}
+
+}  // namespace
+
+void check_prompt_cache_path(const std::string& path) {
+    std::ifstream in;
+    uint64_t size = 0;
+    open_cache(path, in, &size);
+}
+
+PromptCacheFile read_prompt_cache(const std::string& path) {
+    PromptCacheFile f;
+    std::ifstream in;
+    uint64_t size = 0;
+    if (!open_cache(path, in, &size)) return f;
+    f.state = PromptCacheFile::kStale;
+    if (size == 0) {
+        f.why = "empty";
+        return f;
+    }
+    Header h{};
+    unsigned char raw[kHeaderBytes - 8];
+    if (!in.read(reinterpret_cast<char*>(raw), sizeof raw)) {
+        f.why = "truncated header";
+        return f;
+    }
+    std::memcpy(&h.version, raw, 4);
+    std::memcpy(&h.kv_type, raw + 4, 4);
+    std::memcpy(&h.n_layer, raw + 8, 4);
+    std::memcpy(&h.n_ids, raw + 12, 4);
+    std::memcpy(&h.row_bytes, raw + 16, 8);
+    std::memcpy(&h.checksum, raw + 24, 8);
+    if (h.version != kVersion) {
+        f.why = "version " + std::to_string(h.version) + ", this build reads " + std::to_string(kVersion);
+        return f;
+    }
+    // Sizes in 128 bits: a forged header can never match the file's length by overflowing.
+    const unsigned __int128 want = (unsigned __int128)kHeaderBytes + (unsigned __int128)4 * h.n_ids +
+                                   (unsigned __int128)2 * h.n_layer * h.n_ids * h.row_bytes;
+    if (!known_cache_type(h.kv_type) || h.n_layer == 0 || h.n_ids == 0 || h.row_bytes == 0 || want != size) {
+        f.why = "damaged or truncated (" + std::to_string(size) + " bytes)";
+        return f;
+    }
+    PromptCache& c = f.cache;
+    c.kv_type = fp4::Type(h.kv_type);
+    c.n_layer = int(h.n_layer);
+    c.row_bytes = size_t(h.row_bytes);
+    c.ids.resize(h.n_ids);
+    c.kv.resize(size_t(want) - kHeaderBytes - 4 * size_t(h.n_ids));
+    in.read(reinterpret_cast<char*>(c.ids.data()), std::streamsize(4 * c.ids.size()));
+    in.read(reinterpret_cast<char*>(c.kv.data()), std::streamsize(c.kv.size()));
+    if (!in) throw std::runtime_error("--prompt-cache " + path + ": read error");
+    if (fnv1a(c.kv) != h.checksum) {
+        f.why = "its bytes do not match their checksum";
+        c = PromptCache{};
+        return f;
+    }
+    f.state = PromptCacheFile::kUsable;
+    return f;
+}
+
+double first_position_difference(const PromptCache& c, const std::vector<uint8_t>& first) {
+    const size_t row = c.row_bytes, stored = c.ids.size(), n = row / fp4::row_bytes(c.kv_type, 1);
+    if (first.size() != 2 * size_t(c.n_layer) * row) throw std::invalid_argument("first_position_difference: size");
+    auto value = [&](const uint8_t* b, size_t i) {
+        switch (c.kv_type) {
+            case fp4::Type::BF16: return fp4::bf16_to_f32(uint16_t(b[2 * i] | b[2 * i + 1] << 8));
+            case fp4::Type::F8_E4M3: return fp4::e4m3_to_f32(b[i]);
+            default: {
+                float f;
+                std::memcpy(&f, b + 4 * i, 4);
+                return f;
+            }
+        }
+    };
+    double diff = 0, norm = 0;
+    for (size_t r = 0; r < 2 * size_t(c.n_layer); ++r)  // K then V of each layer
+        for (size_t i = 0; i < n; ++i) {
+            const double a = value(first.data() + r * row, i), b = value(c.kv.data() + r * stored * row, i);
+            diff += (a - b) * (a - b), norm += b * b;
+        }
+    return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
+void write_prompt_cache(const std::string& path, const PromptCache& c) {
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        const Header h{kVersion, uint32_t(c.kv_type), uint32_t(c.n_layer), uint32_t(c.ids.size()),
+                       uint64_t(c.row_bytes), fnv1a(c.kv)};
+        out.write(kMagic, 8);
+        for (uint32_t v : {h.version, h.kv_type, h.n_layer, h.n_ids}) out.write(reinterpret_cast<const char*>(&v), 4);
+        for (uint64_t v : {h.row_bytes, h.checksum}) out.write(reinterpret_cast<const char*>(&v), 8);
+        out.write(reinterpret_cast<const char*>(c.ids.data()), std::streamsize(4 * c.ids.size()));
+        out.write(reinterpret_cast<const char*>(c.kv.data()), std::streamsize(c.kv.size()));
+        out.close();
+        if (!out) {
+            std::error_code ec;
+            std::filesystem::remove(tmp, ec);
+            throw std::runtime_error("--prompt-cache " + path + ": cannot write " + tmp);
+        }
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) {
+        std::filesystem::remove(tmp, ec);
+        throw std::runtime_error("--prompt-cache " + path + ": cannot replace it: " + ec.message());
+    }
+}
+
+}  // namespace common
