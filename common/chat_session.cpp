@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <utility>
 
 #include "log.h"
 #include "prompt_cache.h"
@@ -295,10 +296,10 @@ void ChatSession::restore_prompt_cache(const Prompt& p) {
 void ChatSession::save_prompt_cache(const Prompt& p) {
     prompt_cache_written_ = true;
     const size_t k = p.images.empty() ? p.ids.size() : p.images.front().first;
-    const std::vector<int32_t> ids(p.ids.begin(), p.ids.begin() + long(k));
+    std::vector<int32_t> ids(p.ids.begin(), p.ids.begin() + long(k));
     if (k < 2 || (k <= prompt_cache_ids_.size() && std::equal(ids.begin(), ids.end(), prompt_cache_ids_.begin())))
         return;
-    PromptCache c{ctx_.kv_type(), ctx_.model().config().text.n_layer, ctx_.cache_row_bytes(), ids,
+    PromptCache c{ctx_.kv_type(), ctx_.model().config().text.n_layer, ctx_.cache_row_bytes(), std::move(ids),
                   ctx_.read_cache(int(k))};
     try {
         write_prompt_cache(opt_.prompt_cache, c);

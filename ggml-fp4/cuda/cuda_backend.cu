@@ -71,7 +71,7 @@ struct Settings {
         if (ec != std::errc() || ptr != end || n < 0 || n > most)
             throw SettingError(std::string(name) + "=" + v + ": expected a number of rows from 0 to " +
                                std::to_string(most));
-        return int(n);
+        return n;
     }
 };
 
@@ -458,7 +458,8 @@ private:
     }
 
     const Settings settings_;  // first: read before any other member is made
-    std::string name_;    Ctx ctx_;
+    std::string name_;  // "CUDA (" + the card's name + ")"
+    Ctx ctx_;
     Scratch scratch_;
     GraphReplay replay_;
     bool profiling_ = false;
