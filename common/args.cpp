@@ -98,7 +98,9 @@ int run_main(CLI::App& app, int argc, char** argv, const std::function<int()>& b
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        if (e.get_exit_code() == 0) return app.exit(e);  // --help
+        std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // one line and exit code 1, as for bad files
+        return 1;
     }
     try {
         return body();

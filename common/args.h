@@ -50,8 +50,8 @@ std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o);
 // Opens the checkpoint in o.model, validates it and uploads it to a backend, drawing a progress bar.
 std::unique_ptr<mistral::Model> load_model(const CommonOptions& o, bool text_only = false);
 
-// Runs `body`, turning any exception into `error: <what>` on stderr and exit code 1; CLI11 parse
-// errors print CLI11's message.
+// Parses the command line and runs `body`: a bad flag (CLI11's parse errors) or any exception from `body`
+// is one `error: <what>` line on stderr and exit code 1; --help prints the help and exits with 0.
 int run_main(CLI::App& app, int argc, char** argv, const std::function<int()>& body);
 
 }  // namespace common

@@ -289,6 +289,11 @@ TEST_CASE("one-shot errors: one clear line and exit code 1") {
     const std::string v3 = model_variant("v3-model", [](nlohmann::json& t) { t["config"]["version"] = "v3"; });
     check_one_error(chat("-m " + v3 + " -p hi"), "v3");
     check_one_error(chat("-m " + kModel + " -p hi --top-p 0"), "top-p");
+    // Flags CLI11 refuses: the same one line and exit code 1.
+    check_one_error(chat("-m " + kModel + " -p hi --no-such-flag"), "not expected: --no-such-flag (see --help)");
+    check_one_error(chat("-m " + kModel + " -p hi -f x"), "--prompt excludes --file");
+    check_one_error(chat("-p hi"), "--model is required");
+    check_one_error(chat("-m " + kModel + " -p hi -n many"), "many");
 }
 
 TEST_CASE("--prompt-cache: the next run prefills only what differs, with the same answer") {
