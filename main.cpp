@@ -26,6 +26,7 @@ namespace {
 struct ChatOptions {
     CommonOptions common;
     std::string prompt, prompt_file, system, system_file, tools_file, color = "auto", dump_ids, prompt_cache;
+    bool prompt_cache_ro = false;
     ImageArgs images;
     bool no_system = false;
     int n_predict = -1;
@@ -293,9 +294,12 @@ int main(int argc, char** argv) {
     app.add_option("--color", o.color, "colours: auto (on a terminal), on, off")
         ->check(CLI::IsMember({"auto", "on", "off"}))
         ->capture_default_str();
-    app.add_option("--prompt-cache", o.prompt_cache,
-                   "file for the KV cache of the first prompt's text: reused where the next prompt starts the same "
-                   "(system prompt, tools, message), written after the prefill");
+    CLI::Option* cache_opt = app.add_option(
+        "--prompt-cache", o.prompt_cache,
+        "file for the KV cache of the first prompt: reused where the next prompt starts the same (system prompt, "
+        "tools, images, message), written after the prefill");
+    app.add_flag("--prompt-cache-ro", o.prompt_cache_ro, "use the --prompt-cache file but do not update it")
+        ->needs(cache_opt);
     app.add_option("--dump-ids", o.dump_ids, "debug: append the ids of every prefill to FILE")->group("");
 
     std::vector<std::string> args = translate_args(argc, argv);
@@ -316,7 +320,8 @@ int main(int argc, char** argv) {
         so.n_batch = o.n_ubatch;
         so.dump_ids = o.dump_ids;
         so.prompt_cache = o.prompt_cache;
-        if (!o.prompt_cache.empty()) check_prompt_cache_path(o.prompt_cache);
+        so.prompt_cache_ro = o.prompt_cache_ro;
+        if (!o.prompt_cache.empty()) check_prompt_cache_path(o.prompt_cache, !o.prompt_cache_ro);
         so.seed = o.common.seed;
         if (!o.tools_file.empty()) {
             try {

@@ -196,7 +196,11 @@ void ChatSession::dump(int64_t pos, const std::vector<int32_t>& ids) const {
 }
 
 bool ChatSession::prefill(const Prompt& p, Timings& t, const ShouldStop& stop, mistral::BatchResult& last) {
-    if (!opt_.prompt_cache.empty() && !prompt_cache_read_ && cached_.empty()) restore_prompt_cache(p);
+    std::vector<CachedImage> spans;  // the prompt's images as the prompt cache names them
+    if (!opt_.prompt_cache.empty() && !prompt_cache_written_)
+        for (const Prompt::Image& im : p.images)
+            spans.push_back({uint32_t(im.first), uint32_t(im.count), image_digest(pixels(im.path))});
+    if (!opt_.prompt_cache.empty() && !prompt_cache_read_ && cached_.empty()) restore_prompt_cache(p, spans);
     // Longest prefix the cache already holds: same ids, and the same image files behind [IMG] runs.
     size_t n = 0;
     while (n < p.ids.size() && n < cached_.size() && p.ids[n] == cached_[n]) ++n;
@@ -246,17 +250,17 @@ bool ChatSession::prefill(const Prompt& p, Timings& t, const ShouldStop& stop, m
     t.prompt_tokens += int64_t(p.ids.size() - n);
     cached_images_ = p.images;
     loaded_.clear();
-    if (!opt_.prompt_cache.empty() && !prompt_cache_written_) save_prompt_cache(p);
+    if (!opt_.prompt_cache.empty() && !prompt_cache_written_) save_prompt_cache(p, std::move(spans));
     return true;
 }
 
 // The file's positions are reused only after this model, run on position 0 now, gives the same keys and
 // values there as the file holds (to rounding): a file from another model, or another cache type, is
 // named in a warning and replaced after the prefill.
-void ChatSession::restore_prompt_cache(const Prompt& p) {
+void ChatSession::restore_prompt_cache(const Prompt& p, const std::vector<CachedImage>& spans) {
     prompt_cache_read_ = true;
     const std::string& path = opt_.prompt_cache;
-    PromptCacheFile f = read_prompt_cache(path);
+    PromptCacheFile f = read_prompt_cache(path, !opt_.prompt_cache_ro);
     if (f.state == PromptCacheFile::kMissing) return;
     const PromptCache& c = f.cache;
     const mistral::Config& cfg = ctx_.model().config();
@@ -283,31 +287,36 @@ void ChatSession::restore_prompt_cache(const Prompt& p) {
         log_warn("prompt cache %s: %s; prefilling the whole prompt, then replacing the file", path.c_str(), why.c_str());
         return;
     }
-    size_t m = 0;
-    while (m < p.ids.size() && m < c.ids.size() && p.ids[m] == c.ids[m]) ++m;
+    const size_t m = cached_prefix(c, p.ids, spans);
     ctx_.write_cache(int(m), c.kv, int(c.ids.size()));
     cached_.assign(p.ids.begin(), p.ids.begin() + long(m));
-    prompt_cache_ids_ = c.ids;
-    log_info("prompt cache: %zu of the prompt's %zu tokens from %s", m, p.ids.size(), path.c_str());
+    size_t images = 0;
+    for (const Prompt::Image& im : p.images)
+        if (im.first + im.count <= m) cached_images_.push_back(im), ++images;
+    prompt_cache_ = std::move(f.cache);
+    prompt_cache_.kv.clear();
+    prompt_cache_.kv.shrink_to_fit();
+    log_info("prompt cache: %zu of the prompt's %zu tokens%s from %s", m, p.ids.size(),
+             images ? (" (" + std::to_string(images) + (images == 1 ? " image)" : " images)")).c_str() : "",
+             path.c_str());
 }
 
-// The text before the first image (an [IMG] run stands for pixels the ids do not name), unless the file
-// already holds it.
-void ChatSession::save_prompt_cache(const Prompt& p) {
+// The whole prompt, images named by their pixels' digests, unless the file already holds it (or
+// --prompt-cache-ro).
+void ChatSession::save_prompt_cache(const Prompt& p, std::vector<CachedImage> spans) {
     prompt_cache_written_ = true;
-    const size_t k = p.images.empty() ? p.ids.size() : p.images.front().first;
-    std::vector<int32_t> ids(p.ids.begin(), p.ids.begin() + long(k));
-    if (k < 2 || (k <= prompt_cache_ids_.size() && std::equal(ids.begin(), ids.end(), prompt_cache_ids_.begin())))
+    if (opt_.prompt_cache_ro || p.ids.size() < 2 || cached_prefix(prompt_cache_, p.ids, spans) == p.ids.size())
         return;
-    PromptCache c{ctx_.kv_type(), ctx_.model().config().text.n_layer, ctx_.cache_row_bytes(), std::move(ids),
-                  ctx_.read_cache(int(k))};
+    PromptCache c{ctx_.kv_type(), ctx_.model().config().text.n_layer, ctx_.cache_row_bytes(), p.ids,
+                  std::move(spans), ctx_.read_cache(int(p.ids.size()))};
     try {
         write_prompt_cache(opt_.prompt_cache, c);
     } catch (const std::runtime_error& e) {  // the answer does not depend on it: say so and go on
         log_warn("%s; answering without saving", e.what());
         return;
     }
-    log_info("prompt cache: saved %zu tokens (%.1f MB) to %s", k, double(c.kv.size()) / 1e6, opt_.prompt_cache.c_str());
+    log_info("prompt cache: saved %zu tokens (%.1f MB) to %s", c.ids.size(), double(c.kv.size()) / 1e6,
+             opt_.prompt_cache.c_str());
 }
 
 Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {

@@ -1,7 +1,7 @@
 // chat_session.h — one conversation with the model: its messages, the ids already in the KV cache (a turn
 // prefills only what the cache lacks: the longest common prefix of the new prompt and the cache stays),
 // streaming generation with the sampler, tool calls and results, /regen, timings, /save and /load, and the
-// prompt cache (a file with the KV cache of the first prompt's text, reused by the next run).
+// prompt cache (a file with the KV cache of the first prompt, images included, reused by the next run).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,7 @@
 #include "chat_template.h"
 #include "context.h"
 #include "image.h"
+#include "prompt_cache.h"
 #include "sampling.h"
 #include "tokenizer.h"
 
@@ -64,6 +65,7 @@ struct SessionOptions {
     std::string tools;               // [AVAILABLE_TOOLS] JSON text, "" for none (see tools_json)
     std::string dump_ids;            // debug: append {"pos": p, "ids": [...]} per prefill to this file
     std::string prompt_cache;        // --prompt-cache: the first prefill reuses this file's KV, then saves its own
+    bool prompt_cache_ro = false;    // --prompt-cache-ro: reuse the file, never write it
     mistral::ImageOptions image;
     uint64_t seed = 0;               // for tool-call ids
 };
@@ -104,8 +106,8 @@ public:
 private:
     Reply generate(const OnText& on_text, const ShouldStop& stop);
     bool prefill(const Prompt& p, Timings& t, const ShouldStop& stop, mistral::BatchResult& last);
-    void restore_prompt_cache(const Prompt& p);
-    void save_prompt_cache(const Prompt& p);
+    void restore_prompt_cache(const Prompt& p, const std::vector<CachedImage>& spans);
+    void save_prompt_cache(const Prompt& p, std::vector<CachedImage> spans);
     const mistral::Image& pixels(const std::string& path);
     void dump(int64_t pos, const std::vector<int32_t>& ids) const;
     std::string new_call_id();
@@ -124,7 +126,7 @@ private:
     uint64_t call_rng_;
     Timings totals_;
     bool prompt_cache_read_ = false, prompt_cache_written_ = false;
-    std::vector<int32_t> prompt_cache_ids_;  // what the prompt-cache file holds, once read and usable
+    PromptCache prompt_cache_;  // what the prompt-cache file holds (without its KV bytes), once read and usable
 };
 
 }  // namespace common

@@ -320,16 +320,49 @@ TEST_CASE("--prompt-cache: the next run prefills only what differs, with the sam
     CHECK(cached.err.find("of the prompt's 7 tokens from") != std::string::npos);
     CHECK(cached.err.find("prompt cache: 7 of") == std::string::npos);
     CHECK(cached.err.find("prompt cache: saved 7 tokens") != std::string::npos);  // now this prompt's
-    // Text before an image only: its [IMG] ids stand for pixels.
-    const std::string image = "-m " + kModel + " --temp 0 --image " + kRedCircle + " -p \"What is in the image?\"";
-    const std::string image_cache = (tmp_dir() / "image.cache").string();
-    fs::remove(image_cache);
-    for (int run = 0; run < 2; ++run) {
-        Run r = chat(image + " --prompt-cache " + image_cache);
+}
+
+TEST_CASE("--prompt-cache: images are reused by their pixels, --prompt-cache-ro keeps the file as it is") {
+    const std::string image_cache = (tmp_dir() / "image.cache").string(), pc = " --prompt-cache " + image_cache;
+    auto ask = [&](const std::string& image, const std::string& flags) {
+        Run r = chat("-m " + kModel + " --temp 0 -p \"What is in the image?\" --image " + image + pc + flags);
         INFO(r.err);
-        CHECK(r.out == golden_text("shape_red_circle") + "\n");
-        CHECK(r.err.find(run == 0 ? "prompt cache: saved 2 tokens" : "prompt cache: 2 of the prompt's") != std::string::npos);
-    }
+        CHECK(r.rc == 0);
+        return r;
+    };
+    fs::remove(image_cache);
+    Run first = ask(kRedCircle, "");
+    CHECK(first.out == golden_text("shape_red_circle") + "\n");
+    CHECK(first.err.find("prompt cache: saved 31 tokens") != std::string::npos);
+    // The same pixels under another name: the whole prompt from the file, the vision tower not run.
+    const fs::path copy = tmp_dir() / "same-pixels.png";
+    fs::copy_file(kRedCircle, copy, fs::copy_options::overwrite_existing);
+    Run again = ask(copy.string(), "");
+    CHECK(again.out == first.out);
+    CHECK(again.err.find("prompt cache: 31 of the prompt's 31 tokens (1 image) from") != std::string::npos);
+    CHECK(again.err.find("image encode time") == std::string::npos);
+    CHECK(again.err.find("/     1 tokens") != std::string::npos);
+    // Another picture at the same place: only the text before it is reused, and the answer is its own.
+    const std::string blue = "tests/data/tiny-kjv/images/blue_square.png";
+    const std::string red_file = read(image_cache);
+    Run other = ask(blue, " --prompt-cache-ro");
+    CHECK(other.out == golden_text("shape_blue_square") + "\n");
+    CHECK(other.err.find("prompt cache: 2 of the prompt's 31 tokens from") != std::string::npos);
+    CHECK(other.err.find("image encode time") != std::string::npos);
+    CHECK(other.err.find("saved") == std::string::npos);
+    CHECK(read(image_cache) == red_file);  // -ro: not replaced by the blue prompt's
+    Run saved = ask(blue, "");
+    CHECK(saved.out == other.out);
+    CHECK(saved.err.find("prompt cache: saved 31 tokens") != std::string::npos);
+    // -ro with no file yet: an ordinary run that writes nothing, even where nothing could be written.
+    const fs::path nowhere = tmp_dir() / "no-such-dir" / "c";
+    Run plain = chat("-m " + kModel + " --temp 0 -p \"What is in the image?\" --image " + kRedCircle +
+                     " --prompt-cache-ro --prompt-cache " + nowhere.string());
+    CHECK(plain.rc == 0);
+    CHECK(plain.out == first.out);
+    CHECK(!fs::exists(nowhere.parent_path()));
+    check_one_error(chat("-m " + kModel + " -p hi --prompt-cache-ro"),
+                    "--prompt-cache-ro requires --prompt-cache (see --help)");
 }
 
 TEST_CASE("--prompt-cache: a file of another model or cache type is replaced, one that is not a cache refused") {

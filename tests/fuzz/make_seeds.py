@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """make_seeds.py — writes the seed corpora tests/fuzz/corpus/<target>/ (standard library only): small valid
 inputs, some taken from the fixtures, some made with the writers of tests/bad-inputs/make_cases.py, and
-`regress-*`: inputs that once crashed a target (their bad-inputs case). Run after make_cases.py:
+`regress-*`: inputs that once crashed a target (those with a bad-inputs case written here, those a fuzzer
+found kept as they are). Run after make_cases.py:
     python3 tests/fuzz/make_seeds.py
 """
 import json
 import os
-import shutil
 import struct
 import sys
 
@@ -30,7 +30,10 @@ def write(target, name, body):
 
 
 def main():
-    shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
+    for top, _, files in os.walk(os.path.join(HERE, "corpus")):
+        for name in files:
+            if not name.startswith("regress-"):
+                os.remove(os.path.join(top, name))
 
     write("safetensors", "tiny-model", mc.safetensors(mc.model_tensors()))
     write("safetensors", "metadata", mc.safetensors([("a", "F32", [2, 1], b"\0" * 8), ("b", "U8", [0], b"")],
@@ -88,17 +91,19 @@ def main():
     write("kld", "even-vocab", mc.kld(5, 4, 1))
     write("kld", "regress-overflow", open(os.path.join(mc.HERE, "kld-overflow.dat"), "rb").read())
 
-    def prompt_cache(kv_type, elem, n_layer, ids, width):
-        """A chat --prompt-cache file (common/prompt_cache.h): fp4::Type code, element bytes, layers, ids."""
+    def prompt_cache(kv_type, elem, n_layer, ids, width, images=()):
+        """A chat --prompt-cache file (common/prompt_cache.h): fp4::Type code, element bytes, layers, ids,
+        (first, count, digest) per image."""
         kv = bytes((i * 7 + 3) & 0x7f for i in range(2 * n_layer * len(ids) * width * elem))
+        body = (struct.pack("<%di" % len(ids), *ids) + b"".join(struct.pack("<IIQ", *im) for im in images) + kv)
         h = 0xcbf29ce484222325
-        for b in kv:
+        for b in body:
             h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
-        return (b"FP4PCACH" + struct.pack("<IIIIQQ", 1, kv_type, n_layer, len(ids), width * elem, h) +
-                struct.pack("<%di" % len(ids), *ids) + kv)
+        return (b"FP4PCACH" + struct.pack("<IIIIIQQ", 2, kv_type, n_layer, len(ids), len(images), width * elem, h) +
+                body)
 
     write("prompt_cache", "f32", prompt_cache(0, 4, 2, [1, 3, 5], 8))
-    write("prompt_cache", "bf16", prompt_cache(2, 2, 1, [1, 3], 16))
+    write("prompt_cache", "bf16", prompt_cache(2, 2, 1, [1, 3, 10, 10, 13, 4], 16, [(2, 3, 0x0123456789abcdef)]))
     write("prompt_cache", "fp8", prompt_cache(3, 1, 3, [1], 32))
     print("seeds written")
 
