@@ -302,7 +302,8 @@ struct CachedAttention {
     Backend& be;
     std::unique_ptr<Tensor> kc, vc;
 
-    explicit CachedAttention(Backend& backend, Type cache_type = Type::F32) : be(backend) {
+    explicit CachedAttention(Backend& backend, Type cache_type = Type::F32, int positions = 16)
+        : C(positions), be(backend) {
         kc = make_tensor(cache_type, {int64_t(Hkv) * Dh, int64_t(S) * C}, "kcache");
         vc = make_tensor(cache_type, {int64_t(Hkv) * Dh, int64_t(S) * C}, "vcache");
         be.alloc_persistent(*kc);
@@ -438,6 +439,38 @@ TEST_CASE("ATTN_CACHED: BF16 and FP8 caches attend over the K/V rows rounded to 
     }
 }
 
+TEST_CASE("ATTN_CACHED: long prefills of two sequences (packed tiles) match the reference, every cache type") {
+    // 150 and 70 rows: several 64-key blocks and 64-vector tiles per sequence, the last ones partial.
+    const int64_t T0 = 150, T1 = 70;
+    for (Isa isa : machine_isas())
+        for (Type t : {Type::F32, Type::BF16, Type::F8_E4M3}) {
+            CAPTURE(cpu::isa_name(isa));
+            CAPTURE(type_name(t));
+            auto be = cpu::make_backend(2, isa);
+            auto round = [&](float f) {
+                return t == Type::BF16      ? bf16_to_f32(f32_to_bf16(f))
+                       : t == Type::F8_E4M3 ? e4m3_to_f32(f32_to_e4m3(f))
+                                            : f;
+            };
+            Rng rng;
+            CachedAttention att(*be, t, 160);
+            const int64_t wq = int64_t(att.Hq) * att.Dh, wk = int64_t(att.Hkv) * att.Dh, M = T0 + T1;
+            std::vector<float> q = rng.floats(size_t(M * wq), -2, 2), k = rng.floats(size_t(M * wk), -2, 2),
+                               v = rng.floats(size_t(M * wk));
+            std::vector<int32_t> pos, seq;  // sequence 1's rows first, then sequence 0's
+            for (int64_t i = 0; i < M; ++i) pos.push_back(int32_t(i < T1 ? i : i - T1)), seq.push_back(i < T1);
+            const std::vector<float> got = att.run(q, k, v, pos, seq);
+            std::vector<float> kr = k, vr = v;
+            for (float& f : kr) f = round(f);
+            for (float& f : vr) f = round(f);
+            for (auto [r0, r1] : {std::pair{int64_t(0), T1}, {T1, M}}) {
+                const std::vector<double> want = causal_ref(att, rows(q, wq, r0, r1), rows(kr, wk, r0, r1),
+                                                            rows(vr, wk, r0, r1), r1 - r0);
+                check_close(rows(got, wq, r0, r1), want, 1e-5, std::vector<double>(want.size(), 1.0));
+            }
+        }
+}
+
 TEST_CASE("ATTN_CACHED rejects positions outside the cache") {
     auto be = make_cpu_backend(2);
     CachedAttention att(*be);
@@ -447,26 +480,29 @@ TEST_CASE("ATTN_CACHED rejects positions outside the cache") {
 }
 
 TEST_CASE("ATTN_FULL is bidirectional attention per head") {
-    for (Isa isa : machine_isas()) {
-        CAPTURE(cpu::isa_name(isa));
-        auto be = cpu::make_backend(2, isa);
-        Rng rng;
-        const int H = 3, Dh = 36;
-        const int64_t M = 11, w = int64_t(H) * Dh;
-        std::vector<float> q = rng.floats(size_t(M * w), -2, 2), k = rng.floats(size_t(M * w), -2, 2),
-                           v = rng.floats(size_t(M * w));
-        Graph g;
-        Tensor* y =
-            g.mark_output(g.attn_full(g.input(Type::F32, {w, M}, q.data()), g.input(Type::F32, {w, M}, k.data()),
-                                      g.input(Type::F32, {w, M}, v.data()), H, Dh, 0.125f));
-        be->compute(g);
-        std::vector<double> want(size_t(M * w));
-        for (int64_t m = 0; m < M; ++m)
-            for (int h = 0; h < H; ++h)
-                attend_ref(&q[size_t(m * w + h * Dh)], &k[size_t(h * Dh)], &v[size_t(h * Dh)], w, M, Dh, 0.125,
-                           &want[size_t(m * w + h * Dh)]);
-        check_close(read_output(*be, y), want, 1e-5, std::vector<double>(want.size(), 1.0));
-    }
+    struct Shape { int H, Dh; int64_t M; };  // one tile; several key blocks and tiles at a vision head's size
+    for (Isa isa : machine_isas())
+        for (const Shape& sh : {Shape{3, 36, 11}, Shape{2, 64, 150}, Shape{1, 20, 65}}) {
+            CAPTURE(cpu::isa_name(isa));
+            CAPTURE(sh.M);
+            auto be = cpu::make_backend(2, isa);
+            Rng rng;
+            const int H = sh.H, Dh = sh.Dh;
+            const int64_t M = sh.M, w = int64_t(H) * Dh;
+            std::vector<float> q = rng.floats(size_t(M * w), -2, 2), k = rng.floats(size_t(M * w), -2, 2),
+                               v = rng.floats(size_t(M * w));
+            Graph g;
+            Tensor* y =
+                g.mark_output(g.attn_full(g.input(Type::F32, {w, M}, q.data()), g.input(Type::F32, {w, M}, k.data()),
+                                          g.input(Type::F32, {w, M}, v.data()), H, Dh, 0.125f));
+            be->compute(g);
+            std::vector<double> want(size_t(M * w));
+            for (int64_t m = 0; m < M; ++m)
+                for (int h = 0; h < H; ++h)
+                    attend_ref(&q[size_t(m * w + h * Dh)], &k[size_t(h * Dh)], &v[size_t(h * Dh)], w, M, Dh, 0.125,
+                               &want[size_t(m * w + h * Dh)]);
+            check_close(read_output(*be, y), want, 1e-5, std::vector<double>(want.size(), 1.0));
+        }
 }
 
 TEST_CASE("SWIGLU, GELU and ADD element-wise") {

@@ -1,7 +1,10 @@
 // attention.cpp — ATTN_CACHED (causal, through a KV cache of F32, BF16 or FP8 E4M3 rows, several
-// sequences, GQA) and ATTN_FULL (bidirectional, no cache). One (row, head) pair per task: scores
-// q·k·scale, softmax in F32 with the maximum subtracted, then the probability-weighted sum of the value
-// rows. A BF16/FP8 cache is widened to F32 once per pass, over the rows the pass reads.
+// sequences, GQA) and ATTN_FULL (bidirectional, no cache). Many query rows (prefill, the vision tower):
+// the keys and values the pass reads are packed once (attention_tile.h, widened from the cache's type)
+// and tiles of up to 64 query vectors — the heads of a GQA group over consecutive rows of one sequence —
+// run flash attention over them. A few rows (decode): one (row, head) pair per task, scores q·k·scale,
+// softmax in F32 with the maximum subtracted, then the probability-weighted sum of the value rows, over
+// the cache itself or, for BF16/FP8, its rows widened to F32 once per pass.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -10,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/attention_tile.h"
 #include "cpu/ops.h"
 #include "numeric.h"
 
@@ -76,6 +80,108 @@ AttnScratch attn_scratch(OpContext& ctx, int64_t per_thread, size_t extra = 0) {
     return {reinterpret_cast<float*>(base), stride / 4, base + score_bytes};
 }
 
+// Packs keys and values [k0, k0 + n) of one head (row j at k + j·ld, D floats) as the block of
+// attention_tile.h at `out`, n ≤ kAttnKeys.
+void pack_block(const float* k, const float* v, int64_t ld, int64_t k0, int64_t n, int D, float* out) {
+    const int64_t dpad = attn_dpad(D);
+    float* kt = out;
+    float* vt = out + int64_t(D) * kAttnKeys;
+    std::fill(out, out + attn_block_floats(D), 0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+        const float* kr = k + (k0 + j) * ld;
+        for (int d = 0; d < D; ++d) kt[d * kAttnKeys + j] = kr[d];
+        std::memcpy(vt + j * dpad, v + (k0 + j) * ld, size_t(D) * 4);
+    }
+}
+
+int64_t key_blocks(int64_t n) { return (n + kAttnKeys - 1) / kAttnKeys; }
+
+// A tile's query vectors: `rows` consecutive rows from m0 (q row m at q + m·ldq), each with the `heads`
+// heads from h0, row-major; row m sees n_keys(m) keys.
+template <class Keys>
+AttnTile make_tile(const float* q, float* out, int64_t ldq, int64_t m0, int64_t rows, int h0, int heads, int D,
+                   float scale, const float* blocks, Keys n_keys) {
+    AttnTile t;
+    t.D = D, t.scale = scale, t.blocks = blocks;
+    for (int64_t m = m0; m < m0 + rows; ++m)
+        for (int h = h0; h < h0 + heads; ++h, ++t.nq) {
+            t.q[t.nq] = q + m * ldq + int64_t(h) * D;
+            t.out[t.nq] = out + m * ldq + int64_t(h) * D;
+            t.n_keys[t.nq] = n_keys(m);
+        }
+    return t;
+}
+
+// The KV cache of ATTN_CACHED: sequence s's row p at row s·n_ctx + p, `ld` elements of the cache's type.
+struct CacheView {
+    const Tensor *k, *v;
+    size_t row_bytes;
+    int64_t n_ctx, ld;
+    const char* row(const Tensor* c, int64_t r) const {
+        return static_cast<const char*>(c->data) + size_t(r) * row_bytes;
+    }
+};
+
+// ATTN_CACHED with many rows per sequence: each sequence's rows [0, used) packed per KV head (widened from
+// the cache's type a block of rows at a time), then one tile per GQA group and run of up to
+// kAttnQueries / group consecutive rows of one sequence.
+void attn_cached_tiles(OpContext& ctx, Tensor& dst, const CacheView& cache, const std::vector<int64_t>& used,
+                       const int32_t* pos, const int32_t* seq) {
+    const int n_head = dst.ip[0], n_kv = dst.ip[1], D = dst.ip[2], group = n_head / n_kv;
+    const int64_t M = dst.src[0]->rows(), ld = cache.ld, block = attn_block_floats(D);
+    const int64_t tile = attn_tile_scratch(D), wide = cache.k->type == Type::F32 ? 0 : 2 * kAttnKeys * ld;
+    std::vector<int64_t> first(used.size() + 1, 0);  // each sequence's packed blocks, KV head by KV head
+    std::vector<std::pair<int64_t, int64_t>> packs;  // (sequence, key block)
+    for (size_t s = 0; s < used.size(); ++s) {
+        first[s + 1] = first[s] + n_kv * key_blocks(used[s]) * block;
+        for (int64_t b = 0; b < key_blocks(used[s]); ++b) packs.emplace_back(int64_t(s), b);
+    }
+    const int64_t per_thread = tile + wide;
+    auto* packed = static_cast<float*>(ctx.scratch.grow(size_t(first.back() + ctx.pool.size() * per_thread) * 4));
+    float* threads = packed + first.back();
+    ctx.pool.parallel_chunks(int64_t(packs.size()), [&](int64_t c, int ith) {
+        const auto [s, b] = packs[size_t(c)];
+        const int64_t k0 = b * kAttnKeys, n = std::min<int64_t>(kAttnKeys, used[size_t(s)] - k0);
+        const int64_t row = s * cache.n_ctx + k0;
+        const float *kw, *vw;
+        if (wide == 0) {
+            kw = reinterpret_cast<const float*>(cache.row(cache.k, row));
+            vw = reinterpret_cast<const float*>(cache.row(cache.v, row));
+        } else {
+            float* w = threads + ith * per_thread + tile;
+            load_rows(ctx.kern, cache.k->type, cache.row(cache.k, row), n * ld, w);
+            load_rows(ctx.kern, cache.k->type, cache.row(cache.v, row), n * ld, w + wide / 2);
+            kw = w, vw = w + wide / 2;
+        }
+        for (int h = 0; h < n_kv; ++h)
+            pack_block(kw + h * D, vw + h * D, ld, 0, n, D,
+                       packed + first[size_t(s)] + (h * key_blocks(used[size_t(s)]) + b) * block);
+    });
+
+    struct Task {
+        int64_t m0, rows;
+        int kv;
+    };
+    std::vector<Task> tasks;
+    const int64_t per_tile = kAttnQueries / group;
+    for (int64_t r0 = 0; r0 < M;) {
+        int64_t r1 = r0 + 1;
+        while (r1 < M && seq[r1] == seq[r0]) ++r1;
+        for (int64_t m0 = r0; m0 < r1; m0 += per_tile)
+            for (int h = 0; h < n_kv; ++h) tasks.push_back({m0, std::min(per_tile, r1 - m0), h});
+        r0 = r1;
+    }
+    ctx.pool.parallel_chunks(int64_t(tasks.size()), [&](int64_t c, int ith) {
+        const Task& task = tasks[size_t(c)];
+        const size_t s = size_t(seq[task.m0]);
+        const float* blocks = packed + first[s] + task.kv * key_blocks(used[s]) * block;
+        const AttnTile t = make_tile(static_cast<const float*>(dst.src[0]->data), static_cast<float*>(dst.data),
+                                     int64_t(n_head) * D, task.m0, task.rows, task.kv * group, group, D, dst.fp[0],
+                                     blocks, [pos](int64_t m) { return int64_t(pos[m]) + 1; });
+        ctx.kern.attend_tile(t, threads + ith * per_thread);
+    });
+}
+
 }  // namespace
 
 void op_attn_cached(OpContext& ctx, Tensor& dst) {
@@ -102,10 +208,18 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
         store_row(ct, static_cast<const float*>(v->data) + m * ld, ld, row_of(vc, row));
     }
 
-    // F32 rows of K and V of each sequence: the cache itself, or copies of the rows [0, last position] this
-    // pass reads, widened into scratch after the scores.
+    // The rows [0, last position] of each sequence this pass reads.
     std::vector<int64_t> used(size_t(n_seq), 0);
     for (int64_t m = 0; m < M; ++m) used[size_t(seq[m])] = std::max<int64_t>(used[size_t(seq[m])], pos[m] + 1);
+    int64_t runs = 0;  // of consecutive rows of one sequence
+    for (int64_t m = 0; m < M; ++m) runs += m == 0 || seq[m] != seq[m - 1];
+    if (M >= 8 * runs && n_head / n_kv <= kAttnQueries) {
+        const CacheView cache{kc, vc, row_bytes, n_ctx, ld};
+        return attn_cached_tiles(ctx, dst, cache, used, pos, seq);
+    }
+
+    // Few rows: F32 rows of K and V of each sequence, the cache itself or copies widened into scratch
+    // after the scores.
     auto wide_bytes = [&](int64_t s) { return align_up(size_t(used[size_t(s)] * ld) * 4); };
     size_t extra = 0;
     if (ct != Type::F32)
@@ -143,14 +257,25 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
 void op_attn_full(OpContext& ctx, Tensor& dst) {
     Tensor *q = dst.src[0], *k = dst.src[1], *v = dst.src[2];
     for (Tensor* t : {q, k, v}) require_f32(*t, Op::ATTN_FULL);
-    const int n_head = dst.ip[0], head_dim = dst.ip[1];
-    const int64_t M = q->rows(), ld = int64_t(n_head) * head_dim;
-    const AttnScratch sc = attn_scratch(ctx, M);
-    ctx.pool.parallel_chunks(M * n_head, [&](int64_t c, int ith) {
-        const int64_t m = c / n_head, off = (c % n_head) * head_dim;
-        attend(ctx.kern, static_cast<const float*>(q->data) + m * ld + off,
-               static_cast<const float*>(k->data) + off, static_cast<const float*>(v->data) + off, ld, M, head_dim,
-               dst.fp[0], sc.scores_of(ith), static_cast<float*>(dst.data) + m * ld + off);
+    const int n_head = dst.ip[0], D = dst.ip[1];
+    const int64_t M = q->rows(), ld = int64_t(n_head) * D, blocks = key_blocks(M);
+    const int64_t block = attn_block_floats(D), per_head = blocks * block, tile = attn_tile_scratch(D);
+    auto* packed = static_cast<float*>(ctx.scratch.grow(size_t(n_head * per_head + ctx.pool.size() * tile) * 4));
+    float* tiles = packed + n_head * per_head;
+    const auto *kd = static_cast<const float*>(k->data), *vd = static_cast<const float*>(v->data);
+    ctx.pool.parallel_chunks(n_head * blocks, [&](int64_t c, int) {
+        const int64_t h = c / blocks, k0 = c % blocks * kAttnKeys;
+        pack_block(kd + h * D, vd + h * D, ld, k0, std::min<int64_t>(kAttnKeys, M - k0), D,
+                   packed + h * per_head + k0 / kAttnKeys * block);
+    });
+    const int64_t row_tiles = (M + kAttnQueries - 1) / kAttnQueries;
+    ctx.pool.parallel_chunks(n_head * row_tiles, [&](int64_t c, int ith) {
+        const int h = int(c / row_tiles);
+        const int64_t m0 = c % row_tiles * kAttnQueries;
+        const AttnTile t = make_tile(static_cast<const float*>(q->data), static_cast<float*>(dst.data), ld, m0,
+                                     std::min<int64_t>(kAttnQueries, M - m0), h, 1, D, dst.fp[0],
+                                     packed + h * per_head, [M](int64_t) { return M; });
+        ctx.kern.attend_tile(t, tiles + ith * tile);
     });
 }
 

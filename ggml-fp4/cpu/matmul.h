@@ -24,6 +24,8 @@
 
 namespace fp4::cpu {
 
+struct AttnTile;  // attention_tile.h
+
 constexpr int kGemvRows = 4;      // at most this many x rows take the fused GEMV path
 constexpr int kPanelRows = 8;     // weight rows decoded together
 constexpr int64_t kPanelCols = 1024;  // columns per decoded panel (a multiple of 128): 32 KB, in L1
@@ -71,9 +73,11 @@ struct Kernels {
     GemvFn gemv_f32, gemv_f16, gemv_bf16, gemv_nvfp4;
     DecodeFn decode_f32, decode_f16, decode_bf16, decode_nvfp4;
     GemmPanelFn gemm_panel;
-    // Vector helpers for attention: Σ a·b, and y += alpha·x.
+    // Attention: Σ a·b and y += alpha·x for one query at a time (decode), and a flash-attention tile over
+    // packed keys and values (prefill, the vision tower) with attn_tile_scratch(D) floats of scratch.
     float (*dot)(const float* a, const float* b, int64_t n);
     void (*axpy)(float alpha, const float* x, float* y, int64_t n);
+    void (*attend_tile)(const AttnTile& t, float* scratch);
 };
 
 const Kernels& kernels_scalar();

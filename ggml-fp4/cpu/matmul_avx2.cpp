@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/attention_tile.h"
 #include "cpu/matmul.h"
 
 namespace fp4::cpu {
@@ -244,7 +245,7 @@ const Kernels& kernels_avx2() {
     static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
-                           gemm_panel, dot, axpy};
+                           gemm_panel, dot, axpy, attend_tile<8>};
     return k;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/attention_tile.h"
 #include "cpu/matmul.h"
 #include "numeric.h"
 
@@ -77,7 +78,7 @@ const Kernels& kernels_scalar() {
     static const Kernels k{16, pack_x_natural, pack_x_natural,
                            gemv<Type::F32>, gemv<Type::F16>, gemv<Type::BF16>, gemv<Type::NVFP4>,
                            decode<Type::F32>, decode<Type::F16>, decode<Type::BF16>, decode<Type::NVFP4>,
-                           gemm_panel, dot, axpy};
+                           gemm_panel, dot, axpy, attend_tile<4>};
     return k;
 }
 

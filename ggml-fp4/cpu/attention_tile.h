@@ -1,0 +1,188 @@
+// attention_tile.h — flash attention on the CPU: a tile of up to kAttnQueries query vectors against keys
+// and values packed in blocks of kAttnKeys (keys transposed, values padded), with the softmax kept online
+// in F32, so that each packed block is read once per tile instead of once per query and every product is
+// a vector FMA. The packed layout is shared with attention.cpp, which packs; the kernel is written once
+// with GCC vector extensions and compiled by each instruction set's kernel file (L floats per vector:
+// AVX-512 16, AVX2 8, SSE2 4), with internal linkage there.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace fp4::cpu {
+
+constexpr int kAttnKeys = 64;     // keys per packed block
+constexpr int kAttnQueries = 64;  // query vectors per tile
+
+// A packed block of one head: its keys transposed, [D][kAttnKeys], then its values, [kAttnKeys][dpad];
+// zeros past the block's last key and past D.
+inline int64_t attn_dpad(int64_t D) { return (D + 63) / 64 * 64; }
+inline int64_t attn_block_floats(int64_t D) { return D * kAttnKeys + kAttnKeys * attn_dpad(D); }
+
+// One tile: query vector i (D floats at q[i]) attends to keys 0 .. n_keys[i]−1 (at least one) of the
+// packed blocks at `blocks`, one after another, and its D outputs go to out[i].
+struct AttnTile {
+    int nq = 0;
+    const float* q[kAttnQueries];
+    float* out[kAttnQueries];
+    int64_t n_keys[kAttnQueries];
+    const float* blocks = nullptr;
+    int D = 0;
+    float scale = 1.0f;
+};
+
+// Floats of scratch a tile needs.
+inline int64_t attn_tile_scratch(int64_t D) { return kAttnQueries * (kAttnKeys + attn_dpad(D) + 2); }
+
+namespace {
+
+// Vectors of L floats and of L ints (explicit specialisations: GCC drops vector_size from an alias
+// template whose size depends on its parameter).
+template <int L>
+struct AttnLanes;
+template <>
+struct AttnLanes<16> {
+    typedef float F __attribute__((vector_size(64)));
+    typedef int32_t I __attribute__((vector_size(64)));
+};
+template <>
+struct AttnLanes<8> {
+    typedef float F __attribute__((vector_size(32)));
+    typedef int32_t I __attribute__((vector_size(32)));
+};
+template <>
+struct AttnLanes<4> {
+    typedef float F __attribute__((vector_size(16)));
+    typedef int32_t I __attribute__((vector_size(16)));
+};
+template <int L>
+using AttnVec = typename AttnLanes<L>::F;
+template <int L>
+using AttnIVec = typename AttnLanes<L>::I;
+
+template <int L>
+inline AttnVec<L> vload(const float* p) {
+    AttnVec<L> v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+template <int L>
+inline void vstore(float* p, AttnVec<L> v) {
+    std::memcpy(p, &v, sizeof v);
+}
+
+// e^x for x ≤ 0: 2^n·p(r) with r = x − n·ln 2 in [−ln2/2, ln2/2] and p Taylor's polynomial of degree 6
+// (relative error below 2e-7); 0 below −87, where e^x leaves the normal floats.
+template <int L>
+inline AttnVec<L> exp_nonpositive(AttnVec<L> x) {
+    const AttnVec<L> zero = {}, floor = zero - 87.0f;
+    const AttnIVec<L> tiny = x < floor;
+    x = tiny ? floor : x;
+    // n = round(x / ln 2): adding 1.5·2^23 leaves n in the low mantissa bits.
+    const AttnVec<L> shifted = x * 1.44269504f + 12582912.0f, n = shifted - 12582912.0f;
+    const AttnVec<L> r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln 2 in two parts
+    AttnVec<L> p = zero + 1.0f / 720;
+    for (float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = p * r + c;
+    AttnIVec<L> bits;
+    std::memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4b400000 + 127) << 23;  // 2^n
+    AttnVec<L> scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return tiny ? zero : p * scale;
+}
+
+template <int L>
+void attend_tile(const AttnTile& t, float* scratch) {
+    constexpr int R = 4, C = L == 16 ? 4 : 2;  // register tile: R query vectors × C vectors
+    const int D = t.D, nq = t.nq, rows = (nq + R - 1) / R * R;
+    const int64_t dpad = attn_dpad(D), block = attn_block_floats(D);
+    float* S = scratch;                       // [kAttnQueries][kAttnKeys]: scores, then probabilities
+    float* O = S + kAttnQueries * kAttnKeys;  // [kAttnQueries][dpad]: unnormalised outputs
+    float* mx = O + kAttnQueries * dpad;      // per query: the largest score so far
+    float* sum = mx + kAttnQueries;           // and the sum of e^(score − mx)
+    const float* q[kAttnQueries];
+    int64_t n_max = 0;
+    for (int i = 0; i < rows; ++i) q[i] = t.q[std::min(i, nq - 1)];  // rows past nq: computed, never used
+    for (int i = 0; i < nq; ++i) n_max = std::max(n_max, t.n_keys[i]), mx[i] = -INFINITY, sum[i] = 0.0f;
+    std::fill(O, O + rows * dpad, 0.0f);
+    float lane_index[L];  // 0, 1, .., L−1: which keys of a vector lie below a limit
+    for (int l = 0; l < L; ++l) lane_index[l] = float(l);
+    const AttnVec<L> lanes = vload<L>(lane_index);
+
+    for (int64_t k0 = 0; k0 < n_max; k0 += kAttnKeys) {
+        const float* kt = t.blocks + k0 / kAttnKeys * block;
+        const float* vt = kt + int64_t(D) * kAttnKeys;
+        const int bk = int(std::min<int64_t>(kAttnKeys, n_max - k0));
+        for (int i0 = 0; i0 < rows; i0 += R)  // S = scale · q·Kᵀ
+            for (int j0 = 0; j0 < kAttnKeys; j0 += C * L) {
+                AttnVec<L> acc[R][C] = {};
+                for (int d = 0; d < D; ++d) {
+                    AttnVec<L> k[C];
+                    for (int c = 0; c < C; ++c) k[c] = vload<L>(kt + d * kAttnKeys + j0 + c * L);
+                    for (int r = 0; r < R; ++r) {
+                        const float qd = q[i0 + r][d];
+                        for (int c = 0; c < C; ++c) acc[r][c] += qd * k[c];
+                    }
+                }
+                for (int r = 0; r < R; ++r)
+                    for (int c = 0; c < C; ++c) vstore<L>(S + (i0 + r) * kAttnKeys + j0 + c * L, acc[r][c] * t.scale);
+            }
+        for (int i = 0; i < rows; ++i) {  // online softmax: S becomes e^(s − max), O and sum are rescaled
+            float* s = S + i * kAttnKeys;
+            const int64_t n = i < nq ? std::min<int64_t>(bk, t.n_keys[i] - k0) : 0;
+            if (n <= 0) {
+                std::fill(s, s + kAttnKeys, 0.0f);
+                continue;
+            }
+            AttnVec<L> m = AttnVec<L>{} - INFINITY;
+            for (int j0 = 0; j0 < n; j0 += L) {
+                const AttnVec<L> v = vload<L>(s + j0);
+                m = (v > m) & (lanes + float(j0) < float(n)) ? v : m;
+            }
+            float lane[L] = {};
+            vstore<L>(lane, m);
+            float top = mx[i];
+            for (int l = 0; l < L; ++l) top = std::max(top, lane[l]);
+            const float alpha = std::exp(mx[i] - top);
+            mx[i] = top;
+            AttnVec<L> total = {};
+            for (int j0 = 0; j0 < kAttnKeys; j0 += L) {
+                AttnVec<L> p = exp_nonpositive<L>(vload<L>(s + j0) - top);
+                p = lanes + float(j0) < float(n) ? p : AttnVec<L>{};
+                vstore<L>(s + j0, p);
+                total += p;
+            }
+            vstore<L>(lane, total);
+            float add = 0.0f;
+            for (int l = 0; l < L; ++l) add += lane[l];
+            sum[i] = sum[i] * alpha + add;
+            if (alpha != 1.0f)
+                for (int64_t d = 0; d < dpad; d += L) vstore<L>(O + i * dpad + d, vload<L>(O + i * dpad + d) * alpha);
+        }
+        for (int i0 = 0; i0 < rows; i0 += R)  // O += P·V
+            for (int64_t d0 = 0; d0 < dpad; d0 += C * L) {
+                AttnVec<L> acc[R][C];
+                for (int r = 0; r < R; ++r)
+                    for (int c = 0; c < C; ++c) acc[r][c] = vload<L>(O + (i0 + r) * dpad + d0 + c * L);
+                for (int j = 0; j < bk; ++j) {
+                    AttnVec<L> v[C];
+                    for (int c = 0; c < C; ++c) v[c] = vload<L>(vt + j * dpad + d0 + c * L);
+                    for (int r = 0; r < R; ++r) {
+                        const float p = S[(i0 + r) * kAttnKeys + j];
+                        for (int c = 0; c < C; ++c) acc[r][c] += p * v[c];
+                    }
+                }
+                for (int r = 0; r < R; ++r)
+                    for (int c = 0; c < C; ++c) vstore<L>(O + (i0 + r) * dpad + d0 + c * L, acc[r][c]);
+            }
+    }
+    for (int i = 0; i < nq; ++i) {
+        const float inv = 1.0f / sum[i];
+        for (int d = 0; d < D; ++d) t.out[i][d] = O[i * dpad + d] * inv;
+    }
+}
+
+}  // namespace
+}  // namespace fp4::cpu
