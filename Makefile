@@ -41,7 +41,7 @@ sanitize:
 
 # The same build, the library unit tests only (no binaries to build): what CI runs after `make test`.
 SANITIZE_UNIT = test_numeric test_ops test_fusion test_nvfp4_tile test_backend_ops test_loader test_tokenizer test_image test_quantize \
-                test_chat test_golden test_perplexity
+                test_chat test_golden test_perplexity test_prompt_cache
 sanitize-unit:
 	cmake -S . -B build-sanitize -DFP4_SANITIZE=ON -DFP4_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build build-sanitize -j $(JOBS) --target $(SANITIZE_UNIT)
