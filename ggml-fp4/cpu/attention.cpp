@@ -2,9 +2,9 @@
 // sequences, GQA) and ATTN_FULL (bidirectional, no cache). Many query rows (prefill, the vision tower):
 // the keys and values the pass reads are packed once (attention_tile.h, widened from the cache's type)
 // and tiles of up to 64 query vectors — the heads of a GQA group over consecutive rows of one sequence —
-// run flash attention over them. A few rows (decode): one (row, head) pair per task, scores q·k·scale,
-// softmax in F32 with the maximum subtracted, then the probability-weighted sum of the value rows, over
-// the cache itself or, for BF16/FP8, its rows widened to F32 once per pass.
+// run flash attention over them. A few rows (decode): one (row, GQA group) pair per task, scores
+// q·k·scale, softmax in F32 with the maximum subtracted, then the probability-weighted sum of the value
+// rows, over the cache itself or, for BF16/FP8, its rows widened to F32 once per pass.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -21,21 +21,34 @@ namespace fp4::cpu {
 
 namespace {
 
-// out[0..Dh) = softmax(scale · q·k_i)_i · v_i over i < n, with k_i = k + i·ld and v_i = v + i·ld.
-void attend(const Kernels& kern, const float* q, const float* k, const float* v, int64_t ld, int64_t n,
+// For each of `group` queries g (head_dim floats at q + g·head_dim): out_g = softmax(scale · q_g·k_i)_i · v_i
+// over i < n, with k_i = k + i·ld and v_i = v + i·ld. The queries of a GQA group go through the keys
+// together, so that each key and value row comes from memory once and from L1 for the others.
+void attend(const Kernels& kern, const float* q, int group, const float* k, const float* v, int64_t ld, int64_t n,
             int64_t head_dim, float scale, float* scores, float* out) {
-    float mx = -INFINITY;
+    // Rows kAhead keys on are requested while this one is used: one row at a time leaves the loads of a
+    // long cache waiting on memory latency (stride ld, beyond what the hardware prefetcher follows).
+    constexpr int64_t kAhead = 8;
+    auto prefetch = [&](const float* rows, int64_t i) {
+        if (i + kAhead < n)
+            for (int64_t d = 0; d < head_dim; d += 16) __builtin_prefetch(rows + (i + kAhead) * ld + d);
+    };
     for (int64_t i = 0; i < n; ++i) {
-        scores[i] = kern.dot(q, k + i * ld, head_dim) * scale;
-        mx = std::max(mx, scores[i]);
+        prefetch(k, i);
+        for (int g = 0; g < group; ++g) scores[g * n + i] = kern.dot(q + g * head_dim, k + i * ld, head_dim) * scale;
     }
-    float sum = 0.0f;
+    for (int g = 0; g < group; ++g) {
+        float* s = scores + g * n;
+        const float mx = *std::max_element(s, s + n);
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n; ++i) sum += s[i] = std::exp(s[i] - mx);
+        for (int64_t i = 0; i < n; ++i) s[i] /= sum;
+    }
+    std::fill(out, out + group * head_dim, 0.0f);
     for (int64_t i = 0; i < n; ++i) {
-        scores[i] = std::exp(scores[i] - mx);
-        sum += scores[i];
+        prefetch(v, i);
+        for (int g = 0; g < group; ++g) kern.axpy(scores[g * n + i], v + i * ld, out + g * head_dim, head_dim);
     }
-    std::fill(out, out + head_dim, 0.0f);
-    for (int64_t i = 0; i < n; ++i) kern.axpy(scores[i] / sum, v + i * ld, out, head_dim);
 }
 
 // Stores `n` F32 values as the cache's type (round to nearest even; FP8 saturates at ±448).
@@ -224,7 +237,8 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
     size_t extra = 0;
     if (ct != Type::F32)
         for (int64_t s = 0; s < n_seq; ++s) extra += 2 * wide_bytes(s);
-    const AttnScratch sc = attn_scratch(ctx, n_ctx, extra);
+    const int group = n_head / n_kv;
+    const AttnScratch sc = attn_scratch(ctx, group * n_ctx, extra);
     std::vector<float*> keys(static_cast<size_t>(n_seq)), values(static_cast<size_t>(n_seq));
     char* next = sc.extra;
     for (int64_t s = 0; s < n_seq; ++s) {
@@ -245,10 +259,9 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
                           c % 2 ? values[size_t(s)] : keys[size_t(s)]);
         });
 
-    const int group = n_head / n_kv;
-    ctx.pool.parallel_chunks(M * n_head, [&](int64_t c, int ith) {
-        const int64_t m = c / n_head, h = c % n_head, kv = (h / group) * head_dim;
-        attend(ctx.kern, static_cast<const float*>(q->data) + m * ldq + h * head_dim, keys[size_t(seq[m])] + kv,
+    ctx.pool.parallel_chunks(M * n_kv, [&](int64_t c, int ith) {
+        const int64_t m = c / n_kv, h = c % n_kv * group, kv = c % n_kv * head_dim;
+        attend(ctx.kern, static_cast<const float*>(q->data) + m * ldq + h * head_dim, group, keys[size_t(seq[m])] + kv,
                values[size_t(seq[m])] + kv, ld, pos[m] + 1, head_dim, dst.fp[0], sc.scores_of(ith),
                static_cast<float*>(dst.data) + m * ldq + h * head_dim);
     });
