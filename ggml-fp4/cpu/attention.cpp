@@ -127,12 +127,10 @@ AttnTile make_tile(const float* q, float* out, int64_t ldq, int64_t m0, int64_t 
 
 // The KV cache of ATTN_CACHED: sequence s's row p at row s·n_ctx + p, `ld` elements of the cache's type.
 struct CacheView {
-    const Tensor *k, *v;
+    Tensor *k, *v;
     size_t row_bytes;
     int64_t n_ctx, ld;
-    const char* row(const Tensor* c, int64_t r) const {
-        return static_cast<const char*>(c->data) + size_t(r) * row_bytes;
-    }
+    char* row(const Tensor* c, int64_t r) const { return static_cast<char*>(c->data) + size_t(r) * row_bytes; }
 };
 
 // ATTN_CACHED with many rows per sequence: each sequence's rows [0, used) packed per KV head (widened from
@@ -213,12 +211,11 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
                                     ", seq " + std::to_string(seq[m]) + " outside a cache of " +
                                     std::to_string(n_seq) + " x " + std::to_string(n_ctx));
 
-    const size_t row_bytes = fp4::row_bytes(ct, ld);
-    auto row_of = [&](Tensor* c, int64_t row) { return static_cast<char*>(c->data) + size_t(row) * row_bytes; };
+    const CacheView cache{kc, vc, fp4::row_bytes(ct, ld), n_ctx, ld};
     for (int64_t m = 0; m < M; ++m) {
         const int64_t row = seq[m] * n_ctx + pos[m];
-        store_row(ct, static_cast<const float*>(k->data) + m * ld, ld, row_of(kc, row));
-        store_row(ct, static_cast<const float*>(v->data) + m * ld, ld, row_of(vc, row));
+        store_row(ct, static_cast<const float*>(k->data) + m * ld, ld, cache.row(kc, row));
+        store_row(ct, static_cast<const float*>(v->data) + m * ld, ld, cache.row(vc, row));
     }
 
     // The rows [0, last position] of each sequence this pass reads.
@@ -226,10 +223,7 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
     for (int64_t m = 0; m < M; ++m) used[size_t(seq[m])] = std::max<int64_t>(used[size_t(seq[m])], pos[m] + 1);
     int64_t runs = 0;  // of consecutive rows of one sequence
     for (int64_t m = 0; m < M; ++m) runs += m == 0 || seq[m] != seq[m - 1];
-    if (M >= 8 * runs && n_head / n_kv <= kAttnQueries) {
-        const CacheView cache{kc, vc, row_bytes, n_ctx, ld};
-        return attn_cached_tiles(ctx, dst, cache, used, pos, seq);
-    }
+    if (M >= 8 * runs && n_head / n_kv <= kAttnQueries) return attn_cached_tiles(ctx, dst, cache, used, pos, seq);
 
     // Few rows: F32 rows of K and V of each sequence, the cache itself or copies widened into scratch
     // after the scores.
@@ -255,7 +249,7 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
         ctx.pool.parallel_chunks(n_seq * 2, [&](int64_t c, int) {
             const int64_t s = c / 2, n = used[size_t(s)] * ld;
             if (n > 0)
-                load_rows(ctx.kern, ct, row_of(c % 2 ? vc : kc, s * n_ctx), n,
+                load_rows(ctx.kern, ct, cache.row(c % 2 ? vc : kc, s * n_ctx), n,
                           c % 2 ? values[size_t(s)] : keys[size_t(s)]);
         });
 
