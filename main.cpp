@@ -31,6 +31,7 @@ struct ChatOptions {
     bool no_system = false;
     int n_predict = -1;
     int n_ubatch = 512;
+    DraftParams draft;
     SamplingParams sampling;
 };
 
@@ -290,6 +291,18 @@ int main(int argc, char** argv) {
     app.add_option("--ubatch-size", o.n_ubatch, "prompt tokens per forward pass (also -ub); logits only for the last")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
+    app.add_option("--draft,--draft-max", o.draft.n_draft,
+                   "prompt-lookup speculation: tokens proposed per decode pass from an earlier occurrence of the last "
+                   "few tokens, checked by the model in that pass (0 = off; greedy answers keep their tokens, sampled "
+                   "ones their distribution)")
+        ->check(CLI::Range(0, 64))
+        ->capture_default_str();
+    app.add_option("--draft-ngram-min", o.draft.ngram_min, "--draft: the fewest last tokens that make a match")
+        ->check(CLI::Range(1, 16))
+        ->capture_default_str();
+    app.add_option("--draft-ngram-max", o.draft.ngram_max, "--draft: the most last tokens matched (tried first)")
+        ->check(CLI::Range(1, 16))
+        ->capture_default_str();
     app.add_option("--tools", o.tools_file, "JSON file with an OpenAI-style function list");
     app.add_option("--color", o.color, "colours: auto (on a terminal), on, off")
         ->check(CLI::IsMember({"auto", "on", "off"}))
@@ -318,6 +331,10 @@ int main(int argc, char** argv) {
         SessionOptions so;
         so.n_predict = o.n_predict;
         so.n_batch = o.n_ubatch;
+        if (o.draft.ngram_max < o.draft.ngram_min)
+            throw std::runtime_error("--draft-ngram-max " + std::to_string(o.draft.ngram_max) +
+                                     " is below --draft-ngram-min " + std::to_string(o.draft.ngram_min));
+        so.draft = o.draft;
         so.dump_ids = o.dump_ids;
         so.prompt_cache = o.prompt_cache;
         so.prompt_cache_ro = o.prompt_cache_ro;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "log.h"
+#include "ngram_draft.h"
 #include "prompt_cache.h"
 
 namespace common {
@@ -30,6 +31,8 @@ Timings& Timings::operator+=(const Timings& o) {
     prompt_ms += o.prompt_ms;
     gen_runs += o.gen_runs;
     gen_ms += o.gen_ms;
+    drafted += o.drafted;
+    accepted += o.accepted;
     sampled += o.sampled;
     sample_ms += o.sample_ms;
     ttft_ms += o.ttft_ms;
@@ -52,6 +55,13 @@ std::vector<std::string> format_timings(const Timings& t) {
     if (t.images > 0) out.push_back(line("image encode time", t.image_ms, t.images, "images", false));
     out.push_back(line("prompt eval time", t.prompt_ms, t.prompt_tokens, "tokens", true));
     out.push_back(line("eval time", t.gen_ms, t.gen_runs, "runs", true));
+    if (t.drafted > 0) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "%20s = %5lld of %5lld tokens (%.1f%%), %.2f tokens per run", "draft accepted",
+                      (long long)t.accepted, (long long)t.drafted, 100.0 * double(t.accepted) / double(t.drafted),
+                      double(t.gen_runs + t.accepted) / double(std::max<int64_t>(t.gen_runs, 1)));
+        out.push_back(buf);
+    }
     out.push_back(line("sampling time", t.sample_ms, t.sampled, "tokens", false));
     char buf[120];
     if (t.turns > 1)
@@ -68,7 +78,7 @@ std::string format_speed(const Timings& t) {
     char buf[120];
     std::snprintf(buf, sizeof buf, "[ Prompt: %.1f t/s | Generation: %.1f t/s ]",
                   t.prompt_ms > 0 ? 1e3 * double(t.prompt_tokens) / t.prompt_ms : 0.0,
-                  t.gen_ms > 0 ? 1e3 * double(t.gen_runs) / t.gen_ms : 0.0);
+                  t.gen_ms > 0 ? 1e3 * double(t.gen_runs + t.accepted) / t.gen_ms : 0.0);
     return buf;
 }
 
@@ -319,6 +329,21 @@ void ChatSession::save_prompt_cache(const Prompt& p, std::vector<CachedImage> sp
              opt_.prompt_cache.c_str());
 }
 
+// The prompt-lookup draft to send after `id` (see ngram_draft.h), cut to what the context and -n leave.
+// On a backend whose decode pass takes a few more rows for free (a GPU) it is always sent at full length,
+// padded with `id`: every pass then has the same shape, and the backend replays one captured graph.
+std::vector<int32_t> ChatSession::next_draft(int32_t id, int64_t n_generated) {
+    int64_t room = std::min<int64_t>(opt_.draft.n_draft, int64_t(ctx_.n_ctx()) - int64_t(cached_.size()) - 1);
+    if (opt_.n_predict > 0) room = std::min<int64_t>(room, opt_.n_predict - n_generated - 1);
+    if (room <= 0) return {};
+    cached_.push_back(id);  // the context the draft continues
+    std::vector<int32_t> d = ngram_draft(cached_, opt_.draft);
+    cached_.pop_back();
+    if (opt_.draft.n_draft < ctx_.model().backend().decode_rows_free()) d.resize(size_t(opt_.draft.n_draft), id);
+    if (int64_t(d.size()) > room) d.resize(size_t(room));
+    return d;
+}
+
 Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
     const auto t0 = clock_type::now();
     const Prompt p = tmpl_.render(msgs_, opt_.tools);
@@ -343,33 +368,59 @@ Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
     } else if (opt_.n_predict == 0) {
         r.stop = StopReason::Limit;
     } else {
-        for (;;) {
-            auto ts = clock_type::now();
-            const int32_t id =
-                sampler_.greedy() ? last.argmax.at(0) : sampler_.sample(last.logits.data(), vocab, cached_);
-            t.sample_ms += ms_since(ts);
-            if (t.sampled++ == 0) t.ttft_ms = ms_since(t0);
+        // Ends the answer at </s>, the -n limit or a stop request; else streams the token.
+        auto emit = [&](int32_t id) {
             if (id == tok_.eos()) {
                 r.stop = StopReason::Eos;
-                break;
+                return true;
             }
             gen.push_back(id);
             if (id == tmpl_.tool_calls_token()) in_call = true;  // the rest is a call, not text to show
             if (!in_call && on_text) on_text(dec.push(id));
             if (opt_.n_predict > 0 && int64_t(gen.size()) >= opt_.n_predict) {
                 r.stop = StopReason::Limit;
-                break;
+                return true;
             }
             if (stop && stop()) {
                 r.stop = StopReason::Interrupted;
-                break;
+                return true;
             }
+            return false;
+        };
+        std::vector<int32_t> draft;  // tokens the last pass took after its first, to check against its rows
+        for (bool done = false; !done;) {
+            // The pass's rows in order: row i holds the logits after its i-th token. Each accepted draft
+            // token is in the cache already, and the next row follows it.
+            int32_t id = -1;
+            for (size_t row = 0;; ++row) {
+                const auto ts = clock_type::now();
+                const bool drafted = row < draft.size();
+                const float* logits = sampler_.greedy() ? nullptr : last.logits.data() + row * size_t(vocab);
+                Sampler::Verdict v{};
+                if (sampler_.greedy())
+                    v = {last.argmax.at(row), drafted && last.argmax.at(row) == draft[row]};
+                else if (drafted)
+                    v = sampler_.verify(logits, vocab, cached_, draft[row]);
+                else
+                    v = {sampler_.sample(logits, vocab, cached_), false};
+                id = v.id;
+                t.sample_ms += ms_since(ts);
+                if (t.sampled++ == 0) t.ttft_ms = ms_since(t0);
+                t.accepted += v.accepted;
+                if ((done = emit(id)) || !v.accepted) break;
+                cached_.push_back(id);
+            }
+            if (done) break;
             if (int64_t(cached_.size()) >= int64_t(ctx_.n_ctx())) {
                 r.stop = StopReason::ContextFull;
                 break;
             }
-            ts = clock_type::now();
-            mistral::Batch b = mistral::Batch::sequence({id}, int32_t(cached_.size()));
+            draft = next_draft(id, int64_t(gen.size()));
+            t.drafted += int64_t(draft.size());
+            std::vector<int32_t> ids{id};
+            ids.insert(ids.end(), draft.begin(), draft.end());
+            const auto ts = clock_type::now();
+            mistral::Batch b = mistral::Batch::sequence(ids, int32_t(cached_.size()), 0, int64_t(ids.size()));
             b.argmax_only = sampler_.greedy();
             last = ctx_.eval(b);
             t.gen_ms += ms_since(ts);

@@ -15,6 +15,7 @@
 #include "chat_template.h"
 #include "context.h"
 #include "image.h"
+#include "ngram_draft.h"
 #include "prompt_cache.h"
 #include "sampling.h"
 #include "tokenizer.h"
@@ -28,8 +29,10 @@ struct Timings {
     double image_ms = 0;         // vision tower + projector
     int64_t prompt_tokens = 0;   // prefilled (tokens reused from the cache are not counted)
     double prompt_ms = 0;
-    int64_t gen_runs = 0;        // one-token decode passes
+    int64_t gen_runs = 0;        // decode passes: one token each, and with --draft the tokens proposed after it
     double gen_ms = 0;
+    int64_t drafted = 0;         // draft tokens sent (--draft)
+    int64_t accepted = 0;        // of those, the ones the model agreed with: tokens a pass gained
     int64_t sampled = 0;
     double sample_ms = 0;
     double ttft_ms = 0;          // start of the turn to its first sampled token (summed over turns)
@@ -66,6 +69,7 @@ struct SessionOptions {
     std::string dump_ids;            // debug: append {"pos": p, "ids": [...]} per prefill to this file
     std::string prompt_cache;        // --prompt-cache: the first prefill reuses this file's KV, then saves its own
     bool prompt_cache_ro = false;    // --prompt-cache-ro: reuse the file, never write it
+    DraftParams draft;               // --draft: prompt-lookup speculation (n_draft 0: off)
     mistral::ImageOptions image;
     uint64_t seed = 0;               // for tool-call ids
 };
@@ -105,6 +109,7 @@ public:
 
 private:
     Reply generate(const OnText& on_text, const ShouldStop& stop);
+    std::vector<int32_t> next_draft(int32_t id, int64_t n_generated);
     bool prefill(const Prompt& p, Timings& t, const ShouldStop& stop, mistral::BatchResult& last);
     void restore_prompt_cache(const Prompt& p, const std::vector<CachedImage>& spans);
     void save_prompt_cache(const Prompt& p, std::vector<CachedImage> spans);

@@ -98,7 +98,40 @@ int32_t Sampler::sample(const float* logits_in, int64_t n_vocab, const std::vect
     if (n_vocab <= 0) throw std::runtime_error("sampler: empty logits");
     const float* logits = penalized(logits_in, n_vocab, recent);
     if (p_.temp <= 0) return int32_t(std::max_element(logits, logits + n_vocab) - logits);  // first of the best
+    return draw(choose(logits, n_vocab), -1);
+}
 
+Sampler::Verdict Sampler::verify(const float* logits_in, int64_t n_vocab, const std::vector<int32_t>& recent,
+                                 int32_t draft) {
+    if (n_vocab <= 0) throw std::runtime_error("sampler: empty logits");
+    const float* logits = penalized(logits_in, n_vocab, recent);
+    if (p_.temp <= 0) {
+        const int32_t id = int32_t(std::max_element(logits, logits + n_vocab) - logits);
+        return {id, id == draft};
+    }
+    const double total = choose(logits, n_vocab);
+    double w_draft = 0;
+    for (size_t i = 0; i < kept_.size(); ++i)
+        if (kept_[i] == draft) w_draft = weight_[i];
+    // Kept with probability p(draft); otherwise a draw from the rest, renormalised: any other token t then
+    // comes with (1 - p(draft))·p(t)/(1 - p(draft)) = p(t), as from sample().
+    if (w_draft > 0 && uniform() * total < w_draft) return {draft, true};
+    return {draw(total - w_draft, draft), false};
+}
+
+int32_t Sampler::draw(double total, int32_t except) {
+    double r = uniform() * total;
+    for (size_t i = 0; i < kept_.size(); ++i) {
+        if (kept_[i] == except) continue;
+        r -= weight_[i];
+        if (r < 0) return kept_[i];
+    }
+    for (size_t i = kept_.size(); i-- > 0;)  // rounding left r >= 0: the last one that may be drawn
+        if (kept_[i] != except) return kept_[i];
+    return except;  // nothing else was kept (then p(except) was 1 and verify() kept it)
+}
+
+double Sampler::choose(const float* logits, int64_t n_vocab) {
     // Untempered probabilities exp(logit - top) and their sum, over the top-k survivors when top-k is on.
     // Without top-k only the tokens top-p and min-p could keep are sorted: those above a probability floor.
     std::vector<Cand> c;
@@ -151,17 +184,15 @@ int32_t Sampler::sample(const float* logits_in, int64_t n_vocab, const std::vect
                 break;
             }
 
-    // Temperature, then a draw.
-    std::vector<double> w(keep);
+    // Temperature.
+    kept_.resize(keep);
+    weight_.resize(keep);
     double total = 0;
-    for (size_t i = 0; i < keep; ++i)
-        total += w[i] = std::exp((double(c[i].logit) - double(top)) / double(p_.temp));
-    double r = uniform() * total;
     for (size_t i = 0; i < keep; ++i) {
-        r -= w[i];
-        if (r < 0) return c[i].id;
+        kept_[i] = c[i].id;
+        total += weight_[i] = std::exp((double(c[i].logit) - double(top)) / double(p_.temp));
     }
-    return c[keep - 1].id;
+    return total;
 }
 
 }  // namespace common

@@ -27,6 +27,16 @@ public:
     // then temperature, then a draw.
     int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent);
 
+    // Speculative decoding: the token at a position for which `draft` was proposed, and whether it is the
+    // draft. Greedy: the argmax. Otherwise the draft is kept with its probability under sample()'s
+    // distribution, else a token is drawn from that distribution without it, so that every token comes
+    // with sample()'s probability (speculative sampling's rule for a draft proposed with certainty).
+    struct Verdict {
+        int32_t id;
+        bool accepted;
+    };
+    Verdict verify(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent, int32_t draft);
+
     const SamplingParams& params() const { return p_; }
     // sample() is then the logits' argmax (lowest id on ties), which a backend can pick on the device.
     bool greedy() const { return p_.temp <= 0 && !penalizes(); }
@@ -37,10 +47,17 @@ private:
     bool penalizes() const { return p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0; }
     // `logits`, or a copy in work_ with the repeat penalty applied to the recent tokens.
     const float* penalized(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent);
+    // Top-k, top-p, min-p and temperature: the tokens a draw may pick (kept_) with their weights; returns
+    // the weights' sum.
+    double choose(const float* logits, int64_t n_vocab);
+    // One of kept_ other than `except`, by weight; `total` is the sum of their weights.
+    int32_t draw(double total, int32_t except);
 
     SamplingParams p_;
     uint64_t state_;
     std::vector<float> work_;
+    std::vector<int32_t> kept_;
+    std::vector<double> weight_;
 };
 
 }  // namespace common

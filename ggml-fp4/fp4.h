@@ -187,6 +187,9 @@ public:
     virtual Type cache_type() const { return Type::F32; }
     // Whether upload_weight keeps using the caller's bytes instead of allocating a copy.
     virtual bool zero_copy_weights() const { return false; }
+    // Rows a decode pass takes for about the cost of one (its products stay bound by reading the weights,
+    // and its graph can be replayed): 1 on the CPU, where each row of a GEMV costs its own FMAs.
+    virtual int decode_rows_free() const { return 1; }
 };
 
 // A backend setting from the environment (FP4_CPU_ISA, FP4_CUDA_*) with a value it does not take: the

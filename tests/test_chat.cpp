@@ -1,6 +1,6 @@
 // test_chat.cpp — the chat template (v7, v11, v13: system prompt, turns, images, tools, tool calls and
 // results) against hand-written id lists, tool-call parsing, JSON formatting, the SYSTEM_PROMPT.txt filler,
-// and the sampler.
+// the sampler, and the prompt-lookup drafts with the sampler's check of them.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "chat_template.h"
+#include "ngram_draft.h"
 #include "sampling.h"
 #include "tokenizer.h"
 
@@ -514,4 +515,65 @@ TEST_CASE("sampler: invalid settings are refused") {
     p = {};
     p.repeat_penalty = 0;
     CHECK_THROWS_AS(Sampler{p}, std::runtime_error);
+}
+
+TEST_CASE("ngram drafts: the longest suffix first, its latest earlier occurrence, continued by its period") {
+    auto draft = [](const Ids& tokens, int n, int lo = 2, int hi = 4) { return ngram_draft(tokens, {n, lo, hi}); };
+    CHECK(draft({1, 2, 3, 4, 1, 2}, 3) == Ids{3, 4, 1});
+    CHECK(draft({1, 2, 3, 4, 1, 2}, 9) == Ids{3, 4, 1, 2, 3, 4, 1, 2, 3});  // "1 2 3 4" repeats
+    CHECK(draft({7, 7, 7}, 4) == Ids{7, 7, 7, 7});
+    // (7, 1, 2) matches at 0 and says 9; the shorter (1, 2) would say 8, from its latest occurrence.
+    CHECK(draft({7, 1, 2, 9, 3, 1, 2, 8, 7, 1, 2}, 1) == Ids{9});
+    CHECK(draft({7, 1, 2, 9, 3, 1, 2, 8, 7, 1, 2}, 1, 2, 2) == Ids{8});
+    CHECK(draft({1, 2, 5, 1, 2, 6, 1, 2}, 2) == Ids{6, 1});
+    // Nothing matches, a suffix shorter than ngram_min, no room, too short a context.
+    CHECK(draft({1, 2, 3, 4, 5}, 3).empty());
+    CHECK(draft({1, 2, 3, 9, 3}, 3).empty());
+    CHECK(draft({1, 2, 3, 9, 3}, 3, 1) == Ids{9, 3, 9});
+    CHECK(draft({1, 2, 1, 2}, 0).empty());
+    CHECK(draft({1}, 3, 1).empty());
+    CHECK(draft({}, 3, 1).empty());
+}
+
+TEST_CASE("sampler: a draft is checked so that every token keeps sample()'s probability") {
+    const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.2f)};
+    SamplingParams p;
+    p.temp = 1;
+    p.top_k = 0;
+    p.top_p = 1;
+    p.min_p = 0;
+    p.seed = 7;
+    Sampler s(p);
+    const int n = 60000;
+    for (int32_t draft : {0, 1, 2}) {
+        int counts[3] = {}, accepted = 0;
+        for (int i = 0; i < n; ++i) {
+            const Sampler::Verdict v = s.verify(logits.data(), 3, {}, draft);
+            REQUIRE(v.id >= 0);
+            REQUIRE(v.id < 3);
+            CHECK(v.accepted == (v.id == draft));
+            ++counts[v.id];
+            accepted += v.accepted;
+        }
+        CAPTURE(draft);
+        CHECK(double(accepted) / n == doctest::Approx(std::exp(logits[size_t(draft)])).epsilon(0.03));
+        for (int t = 0; t < 3; ++t) CHECK(double(counts[t]) / n == doctest::Approx(std::exp(logits[size_t(t)])).epsilon(0.03));
+    }
+    // A draft outside what top-k keeps is never taken; the only token kept always is.
+    p.top_k = 1;
+    Sampler top1(p);
+    for (int i = 0; i < 100; ++i) {
+        CHECK(top1.verify(logits.data(), 3, {}, 2).id == 0);
+        const Sampler::Verdict v = top1.verify(logits.data(), 3, {}, 0);
+        CHECK((v.id == 0 && v.accepted));
+    }
+    // Greedy: the argmax, accepted when it is the draft (the repeat penalty applies, as in sample()).
+    p = {};
+    p.temp = 0;
+    Sampler greedy(p);
+    CHECK((greedy.verify(logits.data(), 3, {}, 0).accepted && greedy.verify(logits.data(), 3, {}, 0).id == 0));
+    CHECK((!greedy.verify(logits.data(), 3, {}, 1).accepted && greedy.verify(logits.data(), 3, {}, 1).id == 0));
+    p.repeat_penalty = 4;
+    Sampler penalised(p);
+    CHECK(penalised.verify(logits.data(), 3, {0}, 1).id == 1);
 }

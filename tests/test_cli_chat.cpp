@@ -1,7 +1,8 @@
 // test_cli_chat.cpp — build/bin/chat as a user runs it (from the project root, FP4_BIN = the binaries'
 // folder): one-shot answers against the tiny-kjv goldens, prompts from files and stdin, system prompts,
-// tools, the prompt cache, the REPL driven through a pipe (turns, images, /clear, /regen, /save, /load,
-// /tool-result, bad commands, Ctrl-C), the ids sent to the model (--dump-ids), and the error messages.
+// tools, the prompt cache, prompt-lookup drafts, the REPL driven through a pipe (turns, images, /clear, /regen,
+// /save, /load, /tool-result, bad commands, Ctrl-C), the ids sent to the model (--dump-ids), and the error
+// messages.
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
@@ -295,6 +296,70 @@ TEST_CASE("one-shot errors: one clear line and exit code 1") {
     check_one_error(chat("-p hi"), "--model is required");
     check_one_error(chat("-m " + kModel + " -p hi -n many"), "many");
 }
+
+// The decode passes of a one-shot answer, from its "eval time = ... / N runs" line.
+int64_t decode_runs(const std::string& err) {
+    const size_t at = err.find("           eval time =");
+    REQUIRE(at != std::string::npos);
+    const size_t slash = err.find('/', at);
+    return std::stoll(err.substr(slash + 1));
+}
+
+TEST_CASE("--draft: the same greedy answers in fewer passes, one-shot and over REPL turns") {
+    Run r = chat("-m " + kModel + " --temp 0 -n 48 -p \"Psalms 23\" --draft 3");
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(r.out == golden_text("psalm") + "\n");  // -n 48 exactly, though a pass may take several tokens
+    CHECK(r.err.find("draft accepted =") != std::string::npos);
+    const std::string genesis = "-m " + kModel + " --temp 0 -n 300 -p \"Genesis 1\"";
+    Run plain = chat(genesis), drafted = chat(genesis + " --draft 2");
+    INFO(drafted.err);
+    CHECK(plain.err.find("draft accepted") == std::string::npos);
+    CHECK(drafted.out == plain.out);
+    CHECK(decode_runs(drafted.err) < decode_runs(plain.err));
+    // The second turn reuses the cache the first left, accepted drafts included: the same prefills.
+    const std::string d0 = dump_path("draft0.jsonl"), d3 = dump_path("draft3.jsonl");
+    const std::string turns = "Psalms 23\nGenesis 1\n/exit\n";
+    Run a = chat("-m " + kModel + " --temp 0 -n 100 --dump-ids " + d0, turns);
+    Run b = chat("-m " + kModel + " --temp 0 -n 100 --draft 3 --dump-ids " + d3, turns);
+    CHECK(a.rc == 0);
+    CHECK(b.rc == 0);
+    CHECK(b.out == a.out);
+    const auto pa = prefills(d0), pb = prefills(d3);
+    REQUIRE(pa.size() == 2);
+    REQUIRE(pb.size() == 2);
+    CHECK(pb[1].pos == pa[1].pos);
+    CHECK(pb[1].ids == pa[1].ids);
+    // Sampling checks each draft token by its probability; -n still ends the answer.
+    Run sampled = chat("-m " + kModel + " --temp 0.7 --seed 11 -n 60 -p \"Genesis 1\" --draft 2");
+    INFO(sampled.err);
+    CHECK(sampled.rc == 0);
+    CHECK(!sampled.out.empty());
+    CHECK(sampled.err.find("draft accepted =") != std::string::npos);
+    check_one_error(chat("-m " + kModel + " -p hi --draft -1"), "--draft");
+    check_one_error(chat("-m " + kModel + " -p hi --draft 2 --draft-ngram-min 3 --draft-ngram-max 2"),
+                    "--draft-ngram-max 2 is below --draft-ngram-min 3");
+}
+
+#ifdef FP4_TEST_CUDA_EMU
+// "draft accepted = A of D tokens": D.
+int64_t drafted_tokens(const std::string& err) {
+    const size_t at = err.find("draft accepted =");
+    REQUIRE(at != std::string::npos);
+    return std::stoll(err.substr(err.find(" of ", at) + 4));
+}
+
+TEST_CASE("--draft on the CUDA backend: every pass at full length (one graph shape), the same answer") {
+    const std::string args = "chat -m " + kModel + " --temp 0 -n 48 -p \"Psalms 23\" --device ";
+    Run plain = cli::run(args + "cuda"), gpu = cli::run(args + "cuda --draft 3"), cpu = cli::run(args + "cpu --draft 3");
+    INFO(gpu.err);
+    CHECK(gpu.rc == 0);
+    CHECK(gpu.out == plain.out);
+    // The CPU sends only what the lookup found; the GPU pads each draft to 3 tokens while -n leaves room.
+    CHECK(drafted_tokens(gpu.err) > drafted_tokens(cpu.err));
+    CHECK(drafted_tokens(gpu.err) >= 3 * (decode_runs(gpu.err) - 3));
+}
+#endif
 
 TEST_CASE("--prompt-cache: the next run prefills only what differs, with the same answer") {
     const std::string cache = (tmp_dir() / "psalm.cache").string(), pc = " --prompt-cache " + cache;

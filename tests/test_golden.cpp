@@ -223,6 +223,49 @@ TEST_CASE("decode through the KV cache equals a full recompute") {
     CHECK(rel_err(stepwise, f.logits) <= 1e-5);
 }
 
+TEST_CASE("a pass over drafted tokens: each row as a one-row pass gives it, keys of rejected ones unseen") {
+    auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
+    const size_t V = size_t(model->config().text.vocab);
+    Golden gold("tests/data/tiny-kjv/golden");
+    const std::vector<int32_t> prompt = gold.i32("psalm.ids");
+    const int32_t p = int32_t(prompt.size());
+    // One token a pass: the greedy continuation x[0..4] and the logits after each.
+    Context one(*model, 64);
+    std::vector<int32_t> x{argmax(one.eval(Batch::sequence(prompt, 0)).logits.data(), int64_t(V))};
+    std::vector<std::vector<float>> after;
+    for (int i = 0; i < 4; ++i) {
+        after.push_back(one.eval(Batch::sequence({x.back()}, p + i)).logits);
+        x.push_back(argmax(after.back().data(), int64_t(V)));
+    }
+    auto row = [&](const BatchResult& r, size_t i) {
+        return std::vector<float>(r.logits.begin() + long(i * V), r.logits.begin() + long((i + 1) * V));
+    };
+    // Up to 4 rows (the CPU's GEMV, per-row decode attention): the same bits as one row at a time.
+    for (size_t rows = 2; rows <= 4; ++rows) {
+        Context spec(*model, 64);
+        spec.eval(Batch::sequence(prompt, 0));
+        const BatchResult r = spec.eval(
+            Batch::sequence(std::vector<int32_t>(x.begin(), x.begin() + long(rows)), p, 0, int64_t(rows)));
+        for (size_t i = 0; i < rows; ++i) {
+            INFO(rows << " rows, row " << i);
+            CHECK(row(r, i) == after[i]);
+        }
+    }
+    // Drafts 7, 8, 9 rejected after x[0]: the next pass writes over their positions, and no row reads the
+    // keys of the one left beyond it.
+    Context spec(*model, 64);
+    spec.eval(Batch::sequence(prompt, 0));
+    CHECK(row(spec.eval(Batch::sequence({x[0], 7, 8, 9}, p, 0, 4)), 0) == after[0]);
+    const BatchResult r = spec.eval(Batch::sequence({x[1], x[2]}, p + 1, 0, 2));
+    CHECK(row(r, 0) == after[1]);
+    CHECK(row(r, 1) == after[2]);
+    // 8 rows take the panel GEMM and attention tiles: other sums, within F32 rounding.
+    Context wide(*model, 64);
+    wide.eval(Batch::sequence(prompt, 0));
+    const BatchResult w = wide.eval(Batch::sequence({x[0], x[1], x[2], x[3], 5, 6, 7, 8}, p, 0, 8));
+    for (size_t i = 0; i < 4; ++i) CHECK(rel_err(row(w, i), after[i]) <= 1e-5);
+}
+
 TEST_CASE("two sequences decoded in one batch match each decoded alone") {
     auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
     Golden gold("tests/data/tiny-kjv/golden");

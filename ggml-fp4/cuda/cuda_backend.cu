@@ -253,6 +253,8 @@ public:
     // Half the bytes of F32 per token, read by every decode step: the cache the issue's 131072-token
     // context on an 80 GB card assumes (20 GiB at the 24B shapes).
     Type cache_type() const override { return Type::BF16; }
+    // Up to 8 rows the products run as one MMA row block of the GEMV (and decode attention, replayable).
+    int decode_rows_free() const override { return kGemvMaxRowsDense; }
 
 private:
     void* device_alloc(size_t n) {
