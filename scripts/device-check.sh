@@ -139,6 +139,9 @@ if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     # H200; the last figure, 712, was with 512-token prompts), with the per-kernel breakdown of both decodes.
     step bench_24b 240 build/bin/bench --device cuda --synthetic "$CFG" -p 512 -n 128 -d 0,8192 \
         -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 1024 --image-size 1024 --profile --progress
+    # What a decode pass of 1-8 rows of one sequence costs (TTFT column): chat --draft N sends N + 1 rows per
+    # pass on a GPU, worth it while 8 rows cost about what one does.
+    step bench_rows 90 build/bin/bench --device cuda --synthetic "$CFG" -p 1,2,4,8 -n 0 -d 512 -r 3
     # Where the RMSNorm folds into its products (FP4_CUDA_FOLD_NORM_ROWS, default 8): never (batch 1 then
     # pays a norm kernel per group and saves ~20-40 instructions per weight tile), and at every row count
     # (-np 32 then runs the folded GEMVs of 176-272 instructions per tile): compare with bench_24b.
