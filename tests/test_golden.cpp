@@ -259,7 +259,7 @@ TEST_CASE("a pass over drafted tokens: each row as a one-row pass gives it, keys
     const BatchResult r = spec.eval(Batch::sequence({x[1], x[2]}, p + 1, 0, 2));
     CHECK(row(r, 0) == after[1]);
     CHECK(row(r, 1) == after[2]);
-    // 8 rows take the panel GEMM and attention tiles: other sums, within F32 rounding.
+    // 8 rows take attention tiles and the dense lm_head's panels: other sums, within F32 rounding.
     Context wide(*model, 64);
     wide.eval(Batch::sequence(prompt, 0));
     const BatchResult w = wide.eval(Batch::sequence({x[0], x[1], x[2], x[3], 5, 6, 7, 8}, p, 0, 8));

@@ -1,5 +1,6 @@
-// matmul.cpp — the matmul driver: packs x, picks the kernel set's GEMV (few rows) or panel GEMM (many
-// rows) path for the weight type, spreads the work over the thread pool, applies NVFP4's global scale.
+// matmul.cpp — the matmul driver: packs x, picks the kernel set's GEMV (few rows, taken kGemvRows at a
+// time) or panel GEMM (many rows) path for the weight type, spreads the work over the thread pool, applies
+// NVFP4's global scale.
 #include "cpu/matmul.h"
 
 #include <algorithm>
@@ -74,7 +75,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     const int nth = pool.size();
     const size_t x_bytes = align_up(size_t(M * kpad) * sizeof(float));
     const size_t panel_floats = size_t(kPanelRows * kPanelCols);
-    const bool gemv = M <= kGemvRows;
+    const bool gemv = M <= (nvfp4 ? kern.nvfp4_gemv_rows : kGemvRows);
     auto pack = !nvfp4 ? pack_x_natural : gemv ? kern.pack_nvfp4_gemv_x : kern.pack_nvfp4_x;
     auto* base = static_cast<char*>(scratch.grow(x_bytes + (gemv ? 0 : nth * panel_floats * sizeof(float))));
     float* xp = reinterpret_cast<float*>(base);
@@ -86,7 +87,8 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
         const int64_t chunk = std::max<int64_t>(16, N / (int64_t(nth) * 16));
         pool.parallel_chunks((N + chunk - 1) / chunk, [&](int64_t c, int) {
             const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
-            path.gemv(wr, n0, n1, xp, kpad, int(M), y, N);
+            for (int64_t m0 = 0; m0 < M; m0 += kGemvRows)
+                path.gemv(wr, n0, n1, xp + m0 * kpad, kpad, int(std::min<int64_t>(kGemvRows, M - m0)), y + m0 * N, N);
             apply_gscale(gscale, y, N, 0, M, n0, n1);
         });
         return;
