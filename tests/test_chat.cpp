@@ -81,6 +81,17 @@ const char* kWeatherTool =
     R"([{"type": "function", "function": {"name": "get_weather", "description": "Get weather", )"
     R"("parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])";
 
+// Temperature 1 and no top-k, top-p or min-p: draws follow the softmax of the logits.
+SamplingParams untruncated(uint64_t seed) {
+    SamplingParams p;
+    p.temp = 1;
+    p.top_k = 0;
+    p.top_p = 1;
+    p.min_p = 0;
+    p.seed = seed;
+    return p;
+}
+
 }  // namespace
 
 TEST_CASE("v11: system prompt and turns, no spaces added") {
@@ -372,12 +383,7 @@ TEST_CASE("sampler: the repeat penalty pushes recent tokens down") {
 
 TEST_CASE("sampler: draws follow the tempered distribution and are reproducible") {
     std::vector<float> logits = {std::log(0.75f), std::log(0.25f), -30.0f};
-    SamplingParams p;
-    p.temp = 1;
-    p.top_k = 0;
-    p.top_p = 1;
-    p.min_p = 0;
-    p.seed = 42;
+    SamplingParams p = untruncated(42);
     Sampler a(p), b(p);
     int zeros = 0;
     const int n = 20000;
@@ -537,12 +543,7 @@ TEST_CASE("ngram drafts: the longest suffix first, its latest earlier occurrence
 
 TEST_CASE("sampler: a draft is checked so that every token keeps sample()'s probability") {
     const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.2f)};
-    SamplingParams p;
-    p.temp = 1;
-    p.top_k = 0;
-    p.top_p = 1;
-    p.min_p = 0;
-    p.seed = 7;
+    SamplingParams p = untruncated(7);
     Sampler s(p);
     const int n = 60000;
     for (int32_t draft : {0, 1, 2}) {
