@@ -329,7 +329,8 @@ void ChatSession::save_prompt_cache(const Prompt& p, std::vector<CachedImage> sp
              opt_.prompt_cache.c_str());
 }
 
-// The prompt-lookup draft to send after `id` (see ngram_draft.h), cut to what the context and -n leave.
+// The prompt-lookup draft to send after `id` (see ngram_draft.h), cut before an [IMG] token and to what the
+// context and -n leave.
 // On a backend whose decode pass takes a few more rows for free (a GPU) it is always sent at full length,
 // padded with `id`: every pass then has the same shape, and the backend replays one captured graph.
 std::vector<int32_t> ChatSession::next_draft(int32_t id, int64_t n_generated) {
@@ -339,6 +340,9 @@ std::vector<int32_t> ChatSession::next_draft(int32_t id, int64_t n_generated) {
     cached_.push_back(id);  // the context the draft continues
     std::vector<int32_t> d = ngram_draft(cached_, opt_.draft);
     cached_.pop_back();
+    // Never an image's place: a pass has no image rows to fill it (an answer that ends like an earlier one,
+    // before a message with a picture, would look up that [IMG]).
+    d.erase(std::find(d.begin(), d.end(), ctx_.model().config().image_token), d.end());
     if (opt_.draft.n_draft < ctx_.model().backend().decode_rows_free()) d.resize(size_t(opt_.draft.n_draft), id);
     if (int64_t(d.size()) > room) d.resize(size_t(room));
     return d;

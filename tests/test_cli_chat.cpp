@@ -330,6 +330,15 @@ TEST_CASE("--draft: the same greedy answers in fewer passes, one-shot and over R
     REQUIRE(pb.size() == 2);
     CHECK(pb[1].pos == pa[1].pos);
     CHECK(pb[1].ids == pa[1].ids);
+    // A second picture: its answer ends like the first's, whose next tokens are </s>[INST][IMG]...; a draft
+    // stops before an image's place (an [IMG] in a pass without image rows was an error).
+    const std::string pictures = "/image " + kRedCircle + "\nWhat is in the image?\n/image " +
+                                 "tests/data/tiny-kjv/images/blue_square.png\nWhat is in the image?\n/exit\n";
+    Run without = chat("-m " + kModel + " --temp 0", pictures), with = chat("-m " + kModel + " --temp 0 --draft 3", pictures);
+    INFO(with.err);
+    CHECK(with.rc == 0);
+    CHECK(with.err.find("error") == std::string::npos);
+    CHECK(with.out == without.out);
     // Sampling checks each draft token by its probability; -n still ends the answer.
     Run sampled = chat("-m " + kModel + " --temp 0.7 --seed 11 -n 60 -p \"Genesis 1\" --draft 2");
     INFO(sampled.err);
