@@ -103,12 +103,12 @@ int32_t Sampler::sample(const float* logits_in, int64_t n_vocab, const std::vect
 
 Sampler::Verdict Sampler::verify(const float* logits_in, int64_t n_vocab, const std::vector<int32_t>& recent,
                                  int32_t draft) {
-    if (n_vocab <= 0) throw std::runtime_error("sampler: empty logits");
-    const float* logits = penalized(logits_in, n_vocab, recent);
     if (p_.temp <= 0) {
-        const int32_t id = int32_t(std::max_element(logits, logits + n_vocab) - logits);
+        const int32_t id = sample(logits_in, n_vocab, recent);
         return {id, id == draft};
     }
+    if (n_vocab <= 0) throw std::runtime_error("sampler: empty logits");
+    const float* logits = penalized(logits_in, n_vocab, recent);
     const double total = choose(logits, n_vocab);
     double w_draft = 0;
     for (size_t i = 0; i < kept_.size(); ++i)
