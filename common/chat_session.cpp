@@ -399,14 +399,15 @@ Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
             for (size_t row = 0;; ++row) {
                 const auto ts = clock_type::now();
                 const bool drafted = row < draft.size();
-                const float* logits = sampler_.greedy() ? nullptr : last.logits.data() + row * size_t(vocab);
                 Sampler::Verdict v{};
-                if (sampler_.greedy())
-                    v = {last.argmax.at(row), drafted && last.argmax.at(row) == draft[row]};
-                else if (drafted)
-                    v = sampler_.verify(logits, vocab, cached_, draft[row]);
-                else
-                    v = {sampler_.sample(logits, vocab, cached_), false};
+                if (sampler_.greedy()) {
+                    v.id = last.argmax.at(row);
+                    v.accepted = drafted && v.id == draft[row];
+                } else {
+                    const float* logits = last.logits.data() + row * size_t(vocab);
+                    v = drafted ? sampler_.verify(logits, vocab, cached_, draft[row])
+                                : Sampler::Verdict{sampler_.sample(logits, vocab, cached_), false};
+                }
                 id = v.id;
                 t.sample_ms += ms_since(ts);
                 if (t.sampled++ == 0) t.ttft_ms = ms_since(t0);
