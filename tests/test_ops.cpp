@@ -109,13 +109,14 @@ TEST_CASE("MUL_MAT matches a double reference for every weight type, shape and k
     const Shape shapes[] = {{1, 37, 48},  {5, 37, 48},   {3, 19, 16},    {4, 64, 256},   {7, 33, 400},
                             {2, 5, 1040}, {70, 9, 272},  {16, 40, 2320}, {64, 24, 512},  {1, 300, 5120},
                             {8, 31, 37},  {13, 17, 588}, {1, 7, 3},     {1, 9, 400},    {4, 11, 912},
-                            {2, 6, 144}};
+                            {2, 6, 144},  {33, 12, 1040}, {130, 21, 160}};
     for (Isa isa : machine_isas()) {
         auto be = cpu::make_backend(2, isa);
         for (Type type : {Type::F32, Type::F16, Type::BF16, Type::NVFP4})
             for (const Shape& s : shapes) {
                 if (type == Type::NVFP4 && s.K % 16) continue;
-                CAPTURE(cpu::isa_name(isa));
+                const std::string isa_str = cpu::isa_name(isa);
+                CAPTURE(isa_str);
                 CAPTURE(type_name(type));
                 CAPTURE(s.M);
                 CAPTURE(s.N);
@@ -148,7 +149,7 @@ TEST_CASE("MUL_MAT results do not depend on the thread count") {
     HostWeight w = make_weight(Type::NVFP4, 53, 384, rng);
     auto be = make_cpu_backend(1);
     be->upload_weight(*w.t);
-    for (int64_t M : {1, 3, 9}) {
+    for (int64_t M : {1, 3, 9, 40, 140}) {
         std::vector<float> x = rng.floats(size_t(M * 384));
         Graph g;
         Tensor* y = g.mark_output(g.mul_mat(w.t.get(), g.input(Type::F32, {384, M}, x.data())));
@@ -165,7 +166,8 @@ TEST_CASE("MUL_MAT results do not depend on the thread count") {
 TEST_CASE("GET_ROWS decodes F32, BF16, F16 and NVFP4 tables exactly") {
     for (Isa isa : machine_isas())
         for (Type type : {Type::F32, Type::BF16, Type::F16, Type::NVFP4}) {
-            CAPTURE(cpu::isa_name(isa));
+            const std::string isa_str = cpu::isa_name(isa);
+            CAPTURE(isa_str);
             CAPTURE(type_name(type));
             auto be = cpu::make_backend(2, isa);
             Rng rng;
@@ -347,7 +349,8 @@ std::vector<float> rows(const std::vector<float>& a, int64_t w, int64_t r0, int6
 
 TEST_CASE("ATTN_CACHED: causal GQA prefill matches the reference, decode steps match prefill") {
     for (Isa isa : machine_isas()) {
-        CAPTURE(cpu::isa_name(isa));
+        const std::string isa_str = cpu::isa_name(isa);
+        CAPTURE(isa_str);
         auto be = cpu::make_backend(2, isa);
         Rng rng;
         CachedAttention att(*be);
@@ -444,7 +447,8 @@ TEST_CASE("ATTN_CACHED: long prefills of two sequences (packed tiles) match the 
     const int64_t T0 = 150, T1 = 70;
     for (Isa isa : machine_isas())
         for (Type t : {Type::F32, Type::BF16, Type::F8_E4M3}) {
-            CAPTURE(cpu::isa_name(isa));
+            const std::string isa_str = cpu::isa_name(isa);
+            CAPTURE(isa_str);
             CAPTURE(type_name(t));
             auto be = cpu::make_backend(2, isa);
             auto round = [&](float f) {
@@ -483,7 +487,8 @@ TEST_CASE("ATTN_FULL is bidirectional attention per head") {
     struct Shape { int H, Dh; int64_t M; };  // one tile; several key blocks and tiles at a vision head's size
     for (Isa isa : machine_isas())
         for (const Shape& sh : {Shape{3, 36, 11}, Shape{2, 64, 150}, Shape{1, 20, 65}}) {
-            CAPTURE(cpu::isa_name(isa));
+            const std::string isa_str = cpu::isa_name(isa);
+            CAPTURE(isa_str);
             CAPTURE(sh.M);
             auto be = cpu::make_backend(2, isa);
             Rng rng;

@@ -73,17 +73,14 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     const int64_t kpad = (K + block - 1) / block * block;
 
     const int nth = pool.size();
-    const size_t x_bytes = align_up(size_t(M * kpad) * sizeof(float));
-    const size_t panel_floats = size_t(kPanelRows * kPanelCols);
     const bool gemv = M <= (nvfp4 ? kern.nvfp4_gemv_rows : kGemvRows);
     auto pack = !nvfp4 ? pack_x_natural : gemv ? kern.pack_nvfp4_gemv_x : kern.pack_nvfp4_x;
-    auto* base = static_cast<char*>(scratch.grow(x_bytes + (gemv ? 0 : nth * panel_floats * sizeof(float))));
-    float* xp = reinterpret_cast<float*>(base);
-    pool.parallel_for(M, [&](int64_t m0, int64_t m1) {
-        for (int64_t m = m0; m < m1; ++m) pack(x + m * K, K, kpad, xp + m * kpad);
-    });
 
     if (gemv) {
+        float* xp = static_cast<float*>(scratch.grow(size_t(M * kpad) * sizeof(float)));
+        pool.parallel_for(M, [&](int64_t m0, int64_t m1) {
+            for (int64_t m = m0; m < m1; ++m) pack(x + m * K, K, kpad, xp + m * kpad);
+        });
         const int64_t chunk = std::max<int64_t>(16, N / (int64_t(nth) * 16));
         pool.parallel_chunks((N + chunk - 1) / chunk, [&](int64_t c, int) {
             const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
@@ -94,21 +91,42 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
         return;
     }
 
-    float* panels = reinterpret_cast<float*>(base + x_bytes);
+    // Panels. x rows are interleaved in groups of L: x(m, k) at xi[(m / L)·ldg + k·L + m % L], rows past M
+    // zero. Each thread has a decoded panel, a packed row and the panel rows' sums for its block of x rows.
+    const int64_t L = kern.gemm_lanes, groups = (M + L - 1) / L, ldg = kpad * L;
+    const size_t x_bytes = align_up(size_t(groups * ldg) * sizeof(float));
+    const size_t per_thread = size_t(kPanelRows * kPanelCols + kpad + kPanelRows * kRowBlock);
+    auto* base = static_cast<char*>(scratch.grow(x_bytes + nth * per_thread * sizeof(float)));
+    float* xi = reinterpret_cast<float*>(base);
+    auto thread_floats = [&](int ith) { return reinterpret_cast<float*>(base + x_bytes) + ith * per_thread; };
+    pool.parallel_chunks(groups, [&](int64_t g, int ith) {
+        float* row = L == 1 ? xi + g * ldg : thread_floats(ith) + kPanelRows * kPanelCols;
+        float* dst = xi + g * ldg;
+        for (int64_t i = 0; i < L; ++i) {
+            const int64_t m = g * L + i;
+            if (m < M) pack(x + m * K, K, kpad, row);
+            else std::fill(row, row + kpad, 0.0f);
+            if (L > 1)
+                for (int64_t k = 0; k < kpad; ++k) dst[k * L + i] = row[k];
+        }
+    });
+
     const int64_t n_chunks = (N + kPanelRows - 1) / kPanelRows;
     const int64_t m_blocks = (M + kRowBlock - 1) / kRowBlock;
     pool.parallel_chunks(m_blocks * n_chunks, [&](int64_t c, int ith) {
         const int64_t m0 = c / n_chunks * kRowBlock, m1 = std::min(M, m0 + kRowBlock);
-        const int64_t n0 = c % n_chunks * kPanelRows;
+        const int64_t n0 = c % n_chunks * kPanelRows, mpad = (m1 - m0 + L - 1) / L * L;
         const int nr = int(std::min<int64_t>(kPanelRows, N - n0));
-        float* panel = panels + ith * panel_floats;
-        for (int64_t m = m0; m < m1; ++m) std::fill(y + m * N + n0, y + m * N + n0 + nr, 0.0f);
+        float* panel = thread_floats(ith);
+        float* sums = panel + kPanelRows * kPanelCols + kpad;  // [nr][kRowBlock]
+        std::fill(sums, sums + kPanelRows * kRowBlock, 0.0f);
         for (int64_t k0 = 0; k0 < kpad; k0 += kPanelCols) {
             const int64_t kb = std::min(kPanelCols, kpad - k0);
             path.decode(wr, n0, nr, k0, kb, panel, kPanelCols);
-            kern.gemm_panel(panel, kPanelCols, nr, xp + m0 * kpad + k0, kpad, m1 - m0, kb, y + m0 * N + n0, N);
+            kern.gemm_panel(panel, kPanelCols, nr, xi + m0 / L * ldg + k0 * L, ldg, mpad, kb, sums, kRowBlock);
         }
-        apply_gscale(gscale, y, N, m0, m1, n0, n0 + nr);
+        for (int64_t m = m0; m < m1; ++m)
+            for (int r = 0; r < nr; ++r) y[m * N + n0 + r] = sums[r * kRowBlock + (m - m0)] / gscale;
     });
 }
 

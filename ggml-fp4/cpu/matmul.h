@@ -12,7 +12,9 @@
 //    (up to `nvfp4_gemv_rows`) through its GEMV too, kGemvRows x rows per pass over the weights.
 //  * More rows (prefill): `decode_*` expands a panel of kPanelRows weight rows × a block of columns to
 //    F32 (in x's column order) in L1, and `gemm_panel` multiplies it with a block of x rows, so every
-//    weight is decoded once per block of kRowBlock x rows.
+//    weight is decoded once per block of kRowBlock x rows. For the panels x is also interleaved in groups
+//    of `gemm_lanes` rows, so that one vector load takes a column of a group: the kernel broadcasts a
+//    panel value and multiplies it with vectors of x rows (outer products, no horizontal sums).
 //  * NVFP4: kernels compute Σ_k e2m1·e4m3·x; the division by the global scale happens once per output.
 #pragma once
 
@@ -30,7 +32,7 @@ struct AttnTile;  // attention_tile.h
 constexpr int kGemvRows = 4;      // at most this many x rows take the fused GEMV path
 constexpr int kPanelRows = 8;     // weight rows decoded together
 constexpr int64_t kPanelCols = 1024;  // columns per decoded panel (a multiple of 128): 32 KB, in L1
-constexpr int64_t kRowBlock = 64;     // x rows that share one decoded panel
+constexpr int64_t kRowBlock = 128;    // x rows that share one decoded panel
 // Streaming kernels prefetch weight bytes this far ahead (NVFP4 scales: an eighth of it), which
 // keeps enough cache misses in flight for one core to approach its share of DRAM bandwidth.
 constexpr int kPrefetchBytes = 4096;
@@ -63,9 +65,10 @@ void gemv_by_rows(const WeightRef& w, int64_t n0, int64_t n1, const float* x, in
 }
 // panel[r·ldp + j] = W[n0 + r, k0 + j] (in x's column order) for r < nr, j < kb; zero past K.
 using DecodeFn = void (*)(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp);
-// y[m·ldy + r] += Σ_{j<kb} panel[r·ldp + j]·x[m·ldx + j] for m < M, r < nr; kb a multiple of 16.
-using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t M,
-                             int64_t kb, float* y, int64_t ldy);
+// sums[r·lds + m] += Σ_{j<kb} panel[r·ldp + j]·x(m, j) for r < nr, m < mpad (a multiple of gemm_lanes L),
+// where x(m, j) = x[(m / L)·ldg + j·L + m % L]; kb a multiple of 16.
+using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad,
+                             int64_t kb, float* sums, int64_t lds);
 
 struct Kernels {
     int64_t nvfp4_block;                                   // kpad multiple for NVFP4 weights
@@ -74,6 +77,7 @@ struct Kernels {
     GemvFn gemv_f32, gemv_f16, gemv_bf16, gemv_nvfp4;
     DecodeFn decode_f32, decode_f16, decode_bf16, decode_nvfp4;
     GemmPanelFn gemm_panel;
+    int64_t gemm_lanes;  // x rows interleaved per group for gemm_panel (its vector width; 1: row-major)
     // Attention: Σ a·b and y += alpha·x for one query at a time (decode), and a flash-attention tile over
     // packed keys and values (prefill, the vision tower) with attn_tile_scratch(D) floats of scratch.
     float (*dot)(const float* a, const float* b, int64_t n);

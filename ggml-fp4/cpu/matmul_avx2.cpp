@@ -189,37 +189,49 @@ constexpr GemvFn gemv_dense = gemv_by_rows<gemv_dense_rows<T, 1>, gemv_dense_row
 constexpr GemvFn gemv_nvfp4 =
     gemv_by_rows<gemv_nvfp4_rows<1>, gemv_nvfp4_rows<2>, gemv_nvfp4_rows<3>, gemv_nvfp4_rows<4>>;
 
-// MR x rows × NR panel rows, accumulated over kb columns in 8-lane vectors (12 of 16 registers).
-template <int MR, int NR>
-void panel_tile(const float* panel, int64_t ldp, const float* x, int64_t ldx, int64_t kb, float* y, int64_t ldy) {
-    __m256 acc[MR][NR];
-    for (int m = 0; m < MR; ++m)
-        for (int r = 0; r < NR; ++r) acc[m][r] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < kb; k += 8) {
-        __m256 p[NR];
-        for (int r = 0; r < NR; ++r) p[r] = _mm256_loadu_ps(panel + r * ldp + k);
-        for (int m = 0; m < MR; ++m) {
-            const __m256 xv = _mm256_loadu_ps(x + m * ldx + k);
-            for (int r = 0; r < NR; ++r) acc[m][r] = _mm256_fmadd_ps(xv, p[r], acc[m][r]);
+// NR panel rows × MV groups of 8 x rows, outer products: each panel value is broadcast and multiplies MV
+// vectors of x rows (at 4 × 2: 8 sums in registers; 2 vector loads and 4 broadcasts per 8 FMAs).
+template <int NR, int MV>
+void panel_tile(const float* panel, int64_t ldp, const float* x, int64_t ldg, int64_t kb, float* sums, int64_t lds) {
+    __m256 acc[NR][MV];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) acc[r][v] = _mm256_loadu_ps(sums + r * lds + 8 * v);
+    for (int64_t j = 0; j < kb; ++j) {
+        __m256 xv[MV];
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) xv[v] = _mm256_loadu_ps(x + v * ldg + 8 * j);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+            const __m256 w = _mm256_broadcast_ss(panel + r * ldp + j);
+#pragma GCC unroll 2
+            for (int v = 0; v < MV; ++v) acc[r][v] = _mm256_fmadd_ps(w, xv[v], acc[r][v]);
         }
     }
-    for (int m = 0; m < MR; ++m)
-        for (int r = 0; r < NR; ++r) y[m * ldy + r] += hsum(acc[m][r]);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) _mm256_storeu_ps(sums + r * lds + 8 * v, acc[r][v]);
 }
 
-template <int MR>
-void panel_rows(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t kb, float* y,
-                int64_t ldy) {
+template <int MV>
+void panel_rows(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t kb, float* sums,
+                int64_t lds) {
     int r = 0;
-    for (; r + 2 <= nr; r += 2) panel_tile<MR, 2>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
-    if (r < nr) panel_tile<MR, 1>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
+    for (; r + 4 <= nr; r += 4) panel_tile<4, MV>(panel + r * ldp, ldp, x, ldg, kb, sums + r * lds, lds);
+    switch (nr - r) {
+        case 3: return panel_tile<3, MV>(panel + r * ldp, ldp, x, ldg, kb, sums + r * lds, lds);
+        case 2: return panel_tile<2, MV>(panel + r * ldp, ldp, x, ldg, kb, sums + r * lds, lds);
+        case 1: return panel_tile<1, MV>(panel + r * ldp, ldp, x, ldg, kb, sums + r * lds, lds);
+    }
 }
 
-void gemm_panel(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t M, int64_t kb,
-                float* y, int64_t ldy) {
+void gemm_panel(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad, int64_t kb,
+                float* sums, int64_t lds) {
     int64_t m = 0;
-    for (; m + 4 <= M; m += 4) panel_rows<4>(panel, ldp, nr, x + m * ldx, ldx, kb, y + m * ldy, ldy);
-    for (; m < M; ++m) panel_rows<1>(panel, ldp, nr, x + m * ldx, ldx, kb, y + m * ldy, ldy);
+    for (; m + 16 <= mpad; m += 16) panel_rows<2>(panel, ldp, nr, x + m / 8 * ldg, ldg, kb, sums + m, lds);
+    if (m < mpad) panel_rows<1>(panel, ldp, nr, x + m / 8 * ldg, ldg, kb, sums + m, lds);
 }
 
 float dot(const float* a, const float* b, int64_t n) {
@@ -245,7 +257,7 @@ const Kernels& kernels_avx2() {
     static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
-                           gemm_panel, dot, axpy, attend_tile<8>};
+                           gemm_panel, 8, dot, axpy, attend_tile<8>};
     return k;
 }
 

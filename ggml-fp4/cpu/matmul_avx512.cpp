@@ -127,58 +127,53 @@ constexpr GemvFn gemv_dense = gemv_by_rows<gemv_dense_rows<T, 1>, gemv_dense_row
 constexpr GemvFn gemv_nvfp4 =
     gemv_by_rows<gemv_nvfp4_rows<1, 4>, gemv_nvfp4_rows<2, 4>, gemv_nvfp4_rows<3, 2>, gemv_nvfp4_rows<4, 2>>;
 
-// The lane sums of four vectors, {Σa, Σb, Σc, Σd}: pairwise shuffles and adds, cheaper than four
-// separate reductions.
-inline __m128 sum4(const __m512* v) {
-    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(v[0], v[1]), _mm512_unpackhi_ps(v[0], v[1]));
-    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(v[2], v[3]), _mm512_unpackhi_ps(v[2], v[3]));
-    const __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
-                                      _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
-    const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
-}
-
-// MR x rows × NR panel rows, accumulated over kb columns in 16-lane vectors.
-template <int MR, int NR>
-void panel_tile(const float* panel, int64_t ldp, const float* x, int64_t ldx, int64_t kb, float* y, int64_t ldy) {
-    __m512 acc[MR][NR];
-    for (int m = 0; m < MR; ++m)
-        for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < kb; k += 16) {
-        __m512 p[NR];
-        for (int r = 0; r < NR; ++r) p[r] = _mm512_loadu_ps(panel + r * ldp + k);
-        for (int m = 0; m < MR; ++m) {
-            const __m512 xv = _mm512_loadu_ps(x + m * ldx + k);
-            for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_fmadd_ps(xv, p[r], acc[m][r]);
+// NR panel rows × MV groups of 16 x rows, outer products: each panel value is broadcast and multiplies MV
+// vectors of x rows (at 8 × 2: 16 sums in registers; 2 vector loads and 8 broadcasts per 16 FMAs).
+template <int NR, int MV>
+void panel_tile(const float* panel, int64_t ldp, const float* x, int64_t ldg, int64_t kb, float* sums, int64_t lds) {
+    __m512 acc[NR][MV];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_loadu_ps(sums + r * lds + 16 * v);
+    for (int64_t j = 0; j < kb; ++j) {
+        __m512 xv[MV];
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) xv[v] = _mm512_loadu_ps(x + v * ldg + 16 * j);
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; ++r) {
+            const __m512 w = _mm512_set1_ps(panel[r * ldp + j]);
+#pragma GCC unroll 2
+            for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_fmadd_ps(w, xv[v], acc[r][v]);
         }
     }
-    for (int m = 0; m < MR; ++m) {
-        if constexpr (NR == 4) {
-            _mm_storeu_ps(y + m * ldy, _mm_add_ps(_mm_loadu_ps(y + m * ldy), sum4(acc[m])));
-        } else {
-            for (int r = 0; r < NR; ++r) y[m * ldy + r] += _mm512_reduce_add_ps(acc[m][r]);
-        }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) _mm512_storeu_ps(sums + r * lds + 16 * v, acc[r][v]);
+}
+
+template <int MV>
+void panel_rows(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t kb, float* sums,
+                int64_t lds) {
+    switch (nr) {
+        case 1: return panel_tile<1, MV>(panel, ldp, x, ldg, kb, sums, lds);
+        case 2: return panel_tile<2, MV>(panel, ldp, x, ldg, kb, sums, lds);
+        case 3: return panel_tile<3, MV>(panel, ldp, x, ldg, kb, sums, lds);
+        case 4: return panel_tile<4, MV>(panel, ldp, x, ldg, kb, sums, lds);
+        case 5: return panel_tile<5, MV>(panel, ldp, x, ldg, kb, sums, lds);
+        case 6: return panel_tile<6, MV>(panel, ldp, x, ldg, kb, sums, lds);
+        case 7: return panel_tile<7, MV>(panel, ldp, x, ldg, kb, sums, lds);
+        default: return panel_tile<8, MV>(panel, ldp, x, ldg, kb, sums, lds);
     }
 }
 
-// MR x rows against all nr panel rows, four at a time.
-template <int MR>
-void panel_rows(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t kb, float* y,
-                int64_t ldy) {
-    int r = 0;
-    for (; r + 4 <= nr; r += 4) panel_tile<MR, 4>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
-    switch (nr - r) {
-        case 3: return panel_tile<MR, 3>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
-        case 2: return panel_tile<MR, 2>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
-        case 1: return panel_tile<MR, 1>(panel + r * ldp, ldp, x, ldx, kb, y + r, ldy);
-    }
-}
-
-void gemm_panel(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t M, int64_t kb,
-                float* y, int64_t ldy) {
+void gemm_panel(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad, int64_t kb,
+                float* sums, int64_t lds) {
+    static_assert(kPanelRows == 8, "panel_rows takes up to 8 panel rows");
     int64_t m = 0;
-    for (; m + 4 <= M; m += 4) panel_rows<4>(panel, ldp, nr, x + m * ldx, ldx, kb, y + m * ldy, ldy);
-    for (; m < M; ++m) panel_rows<1>(panel, ldp, nr, x + m * ldx, ldx, kb, y + m * ldy, ldy);
+    for (; m + 32 <= mpad; m += 32) panel_rows<2>(panel, ldp, nr, x + m / 16 * ldg, ldg, kb, sums + m, lds);
+    if (m < mpad) panel_rows<1>(panel, ldp, nr, x + m / 16 * ldg, ldg, kb, sums + m, lds);
 }
 
 float dot(const float* a, const float* b, int64_t n) {
@@ -205,7 +200,7 @@ const Kernels& kernels_avx512() {
     static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
-                           gemm_panel, dot, axpy, attend_tile<16>};
+                           gemm_panel, 16, dot, axpy, attend_tile<16>};
     return k;
 }
 

@@ -52,13 +52,13 @@ void decode(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, floa
         for (int64_t j = 0; j < kb; j += 16) decode16<T>(w, n0 + r, k0 + j, panel + r * ldp + j);
 }
 
-void gemm_panel(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldx, int64_t M, int64_t kb,
-                float* y, int64_t ldy) {
-    for (int64_t m = 0; m < M; ++m)
+void gemm_panel(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad, int64_t kb,
+                float* sums, int64_t lds) {
+    for (int64_t m = 0; m < mpad; ++m)  // one lane: x rows are row-major
         for (int r = 0; r < nr; ++r) {
             float acc = 0.0f;
-            for (int64_t j = 0; j < kb; ++j) acc += panel[r * ldp + j] * x[m * ldx + j];
-            y[m * ldy + r] += acc;
+            for (int64_t j = 0; j < kb; ++j) acc += panel[r * ldp + j] * x[m * ldg + j];
+            sums[r * lds + m] += acc;
         }
 }
 
@@ -78,7 +78,7 @@ const Kernels& kernels_scalar() {
     static const Kernels k{16, pack_x_natural, pack_x_natural,
                            gemv<Type::F32>, gemv<Type::F16>, gemv<Type::BF16>, gemv<Type::NVFP4>,
                            decode<Type::F32>, decode<Type::F16>, decode<Type::BF16>, decode<Type::NVFP4>,
-                           gemm_panel, dot, axpy, attend_tile<4>};
+                           gemm_panel, 1, dot, axpy, attend_tile<4>};
     return k;
 }
 
