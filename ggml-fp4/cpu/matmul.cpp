@@ -73,7 +73,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     const int64_t kpad = (K + block - 1) / block * block;
 
     const int nth = pool.size();
-    const bool gemv = M <= (nvfp4 ? kern.nvfp4_gemv_rows : kGemvRows);
+    const bool gemv = M <= (nvfp4 ? kern.nvfp4_gemv_rows : kern.dense_gemv_rows);
     auto pack = !nvfp4 ? pack_x_natural : gemv ? kern.pack_nvfp4_gemv_x : kern.pack_nvfp4_x;
 
     if (gemv) {

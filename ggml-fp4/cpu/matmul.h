@@ -8,8 +8,8 @@
 //    4·kpad bytes).
 //  * Few rows (M <= kGemvRows, decode): `gemv_*` decodes weight rows in registers and dots them with
 //    every x row (the AVX-512 NVFP4 ones a few rows at a time, each x vector loaded serving them all).
-//    Memory bound; the weights stream through once. A kernel set may take NVFP4 products of more rows
-//    (up to `nvfp4_gemv_rows`) through its GEMV too, kGemvRows x rows per pass over the weights.
+//    Memory bound; the weights stream through once. A kernel set may take products of more rows (up to
+//    `nvfp4_gemv_rows` / `dense_gemv_rows`) through its GEMV too, kGemvRows x rows per pass over the weights.
 //  * More rows (prefill): `decode_*` expands a panel of kPanelRows weight rows × a block of columns to
 //    F32 (in x's column order) in L1, and `gemm_panel` multiplies it with a block of x rows, so every
 //    weight is decoded once per block of kRowBlock x rows. For the panels x is also interleaved in groups
@@ -83,9 +83,10 @@ struct Kernels {
     float (*dot)(const float* a, const float* b, int64_t n);
     void (*axpy)(float alpha, const float* x, float* y, int64_t n);
     void (*attend_tile)(const AttnTile& t, float* scratch);
-    // NVFP4 products of up to this many x rows run the GEMV, kGemvRows rows at a time, instead of the
-    // panels: where the GEMV's products cost fewer instructions than decoding panels to F32 (AVX512-BF16).
-    int nvfp4_gemv_rows = kGemvRows;
+    // Products of up to this many x rows run the GEMV, kGemvRows rows at a time (one pass over the weights
+    // each), instead of the panels, whose cost rises in steps of two vectors of x rows: where the GEMV's
+    // passes cost less (microbench on this machine, per kernel set).
+    int nvfp4_gemv_rows = kGemvRows, dense_gemv_rows = kGemvRows;
 };
 
 const Kernels& kernels_scalar();

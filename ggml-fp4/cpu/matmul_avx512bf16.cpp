@@ -105,9 +105,8 @@ const Kernels& kernels_avx512bf16() {
         Kernels k = kernels_avx512();
         k.pack_nvfp4_gemv_x = pack_x_bf16_pairs;
         k.gemv_nvfp4 = gemv_nvfp4;
-        // Up to 28 rows the GEMV beats the F32 panels, whose cost rises in steps of 16 rows (microbench, Zen 4,
-        // 32768x5120: GEMV 10.2 / 30.4 / 45.7 / 61.4 ms at 5 / 16 / 24 / 32 rows, panels 30.8 / 31.0 / 55.3 / 55.6).
-        k.nvfp4_gemv_rows = 28;
+        // nvfp4_gemv_rows stays the F32 set's 28 (microbench, Zen 4, 32768x5120: this GEMV 10.2 / 30.4 /
+        // 45.7 / 61.4 ms at 5 / 16 / 24 / 32 rows, the panels 30.8 / 31.0 / 55.3 / 55.6).
         return k;
     }();
     return k;
