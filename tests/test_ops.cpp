@@ -17,6 +17,7 @@
 #include "rng.h"
 #include "cpu/buffer.h"
 #include "cpu/cpu_backend.h"
+#include "cpu/fma_peak.h"
 #include "cpu/graph_plan.h"
 #include "fp4.h"
 #include "numeric.h"
@@ -160,6 +161,28 @@ TEST_CASE("MUL_MAT results do not depend on the thread count") {
             results.push_back(read_output(*be, y));
         }
         for (size_t i = 1; i < results.size(); ++i) CHECK(results[0] == results[i]);
+    }
+}
+
+TEST_CASE("each kernel set's FMA chains run gemm_lanes lanes, as the FMA peak counts them") {
+    // Chain j: a ← 0.999·a + 0.001 from 1 + j/1000, the same in every lane: the sum over lanes is
+    // gemm_lanes times the scalar sum of the chains.
+    const int64_t iters = 1000;
+    double want = 0;
+    for (int j = 0; j < cpu::kFmaChains; ++j) {
+        double a = 1.0 + j * 1e-3;
+        for (int64_t i = 0; i < iters; ++i) a = a * 0.999 + 1e-3;
+        want += a;
+    }
+    cpu::ThreadPool pool(2);
+    for (Isa isa : machine_isas()) {
+        const std::string isa_str = cpu::isa_name(isa);
+        CAPTURE(isa_str);
+        const cpu::Kernels& kern = cpu::kernels_for(isa);
+        CHECK(kern.fma_chains(iters) == doctest::Approx(want * double(kern.gemm_lanes)).epsilon(1e-4));
+        const double peak = cpu::measure_fma_peak(kern, pool, 1);
+        CHECK(std::isfinite(peak));
+        CHECK(peak > 0);
     }
 }
 

@@ -29,6 +29,7 @@ namespace fp4::cpu {
 
 struct AttnTile;  // attention_tile.h
 
+constexpr int kFmaChains = 12;  // enough independent FMAs in flight for two pipes of latency 4 (and more)
 constexpr int kGemvRows = 4;      // at most this many x rows take the fused GEMV path
 constexpr int kPanelRows = 8;     // weight rows decoded together
 constexpr int64_t kPanelCols = 1024;  // columns per decoded panel (a multiple of 128): 32 KB, in L1
@@ -83,6 +84,9 @@ struct Kernels {
     float (*dot)(const float* a, const float* b, int64_t n);
     void (*axpy)(float alpha, const float* x, float* y, int64_t n);
     void (*attend_tile)(const AttnTile& t, float* scratch);
+    // kFmaChains independent chains of `iters` vector FMAs each, gemm_lanes floats wide: the multiply-add
+    // rate the panels can reach (fma_peak.h); returns a sum of the results, so that none is dropped.
+    float (*fma_chains)(int64_t iters);
     // Products of up to this many x rows run the GEMV, kGemvRows rows at a time (one pass over the weights
     // each), instead of the panels, whose cost rises in steps of two vectors of x rows: where the GEMV's
     // passes cost less (microbench on this machine, per kernel set).

@@ -251,13 +251,27 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
     for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
+float fma_chains(int64_t iters) {
+    __m256 a[kFmaChains];
+#pragma GCC unroll 12
+    for (int j = 0; j < kFmaChains; ++j) a[j] = _mm256_set1_ps(1.0f + float(j) * 1e-3f);
+    const __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
+    for (int64_t i = 0; i < iters; ++i)
+#pragma GCC unroll 12
+        for (int j = 0; j < kFmaChains; ++j) a[j] = _mm256_fmadd_ps(a[j], b, c);
+    __m256 sum = a[0];
+#pragma GCC unroll 12
+    for (int j = 1; j < kFmaChains; ++j) sum = _mm256_add_ps(sum, a[j]);
+    return hsum(sum);
+}
+
 }  // namespace
 
 const Kernels& kernels_avx2() {
     static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
-                           gemm_panel, 8, dot, axpy, attend_tile<8>,
+                           gemm_panel, 8, dot, axpy, attend_tile<8>, fma_chains,
                            // GEMV up to: Zen 4, 32768x5120, 4-row passes 14.4 ms (NVFP4) and 18.2 ms (BF16)
                            // against panels of 8 / 16 rows at 33 / 40 and 44 / 46 ms
                            8, 8};

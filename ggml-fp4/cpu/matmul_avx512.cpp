@@ -194,13 +194,27 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
     }
 }
 
+float fma_chains(int64_t iters) {
+    __m512 a[kFmaChains];
+#pragma GCC unroll 12
+    for (int j = 0; j < kFmaChains; ++j) a[j] = _mm512_set1_ps(1.0f + float(j) * 1e-3f);
+    const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-3f);
+    for (int64_t i = 0; i < iters; ++i)
+#pragma GCC unroll 12
+        for (int j = 0; j < kFmaChains; ++j) a[j] = _mm512_fmadd_ps(a[j], b, c);
+    __m512 sum = a[0];
+#pragma GCC unroll 12
+    for (int j = 1; j < kFmaChains; ++j) sum = _mm512_add_ps(sum, a[j]);
+    return _mm512_reduce_add_ps(sum);
+}
+
 }  // namespace
 
 const Kernels& kernels_avx512() {
     static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
-                           gemm_panel, 16, dot, axpy, attend_tile<16>,
+                           gemm_panel, 16, dot, axpy, attend_tile<16>, fma_chains,
                            // GEMV up to: Zen 4, 32768x5120, 4-row passes 7.0 ms (NVFP4) and 19.3 ms (BF16)
                            // against panels of 16 / 32 rows at 31 / 55 and 43 / 69 ms
                            28, 8};

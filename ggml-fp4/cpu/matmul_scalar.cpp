@@ -72,13 +72,26 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+float fma_chains(int64_t iters) {
+    float a[kFmaChains];
+#pragma GCC unroll 12
+    for (int j = 0; j < kFmaChains; ++j) a[j] = 1.0f + float(j) * 1e-3f;
+    for (int64_t i = 0; i < iters; ++i)
+#pragma GCC unroll 12
+        for (int j = 0; j < kFmaChains; ++j) a[j] = a[j] * 0.999f + 1e-3f;
+    float sum = 0.0f;
+#pragma GCC unroll 12
+    for (int j = 0; j < kFmaChains; ++j) sum += a[j];
+    return sum;
+}
+
 }  // namespace
 
 const Kernels& kernels_scalar() {
     static const Kernels k{16, pack_x_natural, pack_x_natural,
                            gemv<Type::F32>, gemv<Type::F16>, gemv<Type::BF16>, gemv<Type::NVFP4>,
                            decode<Type::F32>, decode<Type::F16>, decode<Type::BF16>, decode<Type::NVFP4>,
-                           gemm_panel, 1, dot, axpy, attend_tile<4>};
+                           gemm_panel, 1, dot, axpy, attend_tile<4>, fma_chains};
     return k;
 }
 

@@ -1,6 +1,7 @@
-// microbench — the CPU backend's speed against the machine's memory: (a) plain read and copy bandwidth
-// over a buffer much larger than the caches, (b) the NVFP4 matmul and (c) the BF16 matmul of a given
-// shape, each reported as time, weight bandwidth (and its share of the read bandwidth) and GFLOP/s.
+// microbench — the CPU backend's speed against the machine's ceilings: (a) plain read and copy bandwidth
+// over a buffer much larger than the caches and the kernel set's FMA peak, (b) the NVFP4 matmul and (c) the
+// BF16 matmul of a given shape, each reported as time, weight bandwidth (and its share of the read
+// bandwidth) and GFLOP/s (and its share of the FMA peak).
 // Weights rotate through enough copies to exceed the last-level cache, so they stream from DRAM. Every
 // figure is the best of its repetitions (and the median time too), which is robust on a shared machine.
 // FP4_CPU_ISA=scalar|avx2|avx512 picks the kernel set.
@@ -17,6 +18,8 @@
 
 #include "cpu/bandwidth.h"
 #include "cpu/buffer.h"
+#include "cpu/cpu_features.h"
+#include "cpu/fma_peak.h"
 #include "cpu/thread_pool.h"
 #include "fp4.h"
 
@@ -112,16 +115,19 @@ int main(int argc, char** argv) {
         std::printf("backend %s, %d threads\n", be->name(), pool.size());
         std::printf("memory  %.0f MiB: read %.1f GB/s, copy %.1f GB/s (read + written bytes)\n", buffer_mib,
                     bw.read / 1e9, bw.copy / 1e9);
+        const double peak = fp4::cpu::measure_fma_peak(fp4::cpu::kernels_for(fp4::cpu::isa_from_env()), pool, 10);
+        std::printf("FMA peak %.1f GFLOP/s (the kernel set's vector FMAs on every thread)\n", peak / 1e9);
         for (fp4::Type type : {fp4::Type::NVFP4, fp4::Type::BF16})
             for (int64_t M : rows) {
                 const double weight_bytes =
                     double(fp4::row_bytes(type, K)) * double(N) + (type == fp4::Type::NVFP4 ? double(N * K / 16) : 0);
+                const double flops = 2.0 * double(M * N * K);
                 const MatmulResult r = measure_matmul(*be, pool, type, N, K, M, size_t(weight_bytes), bytes, seconds);
                 std::printf("%-5s N=%lld K=%lld M=%-3lld best %8.3f ms (median %8.3f): %5.1f GB/s of weights = %3.0f%% "
-                            "of read bandwidth, %6.1f GFLOP/s\n",
+                            "of read bandwidth, %6.1f GFLOP/s = %3.0f%% of FMA peak\n",
                             fp4::type_name(type), (long long)N, (long long)K, (long long)M, r.best_s * 1e3,
                             r.median_s * 1e3, weight_bytes / r.best_s / 1e9, 100.0 * weight_bytes / r.best_s / bw.read,
-                            2.0 * double(M * N * K) / r.best_s / 1e9);
+                            flops / r.best_s / 1e9, 100.0 * flops / r.best_s / peak);
             }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
