@@ -172,6 +172,9 @@ public:
     // The streaming bandwidth memory-bound kernels are measured against, bytes per second: the read
     // bandwidth of host memory on the CPU, a device-to-device copy (bytes read + written) on a GPU.
     virtual double measure_bandwidth() = 0;
+    // The multiply-add rate compute-bound passes (prefill) are measured against, FLOP/s: the FMA peak of
+    // the CPU's kernel set; 0 where it is not measured (a GPU).
+    virtual double measure_compute_peak() { return 0; }
     // Bytes of device (or host) memory this backend holds now: weights, caches and graph arena.
     virtual size_t memory_used() const = 0;
     // Bytes this backend could still allocate: free device memory on a GPU; on the CPU the memory the

@@ -70,6 +70,8 @@ TEST_CASE("bench: JSON with every field and positive rates") {
     CHECK(j[0]["test"] == "pp64");
     CHECK(j[1]["test"] == "tg32");
     CHECK(j[1]["ceiling_ratio"].get<double>() > 0);
+    CHECK(j[0]["compute_peak_gflops"].get<double>() > 0);  // the CPU's FMA peak: a prefill's ceiling
+    CHECK(j[0]["ceiling_ratio"].get<double>() > 0);
     CHECK(j[2]["test"] == "np2 pp8+tg32");
     CHECK(j[3]["test"] == "img56");  // 2x2 [IMG] tokens through the tower
     CHECK(j[3]["ttft_ms"].get<double>() > 0);
@@ -89,6 +91,12 @@ TEST_CASE("bench -d: pp and tg after tokens already in the cache, with the cache
     CHECK(j[3]["kv_bytes_per_step"].get<double>() == doctest::Approx(8192.0 * 604.5));
     CHECK(j[1]["kv_bytes_per_step"].get<double>() == doctest::Approx(8192.0 * 4.5));
     CHECK(j[0]["kv_bytes_per_step"].get<double>() == 0);
+    // Per prefill token: 2 FLOPs per weight of the 4 layers' products (4 × 1,441,792) and of lm_head (5120 ×
+    // 256) once per pass of 16, and 4 × 8 heads × 128 per layer and key seen (8.5 on average; 600 more).
+    CHECK(j[0]["flops_per_token"].get<double>() ==
+          doctest::Approx(2.0 * 4 * 1441792 + 2.0 * 5120 * 256 / 16 + 4.0 * 4 * 8 * 128 * 8.5));
+    CHECK(j[2]["flops_per_token"].get<double>() - j[0]["flops_per_token"].get<double>() ==
+          doctest::Approx(4.0 * 4 * 8 * 128 * 600));
     cli::Run bad = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 16 -n 0 -d 5,x");
     CHECK(bad.rc == 1);
     CHECK(bad.err.find("-d: 'x' is not a non-negative number") != std::string::npos);

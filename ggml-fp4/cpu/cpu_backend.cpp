@@ -11,6 +11,7 @@
 
 #include "cpu/bandwidth.h"
 #include "cpu/buffer.h"
+#include "cpu/fma_peak.h"
 #include "cpu/graph_plan.h"
 #include "cpu/host_memory.h"
 #include "cpu/matmul.h"
@@ -121,6 +122,7 @@ public:
     std::vector<OpProfile> profile() const override { return profiler_.report(); }
 
     double measure_bandwidth() override { return measure_memory_bandwidth(pool_, size_t(512) << 20, 3).read; }
+    double measure_compute_peak() override { return measure_fma_peak(kern_, pool_, 10); }
 
     // What this backend allocated: persistent tensors, the graph arena and kernel scratch. Weights are
     // not counted: they stay in the caller's memory (zero copy).

@@ -1,6 +1,7 @@
 // bench — llama-bench-style speed tests (ppN prefill, tgN decode, each after -d tokens already in the
 // cache, -np N concurrent sequences, imgN vision encode) on a model folder or on synthetic weights with a
-// config's shapes, with the bandwidth ceiling beside every decode figure.
+// config's shapes, with the bandwidth ceiling beside every decode figure and, on the CPU, the FMA peak
+// beside every prefill.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -201,6 +202,19 @@ double bytes_per_token(const mistral::Model& m) {
     return b;
 }
 
+// FLOPs of one token of an n-token prefill after `depth` cached ones: 2 per weight of every product (the
+// logits' only for the pass's last token) and 4 per query and key element of attention, over the keys it
+// sees on average.
+double flops_per_prefill_token(const mistral::Model& m, int n, int depth) {
+    const mistral::Weights& w = m.weights();
+    const mistral::TextConfig& c = m.config().text;
+    double f = 0;
+    for (const fp4::Tensor* t : w.text())
+        if (t != w.tok_embd && t->ne[1] > 1) f += 2.0 * double(t->nelements()) / (t == w.lm_head ? n : 1);
+    if (w.lm_head == w.tok_embd) f += 2.0 * double(w.tok_embd->nelements()) / n;  // tied embeddings
+    return f + 4.0 * c.n_layer * c.n_head * c.head_dim * (depth + (n + 1) / 2.0);
+}
+
 double peak_rss_gb() {
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
@@ -271,6 +285,7 @@ int main(int argc, char** argv) {
         const double kv_per_token = double(mistral::context_memory(model->config().text, 1, 1, kv_type).kv);
         common::log_info("measuring the memory bandwidth of %s ...", model->backend().name());
         const double bw = model->backend().measure_bandwidth();
+        const double peak = model->backend().measure_compute_peak();  // 0: not measured (GPU)
 
         Runner run(*model, opt.seed, kv_type);
         std::vector<Result> results;
@@ -327,6 +342,10 @@ int main(int argc, char** argv) {
             // the depth, the prompt and half the generated tokens): bytes/step × steps/s (t/s ÷ sequences).
             const double kv_bytes = decode ? kv_per_token * r.n_par * (r.n_depth + r.n_prompt + (r.n_gen + 1) / 2.0) : 0;
             const double eff = decode ? (bpt + kv_bytes) * r.mean() / r.n_par : 0;
+            // A prefill is compute bound: its FLOPs per second against the backend's multiply-add peak.
+            const bool prefill = r.n_prompt > 0 && !decode;
+            const double flops = prefill ? flops_per_prefill_token(*model, r.n_prompt, r.n_depth) : 0;
+            const double ratio = decode ? eff / bw : prefill && peak > 0 ? flops * r.mean() / peak : 0.0;
             rows.push_back({{"model", model_name},
                             {"size_gb", size_gb},
                             {"params_b", params / 1e9},
@@ -346,7 +365,9 @@ int main(int argc, char** argv) {
                             {"kv_bytes_per_step", kv_bytes},
                             {"bandwidth_gbs", bw / 1e9},
                             {"effective_gbs", eff / 1e9},
-                            {"ceiling_ratio", decode ? eff / bw : 0.0},
+                            {"flops_per_token", flops},
+                            {"compute_peak_gflops", peak / 1e9},
+                            {"ceiling_ratio", ratio},
                             {"peak_host_mem_gb", mem_gb},
                             {"device_mem_gb", double(device_mem) / 1e9}});
         }
@@ -375,11 +396,14 @@ int main(int argc, char** argv) {
                             r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(),
                             (bpt + r["kv_bytes_per_step"].get<double>()) / 1e9, bw / 1e9,
                             r["effective_gbs"].get<double>(),
-                            r["n_gen"].get<int>() > 0
+                            r["ceiling_ratio"].get<double>() > 0
                                 ? (std::to_string(int(std::lround(r["ceiling_ratio"].get<double>() * 100))) + "%").c_str()
                                 : "-");
             std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type),
                         mem_gb, double(device_mem) / 1e9);
+            if (peak > 0)
+                std::printf("of ceiling: decode against the bandwidth, prefill against the FMA peak (%.1f GFLOP/s)\n",
+                            peak / 1e9);
         }
         if (profile) {
             FILE* out = output == "md" ? stdout : stderr;
