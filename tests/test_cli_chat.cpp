@@ -334,7 +334,8 @@ TEST_CASE("--draft: the same greedy answers in fewer passes, one-shot and over R
     // stops before an image's place (an [IMG] in a pass without image rows was an error).
     const std::string pictures = "/image " + kRedCircle + "\nWhat is in the image?\n/image " +
                                  "tests/data/tiny-kjv/images/blue_square.png\nWhat is in the image?\n/exit\n";
-    Run without = chat("-m " + kModel + " --temp 0", pictures), with = chat("-m " + kModel + " --temp 0 --draft 3", pictures);
+    Run without = chat("-m " + kModel + " --temp 0", pictures);
+    Run with = chat("-m " + kModel + " --temp 0 --draft 3", pictures);
     INFO(with.err);
     CHECK(with.rc == 0);
     CHECK(with.err.find("error") == std::string::npos);

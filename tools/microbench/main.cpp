@@ -18,8 +18,6 @@
 
 #include "cpu/bandwidth.h"
 #include "cpu/buffer.h"
-#include "cpu/cpu_features.h"
-#include "cpu/fma_peak.h"
 #include "cpu/thread_pool.h"
 #include "fp4.h"
 
@@ -115,7 +113,7 @@ int main(int argc, char** argv) {
         std::printf("backend %s, %d threads\n", be->name(), pool.size());
         std::printf("memory  %.0f MiB: read %.1f GB/s, copy %.1f GB/s (read + written bytes)\n", buffer_mib,
                     bw.read / 1e9, bw.copy / 1e9);
-        const double peak = fp4::cpu::measure_fma_peak(fp4::cpu::kernels_for(fp4::cpu::isa_from_env()), pool, 10);
+        const double peak = be->measure_compute_peak();
         std::printf("FMA peak %.1f GFLOP/s (the kernel set's vector FMAs on every thread)\n", peak / 1e9);
         for (fp4::Type type : {fp4::Type::NVFP4, fp4::Type::BF16})
             for (int64_t M : rows) {
