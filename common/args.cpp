@@ -23,6 +23,10 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool model_required) {
                    "KV-cache type: auto (the backend's: f32 on the CPU, bf16 on CUDA), f32, bf16, fp8 (E4M3)")
         ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
         ->capture_default_str();
+    app.add_flag("--cpu-bf16", o.cpu_bf16,
+                 "CPU: round activations to BF16 before products with NVFP4 and BF16 weights, as a GPU does: "
+                 "prompts and images ~2x faster with AVX512-BF16, logits within ~1e-2 of the default F32 "
+                 "(no effect on CUDA, which always does)");
     app.add_option("--seed", o.seed, "random seed")->capture_default_str();
     app.add_flag("-v,--verbose", o.verbose, "more logging on stderr")->each([](const std::string&) {
         set_log_level(LogLevel::Debug);
@@ -64,7 +68,7 @@ std::unique_ptr<fp4::Backend> make_backend(const CommonOptions& o) {
         else log_debug("no CUDA backend (%s); using the CPU", why.c_str());
     }
     int n = o.threads > 0 ? o.threads : int(std::thread::hardware_concurrency());
-    return fp4::make_cpu_backend(n > 0 ? n : 1);
+    return fp4::make_cpu_backend(n > 0 ? n : 1, o.cpu_bf16);
 }
 
 std::unique_ptr<mistral::Model> load_model(const CommonOptions& o, bool text_only) {

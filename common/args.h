@@ -23,11 +23,13 @@ struct CommonOptions {
     int threads = 0;           // 0: all cores
     int ctx = 0;               // 0: the binary's default
     std::string kv_type = "auto";  // auto (the backend's), f32, bf16, fp8
+    bool cpu_bf16 = false;         // the CPU backend's BF16 activations (fp4::make_cpu_backend)
     uint64_t seed = 0xC0FFEE;
     bool verbose = false;
 };
 
-// Adds -m/--model (required unless `model_required` is false), --device, -t, -c, --kv-type, --seed, -v.
+// Adds -m/--model (required unless `model_required` is false), --device, -t, -c, --kv-type, --cpu-bf16,
+// --seed, -v.
 void add_common_options(CLI::App& app, CommonOptions& o, bool model_required = true);
 
 // The KV-cache type --kv-type names; nullopt for auto.

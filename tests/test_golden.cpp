@@ -140,6 +140,12 @@ TEST_CASE("every golden case with a BF16 KV cache on the CPU") {
     check_goldens([] { return fp4::make_cpu_backend(2); }, 1e-2, fp4::Type::BF16);
 }
 
+// BF16 activations (--cpu-bf16) round the input of every product with NVFP4 and BF16 weights, as a GPU
+// does: the GPU's contract (2e-2, golden greedy tokens within 0.05 of the top logit).
+TEST_CASE("every golden case with BF16 activations on the CPU") {
+    check_goldens([] { return fp4::make_cpu_backend(2, true); }, 2e-2, std::nullopt, 0.05f);
+}
+
 TEST_CASE("a context that does not fit the backend's memory is refused, naming the sizes") {
     auto model = open_cpu_model("tests/data/tiny-kjv/nvfp4");
     const ContextMemory m = context_memory(model->config().text, 131072, 1000, fp4::Type::F32);

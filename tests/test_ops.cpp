@@ -111,56 +111,66 @@ TEST_CASE("MUL_MAT matches a double reference for every weight type, shape and k
                             {2, 5, 1040}, {70, 9, 272},  {16, 40, 2320}, {64, 24, 512},  {1, 300, 5120},
                             {8, 31, 37},  {13, 17, 588}, {1, 7, 3},     {1, 9, 400},    {4, 11, 912},
                             {2, 6, 144},  {33, 12, 1040}, {130, 21, 160}};
-    for (Isa isa : machine_isas()) {
-        auto be = cpu::make_backend(2, isa);
-        for (Type type : {Type::F32, Type::F16, Type::BF16, Type::NVFP4})
-            for (const Shape& s : shapes) {
-                if (type == Type::NVFP4 && s.K % 16) continue;
-                const std::string isa_str = cpu::isa_name(isa);
-                CAPTURE(isa_str);
-                CAPTURE(type_name(type));
-                CAPTURE(s.M);
-                CAPTURE(s.N);
-                CAPTURE(s.K);
-                Rng rng;
-                HostWeight w = make_weight(type, s.N, s.K, rng);
-                std::vector<float> x = rng.floats(size_t(s.M * s.K));
-                be->upload_weight(*w.t);
-                Graph g;
-                Tensor* xt = g.input(Type::F32, {s.K, s.M}, x.data(), "x");
-                Tensor* y = g.mark_output(g.mul_mat(w.t.get(), xt));
-                be->compute(g);
-                std::vector<double> want(size_t(s.M * s.N)), mag(want.size());
-                for (int64_t m = 0; m < s.M; ++m)
-                    for (int64_t n = 0; n < s.N; ++n) {
-                        double acc = 0, abs = 0;
-                        for (int64_t k = 0; k < s.K; ++k) {
-                            const double p = double(w.values[size_t(n * s.K + k)]) * x[size_t(m * s.K + k)];
-                            acc += p, abs += std::fabs(p);
+    // With BF16 activations the reference takes x rounded to BF16 for NVFP4 and BF16 weights (not rounding
+    // would miss the 1e-5 bound by ~2^-9/√K of Σ|w·x|), F32 and F16 weights keep x as it is.
+    for (Isa isa : machine_isas())
+        for (bool bf16_x : {false, true}) {
+            auto be = cpu::make_backend(2, isa, bf16_x);
+            for (Type type : {Type::F32, Type::F16, Type::BF16, Type::NVFP4})
+                for (const Shape& s : shapes) {
+                    if (type == Type::NVFP4 && s.K % 16) continue;
+                    const std::string isa_str = cpu::isa_name(isa);
+                    CAPTURE(isa_str);
+                    CAPTURE(bf16_x);
+                    CAPTURE(type_name(type));
+                    CAPTURE(s.M);
+                    CAPTURE(s.N);
+                    CAPTURE(s.K);
+                    Rng rng;
+                    HostWeight w = make_weight(type, s.N, s.K, rng);
+                    std::vector<float> x = rng.floats(size_t(s.M * s.K));
+                    std::vector<float> xr = x;
+                    if (bf16_x && (type == Type::NVFP4 || type == Type::BF16))
+                        for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
+                    be->upload_weight(*w.t);
+                    Graph g;
+                    Tensor* xt = g.input(Type::F32, {s.K, s.M}, x.data(), "x");
+                    Tensor* y = g.mark_output(g.mul_mat(w.t.get(), xt));
+                    be->compute(g);
+                    std::vector<double> want(size_t(s.M * s.N)), mag(want.size());
+                    for (int64_t m = 0; m < s.M; ++m)
+                        for (int64_t n = 0; n < s.N; ++n) {
+                            double acc = 0, abs = 0;
+                            for (int64_t k = 0; k < s.K; ++k) {
+                                const double p = double(w.values[size_t(n * s.K + k)]) * xr[size_t(m * s.K + k)];
+                                acc += p, abs += std::fabs(p);
+                            }
+                            want[size_t(m * s.N + n)] = acc, mag[size_t(m * s.N + n)] = abs;
                         }
-                        want[size_t(m * s.N + n)] = acc, mag[size_t(m * s.N + n)] = abs;
-                    }
-                check_close(read_output(*be, y), want, 1e-5, mag);
-            }
-    }
+                    check_close(read_output(*be, y), want, 1e-5, mag);
+                }
+        }
 }
 
 TEST_CASE("MUL_MAT results do not depend on the thread count") {
     Rng rng;
     HostWeight w = make_weight(Type::NVFP4, 53, 384, rng);
-    auto be = make_cpu_backend(1);
-    be->upload_weight(*w.t);
-    for (int64_t M : {1, 3, 9, 40, 140}) {
-        std::vector<float> x = rng.floats(size_t(M * 384));
-        Graph g;
-        Tensor* y = g.mark_output(g.mul_mat(w.t.get(), g.input(Type::F32, {384, M}, x.data())));
-        std::vector<std::vector<float>> results;
-        for (int threads : {1, 2, 5, 2}) {
-            be->set_threads(threads);
-            be->compute(g);
-            results.push_back(read_output(*be, y));
+    for (bool bf16_x : {false, true}) {
+        CAPTURE(bf16_x);
+        auto be = make_cpu_backend(1, bf16_x);
+        be->upload_weight(*w.t);
+        for (int64_t M : {1, 3, 9, 40, 140}) {
+            std::vector<float> x = rng.floats(size_t(M * 384));
+            Graph g;
+            Tensor* y = g.mark_output(g.mul_mat(w.t.get(), g.input(Type::F32, {384, M}, x.data())));
+            std::vector<std::vector<float>> results;
+            for (int threads : {1, 2, 5, 2}) {
+                be->set_threads(threads);
+                be->compute(g);
+                results.push_back(read_output(*be, y));
+            }
+            for (size_t i = 1; i < results.size(); ++i) CHECK(results[0] == results[i]);
         }
-        for (size_t i = 1; i < results.size(); ++i) CHECK(results[0] == results[i]);
     }
 }
 
@@ -183,6 +193,12 @@ TEST_CASE("each kernel set's FMA chains run gemm_lanes lanes, as the FMA peak co
         const double peak = cpu::measure_fma_peak(kern, pool, 1);
         CHECK(std::isfinite(peak));
         CHECK(peak > 0);
+        if (!kern.pair_chains) continue;
+        // BF16 dot products: every step adds 2 · 2^-5 · 2^-5 to each lane of every chain.
+        double pair_want = 0;
+        for (int j = 0; j < cpu::kFmaChains; ++j) pair_want += double(1.0f + float(j) * 1e-3f) + iters * 0x1p-9;
+        CHECK(kern.pair_chains(iters) == doctest::Approx(pair_want * double(kern.gemm_lanes)).epsilon(1e-6));
+        CHECK(cpu::measure_fma_peak(kern, pool, 1, true) > 0);
     }
 }
 

@@ -51,8 +51,11 @@ void run_node(OpContext& ctx, Tensor& t) {
 
 class CpuBackend final : public Backend {
 public:
-    CpuBackend(int n_threads, Isa isa)
-        : pool_(n_threads), kern_(kernels_for(isa)), name_(std::string("cpu (") + isa_name(isa) + ")") {}
+    CpuBackend(int n_threads, Isa isa, bool bf16_activations)
+        : pool_(n_threads),
+          kern_(kernels_for(isa)),
+          bf16_activations_(bf16_activations),
+          name_(std::string("cpu (") + isa_name(isa) + (bf16_activations ? ", bf16 activations)" : ")")) {}
 
     const char* name() const override { return name_.c_str(); }
 
@@ -81,7 +84,7 @@ public:
             if (!t->host) throw std::invalid_argument("graph input '" + t->name + "' has no host data");
             std::memcpy(t->data, t->host, t->nbytes());
         }
-        OpContext ctx{pool_, kern_, scratch_};
+        OpContext ctx{pool_, kern_, scratch_, bf16_activations_};
         for (Tensor* t : g.nodes()) {
             for (Tensor* s : t->src)
                 if (s && !s->data)
@@ -122,7 +125,8 @@ public:
     std::vector<OpProfile> profile() const override { return profiler_.report(); }
 
     double measure_bandwidth() override { return measure_memory_bandwidth(pool_, size_t(512) << 20, 3).read; }
-    double measure_compute_peak() override { return measure_fma_peak(kern_, pool_, 10); }
+    // With BF16 activations on a set with BF16 dot products the panels' ceiling is their rate.
+    double measure_compute_peak() override { return measure_fma_peak(kern_, pool_, 10, bf16_activations_); }
 
     // What this backend allocated: persistent tensors, the graph arena and kernel scratch. Weights are
     // not counted: they stay in the caller's memory (zero copy).
@@ -145,6 +149,7 @@ public:
 private:
     ThreadPool pool_;
     const Kernels& kern_;
+    bool bf16_activations_;
     std::string name_;
     std::unordered_map<const void*, std::unique_ptr<AlignedBuffer>> persistent_;
     AlignedBuffer arena_, scratch_;
@@ -157,15 +162,17 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_backend(int n_threads, Isa isa) {
+std::unique_ptr<Backend> make_backend(int n_threads, Isa isa, bool bf16_activations) {
     if (!isa_supported(isa)) throw std::runtime_error(std::string("CPU backend: this CPU cannot run ") + isa_name(isa));
-    return std::make_unique<CpuBackend>(n_threads, isa);
+    return std::make_unique<CpuBackend>(n_threads, isa, bf16_activations);
 }
 
 }  // namespace fp4::cpu
 
 namespace fp4 {
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return cpu::make_backend(n_threads, cpu::isa_from_env()); }
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool bf16_activations) {
+    return cpu::make_backend(n_threads, cpu::isa_from_env(), bf16_activations);
+}
 
 }  // namespace fp4

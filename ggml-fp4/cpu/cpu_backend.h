@@ -9,7 +9,8 @@
 
 namespace fp4::cpu {
 
-// n_threads <= 0: hardware concurrency. Throws if this CPU cannot run `isa`.
-std::unique_ptr<Backend> make_backend(int n_threads, Isa isa);
+// n_threads <= 0: hardware concurrency. Throws if this CPU cannot run `isa`. bf16_activations: see
+// fp4::make_cpu_backend.
+std::unique_ptr<Backend> make_backend(int n_threads, Isa isa, bool bf16_activations = false);
 
 }  // namespace fp4::cpu

@@ -9,7 +9,7 @@
 namespace fp4::cpu {
 
 // FLOP/s (2 per lane of each FMA) of every pool thread running `kern`'s FMA chains at once: the best of
-// `reps` runs of ~20 ms.
-double measure_fma_peak(const Kernels& kern, ThreadPool& pool, int reps);
+// `reps` runs of ~20 ms. With `pairs` (a set with pair_chains) its BF16 dot products (4 per lane).
+double measure_fma_peak(const Kernels& kern, ThreadPool& pool, int reps, bool pairs = false);
 
 }  // namespace fp4::cpu

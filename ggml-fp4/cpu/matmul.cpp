@@ -7,6 +7,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "numeric.h"
+
 namespace fp4::cpu {
 
 const Kernels& kernels_for(Isa isa) {
@@ -35,6 +37,19 @@ void pack_x_natural(const float* x, int64_t K, int64_t kpad, float* out) {
 
 namespace {
 
+// pair_up with slot s at out[s·stride] (a lane of interleaved x).
+void pair_up(const float* in, int64_t n, uint32_t* out, int64_t stride) {
+    for (int64_t c = 0; c < n; c += 32)
+        for (int64_t d = 0; d < 16; ++d)
+            out[(c / 2 + d) * stride] = uint32_t(f32_to_bf16(in[c + d])) | uint32_t(f32_to_bf16(in[c + 16 + d])) << 16;
+}
+
+}  // namespace
+
+void pair_up(const float* in, int64_t n, uint32_t* out) { pair_up(in, n, out, 1); }
+
+namespace {
+
 struct Path {
     GemvFn gemv;
     DecodeFn decode;
@@ -60,7 +75,7 @@ void apply_gscale(float gscale, float* y, int64_t ldy, int64_t m0, int64_t m1, i
 }  // namespace
 
 void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, const Tensor& w, const float* x,
-             int64_t M, float* y) {
+             int64_t M, float* y, bool bf16_x) {
     if (!w.data || (w.type == Type::NVFP4 && !w.scale))
         throw std::invalid_argument("MUL_MAT: weight '" + w.name + "' has no storage");
     const Path path = path_for(kern, w.type);
@@ -69,15 +84,37 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     const int64_t N = wr.N, K = wr.K;
     const bool nvfp4 = w.type == Type::NVFP4;
     const float gscale = nvfp4 ? w.gscale : 1.0f;
-    const int64_t block = nvfp4 ? kern.nvfp4_block : 16;
-    const int64_t kpad = (K + block - 1) / block * block;
 
-    const int nth = pool.size();
-    const bool gemv = M <= (nvfp4 ? kern.nvfp4_gemv_rows : kern.dense_gemv_rows);
+    // BF16 activations: on pairs of columns where the kernel set can (and the panels run), else x rounded.
+    const bool round_x = bf16_x && (nvfp4 || w.type == Type::BF16);
+    const bool pair_set = round_x && kern.gemm_panel_pairs;
+    const int gemv_rows = nvfp4 ? (pair_set ? kern.nvfp4_pair_gemv_rows : kern.nvfp4_gemv_rows)
+                                : (pair_set ? kern.dense_pair_gemv_rows : kern.dense_gemv_rows);
+    const bool gemv = M <= gemv_rows;
+    const bool pairs = pair_set && !gemv;
+    const int64_t block = std::max<int64_t>(nvfp4 ? kern.nvfp4_block : 16, pairs ? 32 : 16);
+    const int64_t kpad = (K + block - 1) / block * block;
     auto pack = !nvfp4 ? pack_x_natural : gemv ? kern.pack_nvfp4_gemv_x : kern.pack_nvfp4_x;
 
+    // Scratch: x rounded to BF16 (where F32 kernels take it), packed x, and per panel thread a decoded
+    // panel, a packed row and the panel rows' sums for its block of x rows. Panels take x interleaved in
+    // groups of L rows: x(m, k) at xi[(m / L)·ldg + k·L + m % L] (pairs: k / 2), rows past M zero.
+    const int nth = pool.size();
+    const int64_t L = kern.gemm_lanes, groups = (M + L - 1) / L, ldg = kpad * L / (pairs ? 2 : 1);
+    const size_t rounded_bytes = round_x && !pairs ? align_up(size_t(M * K) * sizeof(float)) : 0;
+    const size_t x_bytes = align_up(size_t(gemv ? M * kpad : groups * ldg) * sizeof(float));
+    const size_t per_thread = gemv ? 0 : size_t(kPanelRows * kPanelCols + kpad + kPanelRows * kRowBlock);
+    auto* base = static_cast<char*>(scratch.grow(rounded_bytes + x_bytes + nth * per_thread * sizeof(float)));
+    if (rounded_bytes) {
+        float* xr = reinterpret_cast<float*>(base);
+        pool.parallel_for(M * K, [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
+        });
+        x = xr;
+    }
+    float* xp = reinterpret_cast<float*>(base + rounded_bytes);
+
     if (gemv) {
-        float* xp = static_cast<float*>(scratch.grow(size_t(M * kpad) * sizeof(float)));
         pool.parallel_for(M, [&](int64_t m0, int64_t m1) {
             for (int64_t m = m0; m < m1; ++m) pack(x + m * K, K, kpad, xp + m * kpad);
         });
@@ -91,26 +128,23 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
         return;
     }
 
-    // Panels. x rows are interleaved in groups of L: x(m, k) at xi[(m / L)·ldg + k·L + m % L], rows past M
-    // zero. Each thread has a decoded panel, a packed row and the panel rows' sums for its block of x rows.
-    const int64_t L = kern.gemm_lanes, groups = (M + L - 1) / L, ldg = kpad * L;
-    const size_t x_bytes = align_up(size_t(groups * ldg) * sizeof(float));
-    const size_t per_thread = size_t(kPanelRows * kPanelCols + kpad + kPanelRows * kRowBlock);
-    auto* base = static_cast<char*>(scratch.grow(x_bytes + nth * per_thread * sizeof(float)));
-    float* xi = reinterpret_cast<float*>(base);
-    auto thread_floats = [&](int ith) { return reinterpret_cast<float*>(base + x_bytes) + ith * per_thread; };
+    auto thread_floats = [&](int ith) { return xp + x_bytes / sizeof(float) + ith * per_thread; };
     pool.parallel_chunks(groups, [&](int64_t g, int ith) {
-        float* row = L == 1 ? xi + g * ldg : thread_floats(ith) + kPanelRows * kPanelCols;
-        float* dst = xi + g * ldg;
+        float* row = L == 1 ? xp + g * ldg : thread_floats(ith) + kPanelRows * kPanelCols;
+        float* dst = xp + g * ldg;
         for (int64_t i = 0; i < L; ++i) {
             const int64_t m = g * L + i;
             if (m < M) pack(x + m * K, K, kpad, row);
             else std::fill(row, row + kpad, 0.0f);
-            if (L > 1)
+            if (pairs) pair_up(row, kpad, reinterpret_cast<uint32_t*>(dst) + i, L);
+            else if (L > 1)
                 for (int64_t k = 0; k < kpad; ++k) dst[k * L + i] = row[k];
         }
     });
 
+    const DecodeFn decode = !pairs ? path.decode : nvfp4 ? kern.decode_nvfp4_pairs : kern.decode_bf16_pairs;
+    const GemmPanelFn gemm_panel = pairs ? kern.gemm_panel_pairs : kern.gemm_panel;
+    const int64_t cols_per_slot = pairs ? 2 : 1, ldp = kPanelCols / cols_per_slot;
     const int64_t n_chunks = (N + kPanelRows - 1) / kPanelRows;
     const int64_t m_blocks = (M + kRowBlock - 1) / kRowBlock;
     pool.parallel_chunks(m_blocks * n_chunks, [&](int64_t c, int ith) {
@@ -122,8 +156,8 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
         std::fill(sums, sums + kPanelRows * kRowBlock, 0.0f);
         for (int64_t k0 = 0; k0 < kpad; k0 += kPanelCols) {
             const int64_t kb = std::min(kPanelCols, kpad - k0);
-            path.decode(wr, n0, nr, k0, kb, panel, kPanelCols);
-            kern.gemm_panel(panel, kPanelCols, nr, xi + m0 / L * ldg + k0 * L, ldg, mpad, kb, sums, kRowBlock);
+            decode(wr, n0, nr, k0, kb, panel, ldp);
+            gemm_panel(panel, ldp, nr, xp + m0 / L * ldg + k0 / cols_per_slot * L, ldg, mpad, kb, sums, kRowBlock);
         }
         for (int64_t m = m0; m < m1; ++m)
             for (int r = 0; r < nr; ++r) y[m * N + n0 + r] = sums[r * kRowBlock + (m - m0)] / gscale;

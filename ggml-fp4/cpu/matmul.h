@@ -16,6 +16,9 @@
 //    of `gemm_lanes` rows, so that one vector load takes a column of a group: the kernel broadcasts a
 //    panel value and multiplies it with vectors of x rows (outer products, no horizontal sums).
 //  * NVFP4: kernels compute Σ_k e2m1·e4m3·x; the division by the global scale happens once per output.
+//  * BF16 activations (a backend option, off by default): products with NVFP4 and BF16 weights, whose
+//    values are exact in BF16, take x rounded to BF16, the numerics of a GPU. Sets with BF16 dot products
+//    run their panels on pairs of columns (`gemm_panel_pairs`); the others round x and run the F32 kernels.
 #pragma once
 
 #include <cstdint>
@@ -71,6 +74,10 @@ using DecodeFn = void (*)(const WeightRef& w, int64_t n0, int nr, int64_t k0, in
 using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad,
                              int64_t kb, float* sums, int64_t lds);
 
+// Pairs of columns: in every 32 columns of the F32 order (the pack's, the decode's) slot d < 16 holds the
+// columns d and 16 + d as two BF16 halves of one 32-bit word, the first in the low half (pair_up, below).
+// A pair panel has ldp slots per row and kb / 2 per block; x(m, slot s) = x[(m / L)·ldg + s·L + m % L].
+
 struct Kernels {
     int64_t nvfp4_block;                                   // kpad multiple for NVFP4 weights
     void (*pack_nvfp4_x)(const float* x, int64_t K, int64_t kpad, float* out);       // x row -> decode_nvfp4's order
@@ -91,6 +98,14 @@ struct Kernels {
     // each), instead of the panels, whose cost rises in steps of two vectors of x rows: where the GEMV's
     // passes cost less (microbench on this machine, per kernel set).
     int nvfp4_gemv_rows = kGemvRows, dense_gemv_rows = kGemvRows;
+    // BF16 activations on pairs of columns (null where the set has no BF16 dot product): the panel
+    // decoded to pairs, its product with x pairs (32-bit slots in float buffers, kb columns = kb / 2
+    // slots), kFmaChains chains of BF16 dot products (2 multiply-adds per lane), and the GEMV limits
+    // with these panels.
+    DecodeFn decode_nvfp4_pairs = nullptr, decode_bf16_pairs = nullptr;
+    GemmPanelFn gemm_panel_pairs = nullptr;
+    float (*pair_chains)(int64_t iters) = nullptr;
+    int nvfp4_pair_gemv_rows = kGemvRows, dense_pair_gemv_rows = kGemvRows;
 };
 
 const Kernels& kernels_scalar();
@@ -105,8 +120,12 @@ void pack_x_nibble_order(const float* x, int64_t K, int64_t kpad, float* out);
 // Natural column order, zero padded.
 void pack_x_natural(const float* x, int64_t K, int64_t kpad, float* out);
 
-// y [M, N] = x [M, K] · Wᵀ for a weight tensor of any supported type.
+// Packed F32 columns (n a multiple of 32) -> n / 2 pair slots, rounded to BF16 (nearest even).
+void pair_up(const float* in, int64_t n, uint32_t* out);
+
+// y [M, N] = x [M, K] · Wᵀ for a weight tensor of any supported type; with `bf16_x`, x rounded to BF16
+// where W is NVFP4 or BF16.
 void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, const Tensor& w, const float* x,
-             int64_t M, float* y);
+             int64_t M, float* y, bool bf16_x = false);
 
 }  // namespace fp4::cpu

@@ -3,7 +3,10 @@
 // an FMA per 16 weights, which caps two cores below the memory's speed; vdpbf16ps does 32 products per
 // instruction. E2M1 values are exact in BF16 (vpermw looks them up for 32 nibbles at once); x is split into
 // two BF16 halves, hi = bf16(x) and lo = bf16(x − hi), so it keeps 16 significant bits (relative error
-// ≤ 2^-17, where F32 has 2^-24) and products and sums stay F32. Everything else is the AVX-512 set's.
+// ≤ 2^-17, where F32 has 2^-24) and products and sums stay F32.
+// With BF16 activations (matmul.h) the panels run on pairs of columns: each vdpbf16ps multiplies a
+// broadcast pair of panel values with 16 x rows' pairs, twice the multiply-adds of an F32 FMA. Everything
+// else is the AVX-512 set's.
 
 // GCC 12 reports its own intrinsics' _mm*_undefined_*() placeholders as uninitialized (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -98,6 +101,119 @@ constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_rows_at<MR, NR>,
 constexpr GemvFn gemv_nvfp4 =
     gemv_by_rows<gemv_nvfp4_rows<1, 4>, gemv_nvfp4_rows<2, 4>, gemv_nvfp4_rows<3, 2>, gemv_nvfp4_rows<4, 2>>;
 
+// ---- BF16 activations: panels of column pairs --------------------------------------------------------
+
+alignas(64) constexpr float kE2M1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                         -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+// Lane-wise pairs of two F32 vectors whose values are exact in BF16: a's in the low halves, b's above.
+inline __m512i pair_exact(__m512 a, __m512 b) {
+    return _mm512_mask_blend_epi16(0xaaaaaaaau, _mm512_srli_epi32(_mm512_castps_si512(a), 16),
+                                   _mm512_castps_si512(b));
+}
+
+// The F32 panel's order is the nibble order (nibble j of word d at 16j + d), so the 32 columns from
+// 32c pair nibbles 2c and 2c + 1 of every word.
+void decode_nvfp4_pairs(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp) {
+    const __m512 lut = _mm512_load_ps(kE2M1);
+    for (int r = 0; r < nr; ++r)  // kpad rounds K up to 128: no block lies wholly past K
+        for_each_block<1>(w, n0 + r, k0, k0 + kb, [&](const __m512i* codes, const __m512* scale, int64_t k) {
+            float* out = panel + r * ldp + (k - k0) / 2;
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; ++c) {
+                const __m512 a = _mm512_permutexvar_ps(_mm512_srli_epi32(codes[0], 8 * c), lut);
+                const __m512 b = _mm512_permutexvar_ps(_mm512_srli_epi32(codes[0], 8 * c + 4), lut);
+                _mm512_storeu_si512(out + 16 * c, pair_exact(_mm512_mul_ps(a, scale[0]), _mm512_mul_ps(b, scale[0])));
+            }
+        });
+}
+
+// Natural order: word 2d of a pair vector from column d of the 32, word 2d + 1 from column 16 + d.
+alignas(64) constexpr auto kPairOfHalves = [] {
+    std::array<uint16_t, 32> idx{};
+    for (int d = 0; d < 16; ++d) idx[size_t(2 * d)] = uint16_t(d), idx[size_t(2 * d + 1)] = uint16_t(16 + d);
+    return idx;
+}();
+
+void decode_bf16_pairs(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp) {
+    const __m512i idx = _mm512_load_si512(kPairOfHalves.data());
+    for (int r = 0; r < nr; ++r) {
+        const auto* row = reinterpret_cast<const uint16_t*>(w.data) + (n0 + r) * w.K;
+        for (int64_t j = 0; j < kb; j += 32) {
+            const int64_t k = k0 + j, left = w.K - k;
+            const __mmask32 m = left >= 32 ? ~__mmask32(0) : left > 0 ? (__mmask32(1) << left) - 1 : 0;
+            const __m512i v = _mm512_maskz_loadu_epi16(m, row + std::min(k, w.K));
+            _mm512_storeu_si512(panel + r * ldp + j / 2, _mm512_permutexvar_epi16(idx, v));
+        }
+    }
+}
+
+// NR panel rows × MV groups of 16 x rows, as the AVX-512 set's panel_tile, on pairs: per slot, MV vector
+// loads and NR broadcasts for NR × MV dot products of 32 multiply-adds.
+template <int NR, int MV>
+void pair_tile(const float* panel, int64_t ldp, const float* x, int64_t ldg, int64_t slots, float* sums,
+               int64_t lds) {
+    const auto* p = reinterpret_cast<const int*>(panel);
+    __m512 acc[NR][MV];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_loadu_ps(sums + r * lds + 16 * v);
+    for (int64_t j = 0; j < slots; ++j) {
+        __m512bh xv[MV];
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) xv[v] = (__m512bh)_mm512_loadu_si512(x + v * ldg + 16 * j);
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; ++r) {
+            const __m512bh wv = (__m512bh)_mm512_set1_epi32(p[r * ldp + j]);
+#pragma GCC unroll 2
+            for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], wv, xv[v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < MV; ++v) _mm512_storeu_ps(sums + r * lds + 16 * v, acc[r][v]);
+}
+
+template <int MV>
+void pair_rows(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t slots, float* sums,
+               int64_t lds) {
+    switch (nr) {
+        case 1: return pair_tile<1, MV>(panel, ldp, x, ldg, slots, sums, lds);
+        case 2: return pair_tile<2, MV>(panel, ldp, x, ldg, slots, sums, lds);
+        case 3: return pair_tile<3, MV>(panel, ldp, x, ldg, slots, sums, lds);
+        case 4: return pair_tile<4, MV>(panel, ldp, x, ldg, slots, sums, lds);
+        case 5: return pair_tile<5, MV>(panel, ldp, x, ldg, slots, sums, lds);
+        case 6: return pair_tile<6, MV>(panel, ldp, x, ldg, slots, sums, lds);
+        case 7: return pair_tile<7, MV>(panel, ldp, x, ldg, slots, sums, lds);
+        default: return pair_tile<8, MV>(panel, ldp, x, ldg, slots, sums, lds);
+    }
+}
+
+void gemm_panel_pairs(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad,
+                      int64_t kb, float* sums, int64_t lds) {
+    static_assert(kPanelRows == 8, "pair_rows takes up to 8 panel rows");
+    int64_t m = 0;
+    for (; m + 32 <= mpad; m += 32) pair_rows<2>(panel, ldp, nr, x + m / 16 * ldg, ldg, kb / 2, sums + m, lds);
+    if (m < mpad) pair_rows<1>(panel, ldp, nr, x + m / 16 * ldg, ldg, kb / 2, sums + m, lds);
+}
+
+float pair_chains(int64_t iters) {
+    __m512 a[kFmaChains];
+#pragma GCC unroll 12
+    for (int j = 0; j < kFmaChains; ++j) a[j] = _mm512_set1_ps(1.0f + float(j) * 1e-3f);
+    // Every lane adds 2 · 2^-5 · 2^-5 = 2^-9 per step (exact while the sums stay below 2^14).
+    const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3d00);  // 2^-5 in BF16
+    for (int64_t i = 0; i < iters; ++i)
+#pragma GCC unroll 12
+        for (int j = 0; j < kFmaChains; ++j) a[j] = _mm512_dpbf16_ps(a[j], b, b);
+    __m512 sum = a[0];
+#pragma GCC unroll 12
+    for (int j = 1; j < kFmaChains; ++j) sum = _mm512_add_ps(sum, a[j]);
+    return _mm512_reduce_add_ps(sum);
+}
+
 }  // namespace
 
 const Kernels& kernels_avx512bf16() {
@@ -107,6 +223,14 @@ const Kernels& kernels_avx512bf16() {
         k.gemv_nvfp4 = gemv_nvfp4;
         // nvfp4_gemv_rows stays the F32 set's 28 (microbench, Zen 4, 32768x5120: this GEMV 10.2 / 30.4 /
         // 45.7 / 61.4 ms at 5 / 16 / 24 / 32 rows, the panels 30.8 / 31.0 / 55.3 / 55.6).
+        k.decode_nvfp4_pairs = decode_nvfp4_pairs;
+        k.decode_bf16_pairs = decode_bf16_pairs;
+        k.gemm_panel_pairs = gemm_panel_pairs;
+        k.pair_chains = pair_chains;
+        // With pair panels (Zen 4, 32768x5120): NVFP4 GEMV 7.8 / 15.6 / 24.5 ms at 4 / 8 / 12 rows, pair
+        // panels 21.4 / 22.2 at 8 / 12; BF16 GEMV 20.0 / 37.5 at 4 / 8, pair panels 27.2 at 5 to 12.
+        k.nvfp4_pair_gemv_rows = 8;
+        k.dense_pair_gemv_rows = 4;
         return k;
     }();
     return k;

@@ -65,7 +65,7 @@ void op_get_rows(OpContext& ctx, Tensor& dst) {
 void op_mul_mat(OpContext& ctx, Tensor& dst) {
     Tensor* x = dst.src[1];
     require_f32(*x, Op::MUL_MAT);
-    mul_mat(ctx.kern, ctx.pool, ctx.scratch, *dst.src[0], f32(x), x->rows(), f32(&dst));
+    mul_mat(ctx.kern, ctx.pool, ctx.scratch, *dst.src[0], f32(x), x->rows(), f32(&dst), ctx.bf16_activations);
 }
 
 void op_rms_norm(OpContext& ctx, Tensor& dst) {

@@ -14,6 +14,7 @@ struct OpContext {
     ThreadPool& pool;
     const Kernels& kern;
     AlignedBuffer& scratch;  // per-op temporary memory (packed activations, scores, panels)
+    bool bf16_activations;   // MUL_MAT rounds x to BF16 for NVFP4 and BF16 weights (matmul.h)
 };
 
 void op_get_rows(OpContext& ctx, Tensor& dst);

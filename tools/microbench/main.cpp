@@ -4,7 +4,7 @@
 // bandwidth) and GFLOP/s (and its share of the FMA peak).
 // Weights rotate through enough copies to exceed the last-level cache, so they stream from DRAM. Every
 // figure is the best of its repetitions (and the median time too), which is robust on a shared machine.
-// FP4_CPU_ISA=scalar|avx2|avx512 picks the kernel set.
+// FP4_CPU_ISA=scalar|avx2|avx512|avx512bf16 picks the kernel set, --cpu-bf16 the BF16 activations.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
     int64_t N = 32768, K = 5120;
     std::vector<int64_t> rows = {1};
     double buffer_mib = 1024, seconds = 2.0;
+    bool bf16_activations = false;
     app.add_option("-t,--threads", threads, "threads (default: all cores)");
     app.add_option("-N", N, "weight rows (outputs)")->check(CLI::PositiveNumber);
     app.add_option("-K", K, "weight columns (inputs), a multiple of 16")->check(CLI::PositiveNumber);
@@ -103,10 +104,11 @@ int main(int argc, char** argv) {
     app.add_option("--buffer-mib", buffer_mib, "bandwidth buffer and minimum weight working set, MiB")
         ->check(CLI::PositiveNumber);
     app.add_option("--seconds", seconds, "minimum time per measurement");
+    app.add_flag("--cpu-bf16", bf16_activations, "activations rounded to BF16 (the chat binaries' --cpu-bf16)");
     CLI11_PARSE(app, argc, argv);
 
     try {
-        auto be = fp4::make_cpu_backend(threads);
+        auto be = fp4::make_cpu_backend(threads, bf16_activations);
         fp4::cpu::ThreadPool pool(threads);
         const size_t bytes = size_t(buffer_mib * 1024 * 1024);
         const fp4::cpu::MemoryBandwidth bw = fp4::cpu::measure_memory_bandwidth(pool, bytes, 10);
@@ -114,7 +116,8 @@ int main(int argc, char** argv) {
         std::printf("memory  %.0f MiB: read %.1f GB/s, copy %.1f GB/s (read + written bytes)\n", buffer_mib,
                     bw.read / 1e9, bw.copy / 1e9);
         const double peak = be->measure_compute_peak();
-        std::printf("FMA peak %.1f GFLOP/s (the kernel set's vector FMAs on every thread)\n", peak / 1e9);
+        std::printf("FMA peak %.1f GFLOP/s (the kernel set's vector %s on every thread)\n", peak / 1e9,
+                    bf16_activations ? "FMAs, or BF16 dot products where it has them," : "FMAs");
         for (fp4::Type type : {fp4::Type::NVFP4, fp4::Type::BF16})
             for (int64_t M : rows) {
                 const double weight_bytes =
