@@ -13,6 +13,7 @@
 #include "cpu/attention_tile.h"
 #include "cpu/matmul.h"
 #include "cpu/nvfp4_avx512.h"
+#include "cpu/panel_avx512.h"
 
 namespace fp4::cpu {
 namespace {
@@ -127,55 +128,6 @@ constexpr GemvFn gemv_dense = gemv_by_rows<gemv_dense_rows<T, 1>, gemv_dense_row
 constexpr GemvFn gemv_nvfp4 =
     gemv_by_rows<gemv_nvfp4_rows<1, 4>, gemv_nvfp4_rows<2, 4>, gemv_nvfp4_rows<3, 2>, gemv_nvfp4_rows<4, 2>>;
 
-// NR panel rows × MV groups of 16 x rows, outer products: each panel value is broadcast and multiplies MV
-// vectors of x rows (at 8 × 2: 16 sums in registers; 2 vector loads and 8 broadcasts per 16 FMAs).
-template <int NR, int MV>
-void panel_tile(const float* panel, int64_t ldp, const float* x, int64_t ldg, int64_t kb, float* sums, int64_t lds) {
-    __m512 acc[NR][MV];
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r)
-#pragma GCC unroll 2
-        for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_loadu_ps(sums + r * lds + 16 * v);
-    for (int64_t j = 0; j < kb; ++j) {
-        __m512 xv[MV];
-#pragma GCC unroll 2
-        for (int v = 0; v < MV; ++v) xv[v] = _mm512_loadu_ps(x + v * ldg + 16 * j);
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; ++r) {
-            const __m512 w = _mm512_set1_ps(panel[r * ldp + j]);
-#pragma GCC unroll 2
-            for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_fmadd_ps(w, xv[v], acc[r][v]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r)
-#pragma GCC unroll 2
-        for (int v = 0; v < MV; ++v) _mm512_storeu_ps(sums + r * lds + 16 * v, acc[r][v]);
-}
-
-template <int MV>
-void panel_rows(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t kb, float* sums,
-                int64_t lds) {
-    switch (nr) {
-        case 1: return panel_tile<1, MV>(panel, ldp, x, ldg, kb, sums, lds);
-        case 2: return panel_tile<2, MV>(panel, ldp, x, ldg, kb, sums, lds);
-        case 3: return panel_tile<3, MV>(panel, ldp, x, ldg, kb, sums, lds);
-        case 4: return panel_tile<4, MV>(panel, ldp, x, ldg, kb, sums, lds);
-        case 5: return panel_tile<5, MV>(panel, ldp, x, ldg, kb, sums, lds);
-        case 6: return panel_tile<6, MV>(panel, ldp, x, ldg, kb, sums, lds);
-        case 7: return panel_tile<7, MV>(panel, ldp, x, ldg, kb, sums, lds);
-        default: return panel_tile<8, MV>(panel, ldp, x, ldg, kb, sums, lds);
-    }
-}
-
-void gemm_panel(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad, int64_t kb,
-                float* sums, int64_t lds) {
-    static_assert(kPanelRows == 8, "panel_rows takes up to 8 panel rows");
-    int64_t m = 0;
-    for (; m + 32 <= mpad; m += 32) panel_rows<2>(panel, ldp, nr, x + m / 16 * ldg, ldg, kb, sums + m, lds);
-    if (m < mpad) panel_rows<1>(panel, ldp, nr, x + m / 16 * ldg, ldg, kb, sums + m, lds);
-}
-
 float dot(const float* a, const float* b, int64_t n) {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
@@ -214,7 +166,7 @@ const Kernels& kernels_avx512() {
     static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
-                           gemm_panel, 16, dot, axpy, attend_tile<16>, fma_chains,
+                           gemm_panel<F32Step>, 16, dot, axpy, attend_tile<16>, fma_chains,
                            // GEMV up to: Zen 4, 32768x5120, 4-row passes 7.0 ms (NVFP4) and 19.3 ms (BF16)
                            // against panels of 16 / 32 rows at 31 / 55 and 43 / 69 ms
                            28, 8};

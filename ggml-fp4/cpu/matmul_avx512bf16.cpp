@@ -15,9 +15,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 
 #include "cpu/matmul.h"
 #include "cpu/nvfp4_avx512.h"
+#include "cpu/panel_avx512.h"
 
 namespace fp4::cpu {
 namespace {
@@ -148,56 +150,19 @@ void decode_bf16_pairs(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64
     }
 }
 
-// NR panel rows × MV groups of 16 x rows, as the AVX-512 set's panel_tile, on pairs: per slot, MV vector
-// loads and NR broadcasts for NR × MV dot products of 32 multiply-adds.
-template <int NR, int MV>
-void pair_tile(const float* panel, int64_t ldp, const float* x, int64_t ldg, int64_t slots, float* sums,
-               int64_t lds) {
-    const auto* p = reinterpret_cast<const int*>(panel);
-    __m512 acc[NR][MV];
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r)
-#pragma GCC unroll 2
-        for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_loadu_ps(sums + r * lds + 16 * v);
-    for (int64_t j = 0; j < slots; ++j) {
-        __m512bh xv[MV];
-#pragma GCC unroll 2
-        for (int v = 0; v < MV; ++v) xv[v] = (__m512bh)_mm512_loadu_si512(x + v * ldg + 16 * j);
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; ++r) {
-            const __m512bh wv = (__m512bh)_mm512_set1_epi32(p[r * ldp + j]);
-#pragma GCC unroll 2
-            for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], wv, xv[v]);
-        }
+// One pair of columns per slot: broadcast panel pair · 16 x rows' pairs, vdpbf16ps.
+struct PairStep {
+    static constexpr int kCols = 2;
+    using X = __m512bh;
+    using W = __m512bh;
+    static X load_x(const float* p) { return (__m512bh)_mm512_loadu_si512(p); }
+    static W broadcast(const float* p) {
+        int pair;
+        std::memcpy(&pair, p, 4);
+        return (__m512bh)_mm512_set1_epi32(pair);
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; ++r)
-#pragma GCC unroll 2
-        for (int v = 0; v < MV; ++v) _mm512_storeu_ps(sums + r * lds + 16 * v, acc[r][v]);
-}
-
-template <int MV>
-void pair_rows(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t slots, float* sums,
-               int64_t lds) {
-    switch (nr) {
-        case 1: return pair_tile<1, MV>(panel, ldp, x, ldg, slots, sums, lds);
-        case 2: return pair_tile<2, MV>(panel, ldp, x, ldg, slots, sums, lds);
-        case 3: return pair_tile<3, MV>(panel, ldp, x, ldg, slots, sums, lds);
-        case 4: return pair_tile<4, MV>(panel, ldp, x, ldg, slots, sums, lds);
-        case 5: return pair_tile<5, MV>(panel, ldp, x, ldg, slots, sums, lds);
-        case 6: return pair_tile<6, MV>(panel, ldp, x, ldg, slots, sums, lds);
-        case 7: return pair_tile<7, MV>(panel, ldp, x, ldg, slots, sums, lds);
-        default: return pair_tile<8, MV>(panel, ldp, x, ldg, slots, sums, lds);
-    }
-}
-
-void gemm_panel_pairs(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad,
-                      int64_t kb, float* sums, int64_t lds) {
-    static_assert(kPanelRows == 8, "pair_rows takes up to 8 panel rows");
-    int64_t m = 0;
-    for (; m + 32 <= mpad; m += 32) pair_rows<2>(panel, ldp, nr, x + m / 16 * ldg, ldg, kb / 2, sums + m, lds);
-    if (m < mpad) pair_rows<1>(panel, ldp, nr, x + m / 16 * ldg, ldg, kb / 2, sums + m, lds);
-}
+    static __m512 madd(__m512 acc, W w, X x) { return _mm512_dpbf16_ps(acc, w, x); }
+};
 
 float pair_chains(int64_t iters) {
     __m512 a[kFmaChains];
@@ -225,7 +190,7 @@ const Kernels& kernels_avx512bf16() {
         // 45.7 / 61.4 ms at 5 / 16 / 24 / 32 rows, the panels 30.8 / 31.0 / 55.3 / 55.6).
         k.decode_nvfp4_pairs = decode_nvfp4_pairs;
         k.decode_bf16_pairs = decode_bf16_pairs;
-        k.gemm_panel_pairs = gemm_panel_pairs;
+        k.gemm_panel_pairs = gemm_panel<PairStep>;
         k.pair_chains = pair_chains;
         // With pair panels (Zen 4, 32768x5120): NVFP4 GEMV 7.8 / 15.6 / 24.5 ms at 4 / 8 / 12 rows, pair
         // panels 21.4 / 22.2 at 8 / 12; BF16 GEMV 20.0 / 37.5 at 4 / 8, pair panels 27.2 at 5 to 12.
