@@ -83,7 +83,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
                        w.ne[0]};
     const int64_t N = wr.N, K = wr.K;
     const bool nvfp4 = w.type == Type::NVFP4;
-    const float gscale = nvfp4 ? w.gscale : 1.0f;
+    const float gscale = nvfp4 ? w.gscale : 1.0f, inv_gscale = 1.0f / gscale;
 
     // BF16 activations: on pairs of columns where the kernel set can (and the panels run), else x rounded.
     const bool round_x = bf16_x && (nvfp4 || w.type == Type::BF16);
@@ -103,7 +103,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     const int64_t L = kern.gemm_lanes, groups = (M + L - 1) / L, ldg = kpad * L / (pairs ? 2 : 1);
     const size_t rounded_bytes = round_x && !pairs ? align_up(size_t(M * K) * sizeof(float)) : 0;
     const size_t x_bytes = align_up(size_t(gemv ? M * kpad : groups * ldg) * sizeof(float));
-    const size_t per_thread = gemv ? 0 : size_t(kPanelRows * kPanelCols + kpad + kPanelRows * kRowBlock);
+    const size_t per_thread = gemv ? 0 : size_t(kPanelRows * kPanelCols + kpad + kChunkRows * kRowBlock);
     auto* base = static_cast<char*>(scratch.grow(rounded_bytes + x_bytes + nth * per_thread * sizeof(float)));
     if (rounded_bytes) {
         float* xr = reinterpret_cast<float*>(base);
@@ -142,25 +142,34 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
         }
     });
 
+    // A chunk is kChunkRows weight rows (kPanelRows at a time) × a block of x rows, so that the chunks of two
+    // threads never write the same cache line of y (16 floats: 64 bytes).
     const DecodeFn decode = !pairs ? path.decode : nvfp4 ? kern.decode_nvfp4_pairs : kern.decode_bf16_pairs;
     const GemmPanelFn gemm_panel = pairs ? kern.gemm_panel_pairs : kern.gemm_panel;
     const int64_t cols_per_slot = pairs ? 2 : 1, ldp = kPanelCols / cols_per_slot;
-    const int64_t n_chunks = (N + kPanelRows - 1) / kPanelRows;
+    const int64_t n_chunks = (N + kChunkRows - 1) / kChunkRows;
     const int64_t m_blocks = (M + kRowBlock - 1) / kRowBlock;
     pool.parallel_chunks(m_blocks * n_chunks, [&](int64_t c, int ith) {
         const int64_t m0 = c / n_chunks * kRowBlock, m1 = std::min(M, m0 + kRowBlock);
-        const int64_t n0 = c % n_chunks * kPanelRows, mpad = (m1 - m0 + L - 1) / L * L;
-        const int nr = int(std::min<int64_t>(kPanelRows, N - n0));
+        const int64_t n0 = c % n_chunks * kChunkRows, mpad = (m1 - m0 + L - 1) / L * L;
+        const int nc = int(std::min<int64_t>(kChunkRows, N - n0));
         float* panel = thread_floats(ith);
-        float* sums = panel + kPanelRows * kPanelCols + kpad;  // [nr][kRowBlock]
-        std::fill(sums, sums + kPanelRows * kRowBlock, 0.0f);
-        for (int64_t k0 = 0; k0 < kpad; k0 += kPanelCols) {
-            const int64_t kb = std::min(kPanelCols, kpad - k0);
-            decode(wr, n0, nr, k0, kb, panel, ldp);
-            gemm_panel(panel, ldp, nr, xp + m0 / L * ldg + k0 / cols_per_slot * L, ldg, mpad, kb, sums, kRowBlock);
+        float* sums = panel + kPanelRows * kPanelCols + kpad;  // [nc][kRowBlock]
+        std::fill(sums, sums + kChunkRows * kRowBlock, 0.0f);
+        for (int p = 0; p < nc; p += kPanelRows) {
+            const int nr = std::min(kPanelRows, nc - p);
+            for (int64_t k0 = 0; k0 < kpad; k0 += kPanelCols) {
+                const int64_t kb = std::min(kPanelCols, kpad - k0);
+                decode(wr, n0 + p, nr, k0, kb, panel, ldp);
+                gemm_panel(panel, ldp, nr, xp + m0 / L * ldg + k0 / cols_per_slot * L, ldg, mpad, kb,
+                           sums + p * kRowBlock, kRowBlock);
+            }
         }
-        for (int64_t m = m0; m < m1; ++m)
-            for (int r = 0; r < nr; ++r) y[m * N + n0 + r] = sums[r * kRowBlock + (m - m0)] / gscale;
+        // y times 1 / the global scale: a divide per output cost ~10% of a vision product (K = 1024).
+        const float f = inv_gscale;
+        float* out = y + m0 * N + n0;
+        for (int64_t m = 0; m < m1 - m0; ++m)
+            for (int r = 0; r < nc; ++r) out[m * N + r] = sums[r * kRowBlock + m] * f;
     });
 }
 

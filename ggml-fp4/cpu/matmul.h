@@ -15,7 +15,8 @@
 //    weight is decoded once per block of kRowBlock x rows. For the panels x is also interleaved in groups
 //    of `gemm_lanes` rows, so that one vector load takes a column of a group: the kernel broadcasts a
 //    panel value and multiplies it with vectors of x rows (outer products, no horizontal sums).
-//  * NVFP4: kernels compute Σ_k e2m1·e4m3·x; the division by the global scale happens once per output.
+//  * NVFP4: kernels compute Σ_k e2m1·e4m3·x; the global scale is applied once per output (the GEMV
+//    divides by it, the panels multiply by its inverse).
 //  * BF16 activations (a backend option, off by default): products with NVFP4 and BF16 weights, whose
 //    values are exact in BF16, take x rounded to BF16, the numerics of a GPU. Sets with BF16 dot products
 //    run their panels on pairs of columns (`gemm_panel_pairs`); the others round x and run the F32 kernels.
@@ -37,6 +38,7 @@ constexpr int kGemvRows = 4;      // at most this many x rows take the fused GEM
 constexpr int kPanelRows = 8;     // weight rows decoded together
 constexpr int64_t kPanelCols = 1024;  // columns per decoded panel (a multiple of 128): 32 KB, in L1
 constexpr int64_t kRowBlock = 128;    // x rows that share one decoded panel
+constexpr int kChunkRows = 16;        // weight rows of one thread's share of a product: 64 bytes of each y row
 // Streaming kernels prefetch weight bytes this far ahead (NVFP4 scales: an eighth of it), which
 // keeps enough cache misses in flight for one core to approach its share of DRAM bandwidth.
 constexpr int kPrefetchBytes = 4096;
