@@ -304,6 +304,12 @@ TEST_CASE("perplexity and kld binaries") {
     double sum = 0;
     for (double x : nll) sum += x;
     CHECK(double(pj["ppl"]) == doctest::Approx(std::exp(sum / double(nll.size()))).epsilon(1e-4));
+    // --cpu-bf16 reaches the backend: another PPL (the products' inputs rounded), within 1% of F32's
+    REQUIRE(run("perplexity", q + f + "-c 128 --cpu-bf16 --json " + (tmp.path / "ppl_bf16.json").string()) == 0);
+    CHECK(slurp(err).find("bf16 activations") != std::string::npos);
+    const double ppl_bf16 = json("ppl_bf16.json")["ppl"];
+    CHECK(ppl_bf16 != double(pj["ppl"]));
+    CHECK(ppl_bf16 == doctest::Approx(double(pj["ppl"])).epsilon(0.01));
     CHECK(run("perplexity", q + f + "-c 128 --score-all") == 0);
     CHECK(slurp(out).find("(--score-all") != std::string::npos);
     CHECK(run("perplexity", q + f + "-c 512") == 1);
