@@ -1,8 +1,9 @@
 // attention.cpp — ATTN_CACHED (causal, through a KV cache of F32, BF16 or FP8 E4M3 rows, several
 // sequences, GQA) and ATTN_FULL (bidirectional, no cache). Many query rows (prefill, the vision tower):
-// the keys and values the pass reads are packed once (attention_tile.h, widened from the cache's type)
-// and tiles of up to 64 query vectors — the heads of a GQA group over consecutive rows of one sequence —
-// run flash attention over them. A few rows (decode): one (row, GQA group) pair per task, scores
+// the keys and values the pass reads are packed once (attention_tile.h, widened from the cache's type;
+// as BF16 pairs with BF16 activations where the kernel set multiplies them) and tiles of up to 64 query
+// vectors — the heads of a GQA group over consecutive rows of one sequence — run flash attention over them.
+// A few rows (decode): one (row, GQA group) pair per task, scores
 // q·k·scale, softmax in F32 with the maximum subtracted, then the probability-weighted sum of the value
 // rows, over the cache itself or, for BF16/FP8, its rows widened to F32 once per pass.
 #include <algorithm>
@@ -107,6 +108,38 @@ void pack_block(const float* k, const float* v, int64_t ld, int64_t k0, int64_t 
     }
 }
 
+// The same as pair blocks (attention_tile.h), rounded to BF16.
+void pack_block_pairs(const float* k, const float* v, int64_t ld, int64_t k0, int64_t n, int D, float* out) {
+    const int64_t dpad = attn_dpad(D), dp = (D + 1) / 2;
+    auto* kt = reinterpret_cast<uint32_t*>(out);
+    uint32_t* vt = kt + dp * kAttnKeys;
+    std::fill(out, out + attn_pair_block_floats(D), 0.0f);
+    auto pair = [](float lo, float hi) { return uint32_t(f32_to_bf16(lo)) | uint32_t(f32_to_bf16(hi)) << 16; };
+    for (int64_t j = 0; j < n; ++j) {
+        const float* kr = k + (k0 + j) * ld;
+        for (int64_t p = 0; p < dp; ++p) kt[p * kAttnKeys + j] = pair(kr[2 * p], 2 * p + 1 < D ? kr[2 * p + 1] : 0.0f);
+    }
+    for (int64_t j = 0; j < n; j += 2) {
+        const float* v0 = v + (k0 + j) * ld;
+        const float* v1 = j + 1 < n ? v0 + ld : nullptr;
+        for (int d = 0; d < D; ++d) vt[j / 2 * dpad + d] = pair(v0[d], v1 ? v1[d] : 0.0f);
+    }
+}
+
+// How a pass packs keys and values and runs its tiles: on BF16 pairs with BF16 activations where the
+// kernel set has a pair tile, else in F32.
+struct TileKind {
+    int64_t block;  // floats per packed block
+    void (*pack)(const float* k, const float* v, int64_t ld, int64_t k0, int64_t n, int D, float* out);
+    void (*attend)(const AttnTile& t, float* scratch);
+};
+
+TileKind tile_kind(const OpContext& ctx, int D) {
+    if (ctx.bf16_activations && ctx.kern.attend_tile_pairs)
+        return {attn_pair_block_floats(D), pack_block_pairs, ctx.kern.attend_tile_pairs};
+    return {attn_block_floats(D), pack_block, ctx.kern.attend_tile};
+}
+
 int64_t key_blocks(int64_t n) { return (n + kAttnKeys - 1) / kAttnKeys; }
 
 // A tile's query vectors: `rows` consecutive rows from m0 (q row m at q + m·ldq), each with the `heads`
@@ -139,7 +172,8 @@ struct CacheView {
 void attn_cached_tiles(OpContext& ctx, Tensor& dst, const CacheView& cache, const std::vector<int64_t>& used,
                        const int32_t* pos, const int32_t* seq) {
     const int n_head = dst.ip[0], n_kv = dst.ip[1], D = dst.ip[2], group = n_head / n_kv;
-    const int64_t M = dst.src[0]->rows(), ld = cache.ld, block = attn_block_floats(D);
+    const TileKind kind = tile_kind(ctx, D);
+    const int64_t M = dst.src[0]->rows(), ld = cache.ld, block = kind.block;
     const int64_t tile = attn_tile_scratch(D), wide = cache.k->type == Type::F32 ? 0 : 2 * kAttnKeys * ld;
     std::vector<int64_t> first(used.size() + 1, 0);  // each sequence's packed blocks, KV head by KV head
     std::vector<std::pair<int64_t, int64_t>> packs;  // (sequence, key block)
@@ -165,7 +199,7 @@ void attn_cached_tiles(OpContext& ctx, Tensor& dst, const CacheView& cache, cons
             kw = w, vw = w + wide / 2;
         }
         for (int h = 0; h < n_kv; ++h)
-            pack_block(kw + h * D, vw + h * D, ld, 0, n, D,
+            kind.pack(kw + h * D, vw + h * D, ld, 0, n, D,
                        packed + first[size_t(s)] + (h * key_blocks(used[size_t(s)]) + b) * block);
     });
 
@@ -189,7 +223,7 @@ void attn_cached_tiles(OpContext& ctx, Tensor& dst, const CacheView& cache, cons
         const AttnTile t = make_tile(static_cast<const float*>(dst.src[0]->data), static_cast<float*>(dst.data),
                                      int64_t(n_head) * D, task.m0, task.rows, task.kv * group, group, D, dst.fp[0],
                                      blocks, [pos](int64_t m) { return int64_t(pos[m]) + 1; });
-        ctx.kern.attend_tile(t, threads + ith * per_thread);
+        kind.attend(t, threads + ith * per_thread);
     });
 }
 
@@ -265,15 +299,16 @@ void op_attn_full(OpContext& ctx, Tensor& dst) {
     Tensor *q = dst.src[0], *k = dst.src[1], *v = dst.src[2];
     for (Tensor* t : {q, k, v}) require_f32(*t, Op::ATTN_FULL);
     const int n_head = dst.ip[0], D = dst.ip[1];
+    const TileKind kind = tile_kind(ctx, D);
     const int64_t M = q->rows(), ld = int64_t(n_head) * D, blocks = key_blocks(M);
-    const int64_t block = attn_block_floats(D), per_head = blocks * block, tile = attn_tile_scratch(D);
+    const int64_t block = kind.block, per_head = blocks * block, tile = attn_tile_scratch(D);
     auto* packed = static_cast<float*>(ctx.scratch.grow(size_t(n_head * per_head + ctx.pool.size() * tile) * 4));
     float* tiles = packed + n_head * per_head;
     const auto *kd = static_cast<const float*>(k->data), *vd = static_cast<const float*>(v->data);
     ctx.pool.parallel_chunks(n_head * blocks, [&](int64_t c, int) {
         const int64_t h = c / blocks, k0 = c % blocks * kAttnKeys;
-        pack_block(kd + h * D, vd + h * D, ld, k0, std::min<int64_t>(kAttnKeys, M - k0), D,
-                   packed + h * per_head + k0 / kAttnKeys * block);
+        kind.pack(kd + h * D, vd + h * D, ld, k0, std::min<int64_t>(kAttnKeys, M - k0), D,
+                  packed + h * per_head + k0 / kAttnKeys * block);
     });
     const int64_t row_tiles = (M + kAttnQueries - 1) / kAttnQueries;
     ctx.pool.parallel_chunks(n_head * row_tiles, [&](int64_t c, int ith) {
@@ -282,7 +317,7 @@ void op_attn_full(OpContext& ctx, Tensor& dst) {
         const AttnTile t = make_tile(static_cast<const float*>(q->data), static_cast<float*>(dst.data), ld, m0,
                                      std::min<int64_t>(kAttnQueries, M - m0), h, 1, D, dst.fp[0],
                                      packed + h * per_head, [M](int64_t) { return M; });
-        ctx.kern.attend_tile(t, tiles + ith * tile);
+        kind.attend(t, tiles + ith * tile);
     });
 }
 

@@ -33,8 +33,18 @@ struct AttnTile {
     float scale = 1.0f;
 };
 
-// Floats of scratch a tile needs.
-inline int64_t attn_tile_scratch(int64_t D) { return kAttnQueries * (kAttnKeys + attn_dpad(D) + 2); }
+// With BF16 activations, on a kernel set with BF16 dot products (Kernels::attend_tile_pairs), a block holds
+// BF16 pairs in 32-bit slots (the first value in the low half): the keys, [(D + 1) / 2][kAttnKeys], slot
+// (p, j) = dimensions 2p and 2p + 1 of key j; then the values, [kAttnKeys / 2][dpad], slot (jp, d) =
+// dimension d of keys 2jp and 2jp + 1; zeros past the last key and past D.
+inline int64_t attn_pair_block_floats(int64_t D) { return (D + 1) / 2 * kAttnKeys + kAttnKeys / 2 * attn_dpad(D); }
+
+// Floats of scratch a tile needs (the pair tile's queries as pairs included).
+inline int64_t attn_tile_scratch(int64_t D) { return kAttnQueries * (kAttnKeys + attn_dpad(D) * 3 / 2 + 2); }
+
+// The tile on pair blocks, for kernel sets with AVX512-BF16 (attention_avx512bf16.cpp): queries and
+// probabilities rounded to BF16 as they enter vdpbf16ps, scores, softmax and sums in F32.
+void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch);
 
 namespace {
 
@@ -93,6 +103,49 @@ inline AttnVec<L> exp_nonpositive(AttnVec<L> x) {
     return tiny ? zero : p * scale;
 }
 
+// The online softmax of one block of keys: row i of S (scores of keys k0 .. k0+bk−1) becomes e^(s − max)
+// (zero past the keys it sees), and its running max mx[i], sum sum[i] and unnormalised output O are rescaled.
+template <int L>
+void online_softmax(const AttnTile& t, int64_t k0, int bk, int rows, float* S, float* O, float* mx, float* sum) {
+    const int nq = t.nq;
+    const int64_t dpad = attn_dpad(t.D);
+    float lane_index[L];  // 0, 1, .., L−1: which keys of a vector lie below a limit
+    for (int l = 0; l < L; ++l) lane_index[l] = float(l);
+    const AttnVec<L> lanes = vload<L>(lane_index);
+    for (int i = 0; i < rows; ++i) {
+        float* s = S + i * kAttnKeys;
+        const int64_t n = i < nq ? std::min<int64_t>(bk, t.n_keys[i] - k0) : 0;
+        if (n <= 0) {
+            std::fill(s, s + kAttnKeys, 0.0f);
+            continue;
+        }
+        AttnVec<L> m = AttnVec<L>{} - INFINITY;
+        for (int j0 = 0; j0 < n; j0 += L) {
+            const AttnVec<L> v = vload<L>(s + j0);
+            m = (v > m) & (lanes + float(j0) < float(n)) ? v : m;
+        }
+        float lane[L] = {};
+        vstore<L>(lane, m);
+        float top = mx[i];
+        for (int l = 0; l < L; ++l) top = std::max(top, lane[l]);
+        const float alpha = std::exp(mx[i] - top);
+        mx[i] = top;
+        AttnVec<L> total = {};
+        for (int j0 = 0; j0 < kAttnKeys; j0 += L) {
+            AttnVec<L> p = exp_nonpositive<L>(vload<L>(s + j0) - top);
+            p = lanes + float(j0) < float(n) ? p : AttnVec<L>{};
+            vstore<L>(s + j0, p);
+            total += p;
+        }
+        vstore<L>(lane, total);
+        float add = 0.0f;
+        for (int l = 0; l < L; ++l) add += lane[l];
+        sum[i] = sum[i] * alpha + add;
+        if (alpha != 1.0f)
+            for (int64_t d = 0; d < dpad; d += L) vstore<L>(O + i * dpad + d, vload<L>(O + i * dpad + d) * alpha);
+    }
+}
+
 template <int L>
 void attend_tile(const AttnTile& t, float* scratch) {
     constexpr int R = 4, C = L == 16 ? 4 : 2;  // register tile: R query vectors × C vectors
@@ -107,10 +160,6 @@ void attend_tile(const AttnTile& t, float* scratch) {
     for (int i = 0; i < rows; ++i) q[i] = t.q[std::min(i, nq - 1)];  // rows past nq: computed, never used
     for (int i = 0; i < nq; ++i) n_max = std::max(n_max, t.n_keys[i]), mx[i] = -INFINITY, sum[i] = 0.0f;
     std::fill(O, O + rows * dpad, 0.0f);
-    float lane_index[L];  // 0, 1, .., L−1: which keys of a vector lie below a limit
-    for (int l = 0; l < L; ++l) lane_index[l] = float(l);
-    const AttnVec<L> lanes = vload<L>(lane_index);
-
     for (int64_t k0 = 0; k0 < n_max; k0 += kAttnKeys) {
         const float* kt = t.blocks + k0 / kAttnKeys * block;
         const float* vt = kt + int64_t(D) * kAttnKeys;
@@ -129,38 +178,7 @@ void attend_tile(const AttnTile& t, float* scratch) {
                 for (int r = 0; r < R; ++r)
                     for (int c = 0; c < C; ++c) vstore<L>(S + (i0 + r) * kAttnKeys + j0 + c * L, acc[r][c] * t.scale);
             }
-        for (int i = 0; i < rows; ++i) {  // online softmax: S becomes e^(s − max), O and sum are rescaled
-            float* s = S + i * kAttnKeys;
-            const int64_t n = i < nq ? std::min<int64_t>(bk, t.n_keys[i] - k0) : 0;
-            if (n <= 0) {
-                std::fill(s, s + kAttnKeys, 0.0f);
-                continue;
-            }
-            AttnVec<L> m = AttnVec<L>{} - INFINITY;
-            for (int j0 = 0; j0 < n; j0 += L) {
-                const AttnVec<L> v = vload<L>(s + j0);
-                m = (v > m) & (lanes + float(j0) < float(n)) ? v : m;
-            }
-            float lane[L] = {};
-            vstore<L>(lane, m);
-            float top = mx[i];
-            for (int l = 0; l < L; ++l) top = std::max(top, lane[l]);
-            const float alpha = std::exp(mx[i] - top);
-            mx[i] = top;
-            AttnVec<L> total = {};
-            for (int j0 = 0; j0 < kAttnKeys; j0 += L) {
-                AttnVec<L> p = exp_nonpositive<L>(vload<L>(s + j0) - top);
-                p = lanes + float(j0) < float(n) ? p : AttnVec<L>{};
-                vstore<L>(s + j0, p);
-                total += p;
-            }
-            vstore<L>(lane, total);
-            float add = 0.0f;
-            for (int l = 0; l < L; ++l) add += lane[l];
-            sum[i] = sum[i] * alpha + add;
-            if (alpha != 1.0f)
-                for (int64_t d = 0; d < dpad; d += L) vstore<L>(O + i * dpad + d, vload<L>(O + i * dpad + d) * alpha);
-        }
+        online_softmax<L>(t, k0, bk, rows, S, O, mx, sum);
         for (int i0 = 0; i0 < rows; i0 += R)  // O += P·V
             for (int64_t d0 = 0; d0 < dpad; d0 += C * L) {
                 AttnVec<L> acc[R][C];

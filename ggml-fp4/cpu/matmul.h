@@ -102,11 +102,12 @@ struct Kernels {
     int nvfp4_gemv_rows = kGemvRows, dense_gemv_rows = kGemvRows;
     // BF16 activations on pairs of columns (null where the set has no BF16 dot product): the panel
     // decoded to pairs, its product with x pairs (32-bit slots in float buffers, kb columns = kb / 2
-    // slots), kFmaChains chains of BF16 dot products (2 multiply-adds per lane), and the GEMV limits
-    // with these panels.
+    // slots), kFmaChains chains of BF16 dot products (2 multiply-adds per lane), the attention tile on
+    // pairs (attention_tile.h), and the GEMV limits with these panels.
     DecodeFn decode_nvfp4_pairs = nullptr, decode_bf16_pairs = nullptr;
     GemmPanelFn gemm_panel_pairs = nullptr;
     float (*pair_chains)(int64_t iters) = nullptr;
+    void (*attend_tile_pairs)(const AttnTile& t, float* scratch) = nullptr;  // on attn_pair_block_floats blocks
     int nvfp4_pair_gemv_rows = kGemvRows, dense_pair_gemv_rows = kGemvRows;
 };
 

@@ -17,6 +17,7 @@
 #include <array>
 #include <cstring>
 
+#include "cpu/attention_tile.h"
 #include "cpu/matmul.h"
 #include "cpu/nvfp4_avx512.h"
 #include "cpu/panel_avx512.h"
@@ -192,6 +193,7 @@ const Kernels& kernels_avx512bf16() {
         k.decode_bf16_pairs = decode_bf16_pairs;
         k.gemm_panel_pairs = gemm_panel<PairStep>;
         k.pair_chains = pair_chains;
+        k.attend_tile_pairs = attend_tile_pairs_avx512bf16;
         // With pair panels (Zen 4, 32768x5120): NVFP4 GEMV 7.8 / 15.6 / 24.5 ms at 4 / 8 / 12 rows, pair
         // panels 21.4 / 22.2 at 8 / 12; BF16 GEMV 20.0 / 37.5 at 4 / 8, pair panels 27.2 at 5 to 12.
         k.nvfp4_pair_gemv_rows = 8;
