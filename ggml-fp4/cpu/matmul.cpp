@@ -37,18 +37,13 @@ void pack_x_natural(const float* x, int64_t K, int64_t kpad, float* out) {
 
 namespace {
 
-// pair_up with slot s at out[s·stride] (a lane of interleaved x).
+// Packed F32 columns (n a multiple of 32) as n / 2 pair slots (matmul.h) rounded to BF16, slot s at
+// out[s·stride] (a lane of interleaved x).
 void pair_up(const float* in, int64_t n, uint32_t* out, int64_t stride) {
     for (int64_t c = 0; c < n; c += 32)
         for (int64_t d = 0; d < 16; ++d)
             out[(c / 2 + d) * stride] = uint32_t(f32_to_bf16(in[c + d])) | uint32_t(f32_to_bf16(in[c + 16 + d])) << 16;
 }
-
-}  // namespace
-
-void pair_up(const float* in, int64_t n, uint32_t* out) { pair_up(in, n, out, 1); }
-
-namespace {
 
 struct Path {
     GemvFn gemv;
@@ -98,7 +93,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
 
     // Scratch: x rounded to BF16 (where F32 kernels take it), packed x, and per panel thread a decoded
     // panel, a packed row and the panel rows' sums for its block of x rows. Panels take x interleaved in
-    // groups of L rows: x(m, k) at xi[(m / L)·ldg + k·L + m % L] (pairs: k / 2), rows past M zero.
+    // groups of L rows: x(m, k) at xp[(m / L)·ldg + k·L + m % L] (pairs: k / 2), rows past M zero.
     const int nth = pool.size();
     const int64_t L = kern.gemm_lanes, groups = (M + L - 1) / L, ldg = kpad * L / (pairs ? 2 : 1);
     const size_t rounded_bytes = round_x && !pairs ? align_up(size_t(M * K) * sizeof(float)) : 0;

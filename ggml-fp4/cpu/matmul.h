@@ -77,7 +77,8 @@ using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const floa
                              int64_t kb, float* sums, int64_t lds);
 
 // Pairs of columns: in every 32 columns of the F32 order (the pack's, the decode's) slot d < 16 holds the
-// columns d and 16 + d as two BF16 halves of one 32-bit word, the first in the low half (pair_up, below).
+// columns d and 16 + d as two BF16 halves of one 32-bit word, the first in the low half (x rounded to
+// nearest even).
 // A pair panel has ldp slots per row and kb / 2 per block; x(m, slot s) = x[(m / L)·ldg + s·L + m % L].
 
 struct Kernels {
@@ -122,9 +123,6 @@ const Kernels& kernels_for(Isa isa);
 void pack_x_nibble_order(const float* x, int64_t K, int64_t kpad, float* out);
 // Natural column order, zero padded.
 void pack_x_natural(const float* x, int64_t K, int64_t kpad, float* out);
-
-// Packed F32 columns (n a multiple of 32) -> n / 2 pair slots, rounded to BF16 (nearest even).
-void pair_up(const float* in, int64_t n, uint32_t* out);
 
 // y [M, N] = x [M, K] · Wᵀ for a weight tensor of any supported type; with `bf16_x`, x rounded to BF16
 // where W is NVFP4 or BF16.
