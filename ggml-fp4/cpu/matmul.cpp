@@ -85,11 +85,11 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     const bool pair_set = round_x && kern.gemm_panel_pairs;
     const int gemv_rows = nvfp4 ? (pair_set ? kern.nvfp4_pair_gemv_rows : kern.nvfp4_gemv_rows)
                                 : (pair_set ? kern.dense_pair_gemv_rows : kern.dense_gemv_rows);
-    const bool gemv = M <= gemv_rows;
-    const bool pairs = pair_set && !gemv;
+    const bool use_gemv = M <= gemv_rows;
+    const bool pairs = pair_set && !use_gemv;
     const int64_t block = std::max<int64_t>(nvfp4 ? kern.nvfp4_block : 16, pairs ? 32 : 16);
     const int64_t kpad = (K + block - 1) / block * block;
-    auto pack = !nvfp4 ? pack_x_natural : gemv ? kern.pack_nvfp4_gemv_x : kern.pack_nvfp4_x;
+    auto pack = !nvfp4 ? pack_x_natural : use_gemv ? kern.pack_nvfp4_gemv_x : kern.pack_nvfp4_x;
 
     // Scratch: x rounded to BF16 (where F32 kernels take it), packed x, and per panel thread a decoded
     // panel, a packed row and the panel rows' sums for its block of x rows. Panels take x interleaved in
@@ -97,8 +97,8 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     const int nth = pool.size();
     const int64_t L = kern.gemm_lanes, groups = (M + L - 1) / L, ldg = kpad * L / (pairs ? 2 : 1);
     const size_t rounded_bytes = round_x && !pairs ? align_up(size_t(M * K) * sizeof(float)) : 0;
-    const size_t x_bytes = align_up(size_t(gemv ? M * kpad : groups * ldg) * sizeof(float));
-    const size_t per_thread = gemv ? 0 : size_t(kPanelRows * kPanelCols + kpad + kChunkRows * kRowBlock);
+    const size_t x_bytes = align_up(size_t(use_gemv ? M * kpad : groups * ldg) * sizeof(float));
+    const size_t per_thread = use_gemv ? 0 : size_t(kPanelRows * kPanelCols + kpad + kChunkRows * kRowBlock);
     auto* base = static_cast<char*>(scratch.grow(rounded_bytes + x_bytes + nth * per_thread * sizeof(float)));
     if (rounded_bytes) {
         float* xr = reinterpret_cast<float*>(base);
@@ -109,7 +109,8 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     }
     float* xp = reinterpret_cast<float*>(base + rounded_bytes);
 
-    if (gemv) {
+    if (use_gemv) {
+        const GemvFn gemv = round_x && nvfp4 && kern.gemv_nvfp4_pairs ? kern.gemv_nvfp4_pairs : path.gemv;
         pool.parallel_for(M, [&](int64_t m0, int64_t m1) {
             for (int64_t m = m0; m < m1; ++m) pack(x + m * K, K, kpad, xp + m * kpad);
         });
@@ -117,7 +118,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
         pool.parallel_chunks((N + chunk - 1) / chunk, [&](int64_t c, int) {
             const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
             for (int64_t m0 = 0; m0 < M; m0 += kGemvRows)
-                path.gemv(wr, n0, n1, xp + m0 * kpad, kpad, int(std::min<int64_t>(kGemvRows, M - m0)), y + m0 * N, N);
+                gemv(wr, n0, n1, xp + m0 * kpad, kpad, int(std::min<int64_t>(kGemvRows, M - m0)), y + m0 * N, N);
             apply_gscale(gscale, y, N, 0, M, n0, n1);
         });
         return;

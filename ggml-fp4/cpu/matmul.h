@@ -105,6 +105,7 @@ struct Kernels {
     // decoded to pairs, its product with x pairs (32-bit slots in float buffers, kb columns = kb / 2
     // slots), kFmaChains chains of BF16 dot products (2 multiply-adds per lane), the attention tile on
     // pairs (attention_tile.h), and the GEMV limits with these panels.
+    GemvFn gemv_nvfp4_pairs = nullptr;  // gemv_nvfp4 for x already rounded to BF16
     DecodeFn decode_nvfp4_pairs = nullptr, decode_bf16_pairs = nullptr;
     GemmPanelFn gemm_panel_pairs = nullptr;
     float (*pair_chains)(int64_t iters) = nullptr;

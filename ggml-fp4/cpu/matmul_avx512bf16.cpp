@@ -73,8 +73,10 @@ void pack_x_bf16_pairs(const float* x, int64_t K, int64_t kpad, float* out) {
 }
 
 // Rows n .. n+NR-1 against MR x rows (in pack_x_bf16_pairs order): per 128-column block
-// t = Σ_j (nibbles_j as BF16)·(x hi + x lo), then acc += t ⊙ the block's scales.
-template <int MR, int NR>
+// t = Σ_j (nibbles_j as BF16)·(x hi + x lo), then acc += t ⊙ the block's scales. Without kLo, x is already
+// BF16 (BF16 activations: its lo halves are zero) and the hi halves alone give the same sums in half the
+// dot products.
+template <int MR, int NR, bool kLo>
 void gemv_nvfp4_rows_at(const WeightRef& w, int64_t n, const float* xf, int64_t ldx, float* y, int64_t ldy) {
     const auto* x = reinterpret_cast<const uint16_t*>(xf);  // ldx floats = 2·ldx halves
     const __m512i lut = _mm512_load_si512(kE2M1Bf16);
@@ -87,22 +89,26 @@ void gemv_nvfp4_rows_at(const WeightRef& w, int64_t n, const float* xf, int64_t 
             for (int m = 0; m < MR; ++m) {
                 const uint16_t* xb = x + 2 * (m * ldx + k) + 64 * j;
                 xh[m] = (__m512bh)_mm512_loadu_si512(xb);
-                xl[m] = (__m512bh)_mm512_loadu_si512(xb + 32);
+                if constexpr (kLo) xl[m] = (__m512bh)_mm512_loadu_si512(xb + 32);
             }
             for (int r = 0; r < NR; ++r) {
                 const __m512bh wv = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(c[r], 4 * j), lut);
-                for (int m = 0; m < MR; ++m)
-                    t[r][m] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(t[r][m], wv, xh[m]), wv, xl[m]);
+                for (int m = 0; m < MR; ++m) {
+                    t[r][m] = _mm512_dpbf16_ps(t[r][m], wv, xh[m]);
+                    if constexpr (kLo) t[r][m] = _mm512_dpbf16_ps(t[r][m], wv, xl[m]);
+                }
             }
         }
     });
 }
 
-template <int MR, int NR>
-constexpr auto gemv_nvfp4_rows = gemv_row_groups<NR, gemv_nvfp4_rows_at<MR, NR>, gemv_nvfp4_rows_at<MR, 1>>;
+template <int MR, int NR, bool kLo>
+constexpr auto gemv_nvfp4_rows =
+    gemv_row_groups<NR, gemv_nvfp4_rows_at<MR, NR, kLo>, gemv_nvfp4_rows_at<MR, 1, kLo>>;
 
-constexpr GemvFn gemv_nvfp4 =
-    gemv_by_rows<gemv_nvfp4_rows<1, 4>, gemv_nvfp4_rows<2, 4>, gemv_nvfp4_rows<3, 2>, gemv_nvfp4_rows<4, 2>>;
+template <bool kLo>
+constexpr GemvFn gemv_nvfp4 = gemv_by_rows<gemv_nvfp4_rows<1, 4, kLo>, gemv_nvfp4_rows<2, 4, kLo>,
+                                           gemv_nvfp4_rows<3, 2, kLo>, gemv_nvfp4_rows<4, 2, kLo>>;
 
 // ---- BF16 activations: panels of column pairs --------------------------------------------------------
 
@@ -186,7 +192,8 @@ const Kernels& kernels_avx512bf16() {
     static const Kernels k = [] {
         Kernels k = kernels_avx512();
         k.pack_nvfp4_gemv_x = pack_x_bf16_pairs;
-        k.gemv_nvfp4 = gemv_nvfp4;
+        k.gemv_nvfp4 = gemv_nvfp4<true>;
+        k.gemv_nvfp4_pairs = gemv_nvfp4<false>;
         // nvfp4_gemv_rows stays the F32 set's 28 (microbench, Zen 4, 32768x5120: this GEMV 10.2 / 30.4 /
         // 45.7 / 61.4 ms at 5 / 16 / 24 / 32 rows, the panels 30.8 / 31.0 / 55.3 / 55.6).
         k.decode_nvfp4_pairs = decode_nvfp4_pairs;
@@ -194,9 +201,10 @@ const Kernels& kernels_avx512bf16() {
         k.gemm_panel_pairs = gemm_panel<PairStep>;
         k.pair_chains = pair_chains;
         k.attend_tile_pairs = attend_tile_pairs_avx512bf16;
-        // With pair panels (Zen 4, 32768x5120): NVFP4 GEMV 7.8 / 15.6 / 24.5 ms at 4 / 8 / 12 rows, pair
-        // panels 21.4 / 22.2 at 8 / 12; BF16 GEMV 20.0 / 37.5 at 4 / 8, pair panels 27.2 at 5 to 12.
-        k.nvfp4_pair_gemv_rows = 8;
+        // With BF16 activations (Zen 4, 32768x5120): the NVFP4 GEMV on hi halves 6.1 / 12.7 / 16.5 / 20.1 /
+        // 23.2 / 32.4 ms at 4 / 8 / 12 / 16 / 20 / 24 rows, pair panels 20.7-21.0 up to 16 rows and 32.9 at 20;
+        // BF16 GEMV 20.0 / 37.5 at 4 / 8, pair panels 27.2 at 5 to 12.
+        k.nvfp4_pair_gemv_rows = 20;
         k.dense_pair_gemv_rows = 4;
         return k;
     }();

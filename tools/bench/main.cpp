@@ -1,7 +1,7 @@
 // bench — llama-bench-style speed tests (ppN prefill, tgN decode, each after -d tokens already in the
 // cache, -np N concurrent sequences, imgN vision encode) on a model folder or on synthetic weights with a
-// config's shapes, with the bandwidth ceiling beside every decode figure and, on the CPU, the FMA peak
-// beside every prefill.
+// config's shapes, with the bandwidth ceiling beside every decode figure and, on the CPU, the multiply-add
+// peak (FMA, or BF16 dot products with --cpu-bf16) beside every prefill.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -402,7 +402,8 @@ int main(int argc, char** argv) {
             std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type),
                         mem_gb, double(device_mem) / 1e9);
             if (peak > 0)
-                std::printf("of ceiling: decode against the bandwidth, prefill against the FMA peak (%.1f GFLOP/s)\n",
+                std::printf("of ceiling: decode against the bandwidth, prefill against the multiply-add peak "
+                            "(%.1f GFLOP/s)\n",
                             peak / 1e9);
         }
         if (profile) {
