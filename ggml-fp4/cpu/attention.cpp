@@ -3,9 +3,9 @@
 // the keys and values the pass reads are packed once (attention_tile.h, widened from the cache's type;
 // as BF16 pairs with BF16 activations where the kernel set multiplies them) and tiles of up to 64 query
 // vectors — the heads of a GQA group over consecutive rows of one sequence — run flash attention over them.
-// A few rows (decode): one (row, GQA group) pair per task, scores
-// q·k·scale, softmax in F32 with the maximum subtracted, then the probability-weighted sum of the value
-// rows, over the cache itself or, for BF16/FP8, its rows widened to F32 once per pass.
+// A few rows (decode): one (row, GQA group) pair per task, scores q·k·scale, softmax in F32 with the
+// maximum subtracted, then the probability-weighted sum of the value rows, over the cache itself or, for
+// BF16/FP8, its rows widened to F32 once per pass.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -200,7 +200,7 @@ void attn_cached_tiles(OpContext& ctx, Tensor& dst, const CacheView& cache, cons
         }
         for (int h = 0; h < n_kv; ++h)
             kind.pack(kw + h * D, vw + h * D, ld, 0, n, D,
-                       packed + first[size_t(s)] + (h * key_blocks(used[size_t(s)]) + b) * block);
+                      packed + first[size_t(s)] + (h * key_blocks(used[size_t(s)]) + b) * block);
     });
 
     struct Task {

@@ -3,7 +3,8 @@
 // in F32, so that each packed block is read once per tile instead of once per query and every product is
 // a vector FMA. The packed layout is shared with attention.cpp, which packs; the kernel is written once
 // with GCC vector extensions and compiled by each instruction set's kernel file (L floats per vector:
-// AVX-512 16, AVX2 8, SSE2 4), with internal linkage there.
+// AVX-512 16, AVX2 8, SSE2 4), with internal linkage there. With BF16 activations, AVX512-BF16 runs the
+// same tile on blocks of BF16 pairs (attention_avx512bf16.cpp), sharing its online softmax.
 #pragma once
 
 #include <algorithm>
