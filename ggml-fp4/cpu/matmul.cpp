@@ -38,11 +38,23 @@ void pack_x_natural(const float* x, int64_t K, int64_t kpad, float* out) {
 namespace {
 
 // Packed F32 columns (n a multiple of 32) as n / 2 pair slots (matmul.h) rounded to BF16, slot s at
-// out[s·stride] (a lane of interleaved x).
-void pair_up(const float* in, int64_t n, uint32_t* out, int64_t stride) {
+// out[s·stride] (a lane of interleaved x): columns d and 16 + d of every 32 for NVFP4, else 2s and 2s + 1.
+void pair_up(const float* in, int64_t n, bool nvfp4, uint32_t* out, int64_t stride) {
+    auto pair = [](float lo, float hi) { return uint32_t(f32_to_bf16(lo)) | uint32_t(f32_to_bf16(hi)) << 16; };
     for (int64_t c = 0; c < n; c += 32)
         for (int64_t d = 0; d < 16; ++d)
-            out[(c / 2 + d) * stride] = uint32_t(f32_to_bf16(in[c + d])) | uint32_t(f32_to_bf16(in[c + 16 + d])) << 16;
+            out[(c / 2 + d) * stride] = nvfp4 ? pair(in[c + d], in[c + 16 + d]) : pair(in[c + 2 * d], in[c + 2 * d + 1]);
+}
+
+// BF16 weight rows as pair panels where they do not fill the last block (K not a multiple of 32): copied,
+// zero past K.
+void copy_bf16_pairs(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp) {
+    for (int r = 0; r < nr; ++r) {
+        auto* dst = reinterpret_cast<uint16_t*>(panel + r * ldp);
+        const int64_t n = std::max<int64_t>(0, std::min(kb, w.K - k0));
+        std::memcpy(dst, w.data + ((n0 + r) * w.K + k0) * 2, size_t(n) * 2);
+        std::fill(dst + n, dst + kb, uint16_t(0));
+    }
 }
 
 struct Path {
@@ -132,7 +144,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
             const int64_t m = g * L + i;
             if (m < M) pack(x + m * K, K, kpad, row);
             else std::fill(row, row + kpad, 0.0f);
-            if (pairs) pair_up(row, kpad, reinterpret_cast<uint32_t*>(dst) + i, L);
+            if (pairs) pair_up(row, kpad, nvfp4, reinterpret_cast<uint32_t*>(dst) + i, L);
             else if (L > 1)
                 for (int64_t k = 0; k < kpad; ++k) dst[k * L + i] = row[k];
         }
@@ -140,7 +152,9 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
 
     // A chunk is kChunkRows weight rows (kPanelRows at a time) × a block of x rows, so that the chunks of two
     // threads never write the same cache line of y (16 floats: 64 bytes).
-    const DecodeFn decode = !pairs ? path.decode : nvfp4 ? kern.decode_nvfp4_pairs : kern.decode_bf16_pairs;
+    // BF16 weights whose rows fill their last block are their own pair panels (no copy).
+    const DecodeFn decode = !pairs ? path.decode : nvfp4 ? kern.decode_nvfp4_pairs : copy_bf16_pairs;
+    const bool in_place = pairs && !nvfp4 && K == kpad;
     const GemmPanelFn gemm_panel = pairs ? kern.gemm_panel_pairs : kern.gemm_panel;
     const int64_t cols_per_slot = pairs ? 2 : 1, ldp = kPanelCols / cols_per_slot;
     const int64_t n_chunks = (N + kChunkRows - 1) / kChunkRows;
@@ -156,9 +170,14 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
             const int nr = std::min(kPanelRows, nc - p);
             for (int64_t k0 = 0; k0 < kpad; k0 += kPanelCols) {
                 const int64_t kb = std::min(kPanelCols, kpad - k0);
+                const float* x0 = xp + m0 / L * ldg + k0 / cols_per_slot * L;
+                if (in_place) {
+                    const auto* rows = reinterpret_cast<const float*>(wr.data + ((n0 + p) * K + k0) * 2);
+                    gemm_panel(rows, K / 2, nr, x0, ldg, mpad, kb, sums + p * kRowBlock, kRowBlock);
+                    continue;
+                }
                 decode(wr, n0 + p, nr, k0, kb, panel, ldp);
-                gemm_panel(panel, ldp, nr, xp + m0 / L * ldg + k0 / cols_per_slot * L, ldg, mpad, kb,
-                           sums + p * kRowBlock, kRowBlock);
+                gemm_panel(panel, ldp, nr, x0, ldg, mpad, kb, sums + p * kRowBlock, kRowBlock);
             }
         }
         // y times 1 / the global scale: a divide per output cost ~10% of a vision product (K = 1024).

@@ -76,10 +76,11 @@ using DecodeFn = void (*)(const WeightRef& w, int64_t n0, int nr, int64_t k0, in
 using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const float* x, int64_t ldg, int64_t mpad,
                              int64_t kb, float* sums, int64_t lds);
 
-// Pairs of columns: in every 32 columns of the F32 order (the pack's, the decode's) slot d < 16 holds the
-// columns d and 16 + d as two BF16 halves of one 32-bit word, the first in the low half (x rounded to
-// nearest even).
-// A pair panel has ldp slots per row and kb / 2 per block; x(m, slot s) = x[(m / L)·ldg + s·L + m % L].
+// Pairs of columns: two BF16 values in one 32-bit slot, the first in the low half (x rounded to nearest
+// even). NVFP4: in every 32 columns of the F32 order (the pack's, the decode's) slot d < 16 holds columns
+// d and 16 + d. BF16 weights: slot s holds columns 2s and 2s + 1, the weights' own layout, so that their
+// panels are the weight rows themselves. A pair panel has ldp slots per row and kb / 2 per block;
+// x(m, slot s) = x[(m / L)·ldg + s·L + m % L].
 
 struct Kernels {
     int64_t nvfp4_block;                                   // kpad multiple for NVFP4 weights
@@ -101,12 +102,12 @@ struct Kernels {
     // each), instead of the panels, whose cost rises in steps of two vectors of x rows: where the GEMV's
     // passes cost less (microbench on this machine, per kernel set).
     int nvfp4_gemv_rows = kGemvRows, dense_gemv_rows = kGemvRows;
-    // BF16 activations on pairs of columns (null where the set has no BF16 dot product): the panel
-    // decoded to pairs, its product with x pairs (32-bit slots in float buffers, kb columns = kb / 2
+    // BF16 activations on pairs of columns (null where the set has no BF16 dot product): the NVFP4 panel
+    // decoded to pairs, a panel's product with x pairs (32-bit slots in float buffers, kb columns = kb / 2
     // slots), kFmaChains chains of BF16 dot products (2 multiply-adds per lane), the attention tile on
     // pairs (attention_tile.h), and the GEMV limits with these panels.
     GemvFn gemv_nvfp4_pairs = nullptr;  // gemv_nvfp4 for x already rounded to BF16
-    DecodeFn decode_nvfp4_pairs = nullptr, decode_bf16_pairs = nullptr;
+    DecodeFn decode_nvfp4_pairs = nullptr;
     GemmPanelFn gemm_panel_pairs = nullptr;
     float (*pair_chains)(int64_t iters) = nullptr;
     void (*attend_tile_pairs)(const AttnTile& t, float* scratch) = nullptr;  // on attn_pair_block_floats blocks

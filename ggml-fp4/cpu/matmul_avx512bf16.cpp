@@ -137,26 +137,6 @@ void decode_nvfp4_pairs(const WeightRef& w, int64_t n0, int nr, int64_t k0, int6
         });
 }
 
-// Natural order: word 2d of a pair vector from column d of the 32, word 2d + 1 from column 16 + d.
-alignas(64) constexpr auto kPairOfHalves = [] {
-    std::array<uint16_t, 32> idx{};
-    for (int d = 0; d < 16; ++d) idx[size_t(2 * d)] = uint16_t(d), idx[size_t(2 * d + 1)] = uint16_t(16 + d);
-    return idx;
-}();
-
-void decode_bf16_pairs(const WeightRef& w, int64_t n0, int nr, int64_t k0, int64_t kb, float* panel, int64_t ldp) {
-    const __m512i idx = _mm512_load_si512(kPairOfHalves.data());
-    for (int r = 0; r < nr; ++r) {
-        const auto* row = reinterpret_cast<const uint16_t*>(w.data) + (n0 + r) * w.K;
-        for (int64_t j = 0; j < kb; j += 32) {
-            const int64_t k = k0 + j, left = w.K - k;
-            const __mmask32 m = left >= 32 ? ~__mmask32(0) : left > 0 ? (__mmask32(1) << left) - 1 : 0;
-            const __m512i v = _mm512_maskz_loadu_epi16(m, row + std::min(k, w.K));
-            _mm512_storeu_si512(panel + r * ldp + j / 2, _mm512_permutexvar_epi16(idx, v));
-        }
-    }
-}
-
 // One pair of columns per slot: broadcast panel pair · 16 x rows' pairs, vdpbf16ps.
 struct PairStep {
     static constexpr int kCols = 2;
@@ -197,7 +177,6 @@ const Kernels& kernels_avx512bf16() {
         // nvfp4_gemv_rows stays the F32 set's 28 (microbench, Zen 4, 32768x5120: this GEMV 10.2 / 30.4 /
         // 45.7 / 61.4 ms at 5 / 16 / 24 / 32 rows, the panels 30.8 / 31.0 / 55.3 / 55.6).
         k.decode_nvfp4_pairs = decode_nvfp4_pairs;
-        k.decode_bf16_pairs = decode_bf16_pairs;
         k.gemm_panel_pairs = gemm_panel<PairStep>;
         k.pair_chains = pair_chains;
         k.attend_tile_pairs = attend_tile_pairs_avx512bf16;
