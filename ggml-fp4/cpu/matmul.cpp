@@ -99,16 +99,18 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
                                 : (pair_set ? kern.dense_pair_gemv_rows : kern.dense_gemv_rows);
     const bool use_gemv = M <= gemv_rows;
     const bool pairs = pair_set && !use_gemv;
+    const bool bf16_gemv = use_gemv && round_x && nvfp4 && kern.gemv_nvfp4_pairs;
     const int64_t block = std::max<int64_t>(nvfp4 ? kern.nvfp4_block : 16, pairs ? 32 : 16);
     const int64_t kpad = (K + block - 1) / block * block;
     auto pack = !nvfp4 ? pack_x_natural : use_gemv ? kern.pack_nvfp4_gemv_x : kern.pack_nvfp4_x;
 
-    // Scratch: x rounded to BF16 (where F32 kernels take it), packed x, and per panel thread a decoded
-    // panel, a packed row and the panel rows' sums for its block of x rows. Panels take x interleaved in
-    // groups of L rows: x(m, k) at xp[(m / L)·ldg + k·L + m % L] (pairs: k / 2), rows past M zero.
+    // Scratch: x rounded to BF16 where F32 kernels take it (the pair panels and the BF16 GEMV round as they
+    // pack: the GEMV reads only the high halves, bf16(x)), packed x, and per panel thread a decoded panel, a
+    // packed row and the panel rows' sums for its block of x rows. Panels take x interleaved in groups of L
+    // rows: x(m, k) at xp[(m / L)·ldg + k·L + m % L] (pairs: k / 2), rows past M zero.
     const int nth = pool.size();
     const int64_t L = kern.gemm_lanes, groups = (M + L - 1) / L, ldg = kpad * L / (pairs ? 2 : 1);
-    const size_t rounded_bytes = round_x && !pairs ? align_up(size_t(M * K) * sizeof(float)) : 0;
+    const size_t rounded_bytes = round_x && !pairs && !bf16_gemv ? align_up(size_t(M * K) * sizeof(float)) : 0;
     const size_t x_bytes = align_up(size_t(use_gemv ? M * kpad : groups * ldg) * sizeof(float));
     const size_t per_thread = use_gemv ? 0 : size_t(kPanelRows * kPanelCols + kpad + kChunkRows * kRowBlock);
     auto* base = static_cast<char*>(scratch.grow(rounded_bytes + x_bytes + nth * per_thread * sizeof(float)));
@@ -122,7 +124,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
     float* xp = reinterpret_cast<float*>(base + rounded_bytes);
 
     if (use_gemv) {
-        const GemvFn gemv = round_x && nvfp4 && kern.gemv_nvfp4_pairs ? kern.gemv_nvfp4_pairs : path.gemv;
+        const GemvFn gemv = bf16_gemv ? kern.gemv_nvfp4_pairs : path.gemv;
         pool.parallel_for(M, [&](int64_t m0, int64_t m1) {
             for (int64_t m = m0; m < m1; ++m) pack(x + m * K, K, kpad, xp + m * kpad);
         });
