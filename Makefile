@@ -49,10 +49,10 @@ sanitize-unit:
 	    ctest --output-on-failure -j $(JOBS) -R "^($(shell echo $(SANITIZE_UNIT) | tr ' ' '|'))$$"
 
 # The CUDA backend on the CPU (tests/cuda-emu, no GPU needed): every test with the CUDA backend present, then
-# the goldens and chat again with its four speed-ups off (test_backend_ops sets them case by case), and the
+# the goldens and chat again with its five speed-ups off (test_backend_ops sets them case by case), and the
 # backend test with threads and blocks run in reverse order (a race gives another result there) and with
 # kernels assumed to use 128 registers (launches sized by occupancy then take other shapes).
-CUDA_PLAIN = FP4_CUDA_FUSE=0 FP4_CUDA_PDL=0 FP4_CUDA_FLASH=0 FP4_CUDA_GRAPHS=0
+CUDA_PLAIN = FP4_CUDA_FUSE=0 FP4_CUDA_PDL=0 FP4_CUDA_FLASH=0 FP4_CUDA_GRAPHS=0 FP4_CUDA_BF16_X=0
 test-cuda-emu:
 	cmake -S . -B build-emu -DFP4_CUDA_EMU=ON
 	cmake --build build-emu -j $(JOBS)

@@ -1,8 +1,10 @@
 // fusion.cpp — plan_steps: a greedy walk over the nodes that takes a rope group, or a linear group
-// (norm → products → epilogue), where one starts, and a single node otherwise.
+// (norm → products → epilogue), where one starts, and a single node otherwise; then the BF16 links.
 #include "fusion.h"
 
 #include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace fp4 {
 
@@ -89,6 +91,27 @@ std::vector<Step> plan_steps(const Graph& g, const FusionRules& rules) {
         s.nodes.assign(nodes.begin() + std::ptrdiff_t(i), nodes.begin() + std::ptrdiff_t(j));
         steps.push_back(std::move(s));
         i = j;
+    }
+
+    if (rules.bf16_links) {
+        // Slots that read each tensor as the input of a linear group without a norm.
+        std::unordered_map<const Tensor*, int> group_reads;
+        for (const Step& s : steps)
+            if (!s.products.empty() && !s.norm) group_reads[s.input()] += int(s.products.size());
+        auto linked = [&](const Tensor* t) {
+            const auto it = group_reads.find(t);
+            return t->op != Op::NONE && !t->is_output && it != group_reads.end() &&
+                   it->second == uses[size_t(t->index)];
+        };
+        std::unordered_set<const Tensor*> links;
+        for (Step& s : steps) {
+            const Tensor* out = !s.fused() && s.nodes.front()->op == Op::RMS_NORM ? s.nodes.front()
+                                : s.epilogue && s.epilogue->op == Op::SWIGLU     ? s.epilogue
+                                                                                 : nullptr;
+            s.bf16_out = out && linked(out);
+            if (s.bf16_out) links.insert(out);
+        }
+        for (Step& s : steps) s.bf16_in = !s.products.empty() && !s.norm && links.count(s.input());
     }
     return steps;
 }

@@ -25,9 +25,15 @@ double weight_bytes(const Tensor& node) {
 
 void Profiler::add(const Tensor& node, double ms) { add(describe(node), ms, weight_bytes(node)); }
 
-// A fused step reads as its parts: "RMS_NORM+MUL_MAT NVFP4 32768x5120,32768x5120+SWIGLU", "ROPE+ROPE+ATTN_CACHED".
+// A fused step reads as its parts: "RMS_NORM+MUL_MAT NVFP4 32768x5120,32768x5120+SWIGLU", "ROPE+ROPE+ATTN_CACHED";
+// BF16 links (fusion.h) as "(bf16 out)" after the step that stores one and "(bf16 in)" after the products
+// that read one.
 void Profiler::add(const Step& step, double ms) {
-    if (!step.fused()) return add(*step.nodes.front(), ms);
+    const std::string out = step.bf16_out ? " (bf16 out)" : "";
+    if (!step.fused()) {
+        const Tensor& node = *step.nodes.front();
+        return add(describe(node) + out, ms, weight_bytes(node));
+    }
     if (step.products.empty()) {
         std::string what;
         for (const Tensor* t : step.nodes) what += (what.empty() ? "" : "+") + std::string(op_name(t->op));
@@ -40,8 +46,9 @@ void Profiler::add(const Step& step, double ms) {
         what += "," + shape_of(*step.products[i]->src[0]);
         bytes += weight_bytes(*step.products[i]);
     }
+    if (step.bf16_in) what += " (bf16 in)";
     if (step.epilogue) what += std::string("+") + op_name(step.epilogue->op);
-    add(what, ms, bytes);
+    add(what + out, ms, bytes);
 }
 
 void Profiler::add(const std::string& what, double ms, double weight_bytes) {

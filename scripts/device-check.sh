@@ -9,14 +9,15 @@
 # Environment: FP4_BENCH_CONFIG (config.json for bench --synthetic), FP4_CUDA_ARCHS (default 90a),
 # FP4_BENCH_REPS (bench repetitions, default 2), FP4_SKIP_BENCH=1 (correctness only),
 # FP4_KERNEL_BENCH=1 (also time each GEMV shape alone at M = 1..32, ~90 s), FP4_FOLD_BENCH=1 (batch 1 with
-# the RMSNorm never folded into the GEMVs, -np 32 with it always folded), FP4_NCU=1 (Nsight Compute's
+# the RMSNorm never folded into the GEMVs, -np 32 with it always folded, and with F32 activations between
+# the fused groups), FP4_NCU=1 (Nsight Compute's
 # throughput, pipe utilisation, instruction mix and warp stalls for the NVFP4 GEMV, when ncu is installed:
 # is it memory-, integer-pipe- or latency-bound? By count, ~60 of its ~124 instructions per tile are
 # integer decode, and Hopper issues 2 integer warp-instructions per clock per SM against the ~36 clocks per
 # 576-byte tile that full bandwidth leaves).
-# The four speed-ups (FP4_CUDA_FUSE, FP4_CUDA_PDL, FP4_CUDA_FLASH, FP4_CUDA_GRAPHS) and the BF16 KV cache are
-# the defaults; "plain" runs set them off (=0, --kv-type f32) for the baseline. test_backend_ops checks each
-# speed-up against the plain backend. Before a GPU: `make test-cuda-emu` runs the same tests on the CPU.
+# The five speed-ups (FP4_CUDA_FUSE, FP4_CUDA_PDL, FP4_CUDA_FLASH, FP4_CUDA_GRAPHS, and FP4_CUDA_BF16_X, which
+# acts within fused groups) and the BF16 KV cache are the defaults; "plain" runs set them off (=0, --kv-type
+# f32) for the baseline. test_backend_ops checks each speed-up against the plain backend. Before a GPU: `make test-cuda-emu` runs the same tests on the CPU.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -95,7 +96,7 @@ step configure 60 cmake -S . -B build "${GEN[@]}" -DFP4_CUDA=ON -DFP4_CUDA_ARCHS
     "${CMAKE_EXTRA[@]}"
 step build 240 cmake --build build -j "$JOBS"
 
-PLAIN=(env FP4_CUDA_FUSE=0 FP4_CUDA_PDL=0 FP4_CUDA_FLASH=0 FP4_CUDA_GRAPHS=0)
+PLAIN=(env FP4_CUDA_FUSE=0 FP4_CUDA_PDL=0 FP4_CUDA_FLASH=0 FP4_CUDA_GRAPHS=0 FP4_CUDA_BF16_X=0)
 if [ -x build/tests/test_backend_ops ]; then
     step backend_ops 120 build/tests/test_backend_ops
 fi
@@ -107,7 +108,7 @@ if [ -d build ]; then
     step ctest_golden_plain 120 "${PLAIN[@]}" ctest --test-dir build -R "golden" --output-on-failure
     plain_rc=$?
     if [ $golden_rc -ne 0 ] && [ $plain_rc -eq 0 ]; then
-        for v in FUSE PDL FLASH GRAPHS; do
+        for v in FUSE PDL FLASH GRAPHS BF16_X; do
             step "golden_without_$v" 120 env "FP4_CUDA_$v=0" ctest --test-dir build -R "golden" --output-on-failure
         done
     fi
@@ -143,12 +144,17 @@ if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     # pass on a GPU, worth it while 8 rows cost about what one does.
     step bench_rows 90 build/bin/bench --device cuda --synthetic "$CFG" -p 1,2,4,8 -n 0 -d 512 -r 3
     # Where the RMSNorm folds into its products (FP4_CUDA_FOLD_NORM_ROWS, default 8): never (batch 1 then
-    # pays a norm kernel per group and saves ~20-40 instructions per weight tile), and at every row count
-    # (-np 32 then runs the folded GEMVs of 176-272 instructions per tile): compare with bench_24b.
+    # pays a norm kernel per group, which hands BF16 over, and its GEMVs run at 72-79 instructions per weight
+    # tile instead of 97-127), and at every row count (-np 32 then runs the folded GEMVs of 176-272
+    # instructions per tile): compare with bench_24b.
     if [ -n "${FP4_FOLD_BENCH:-}" ]; then
         step bench_fold_never 120 env FP4_CUDA_FOLD_NORM_ROWS=0 build/bin/bench --device cuda --synthetic "$CFG" \
             -p 0 -n 128 -r ${FP4_BENCH_REPS:-2} --profile
         step bench_fold_always 150 env FP4_CUDA_FOLD_NORM_ROWS=32 build/bin/bench --device cuda --synthetic "$CFG" \
+            -p 0 -n 128 -r 1 -np 32 --prompt-len 1024 --profile
+        # And the 32 sequences with F32 activations between the groups (FP4_CUDA_BF16_X=0): the GEMVs of
+        # 17-32 rows at 144 instructions per weight tile instead of 104, twice the activation bytes.
+        step bench_f32_links 150 env FP4_CUDA_BF16_X=0 build/bin/bench --device cuda --synthetic "$CFG" \
             -p 0 -n 128 -r 1 -np 32 --prompt-len 1024 --profile
     fi
 fi

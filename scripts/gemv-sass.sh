@@ -52,7 +52,7 @@ awk '/Compiling entry function/ { match($0, /_Z[A-Za-z0-9_]+/); k = substr($0, R
      /Used [0-9]+ registers/ { match($0, /Used [0-9]+/); print k, substr($0, RSTART + 5, RLENGTH - 5), sp[k] }' \
     "$TOOLS/ptxas.log" > "$TOOLS/regs.txt"
 
-printf '%-34s %5s %6s %8s %s\n' "kernel <NB,R,P,epilogue,norm>" regs spill per-tile " most frequent, per tile"
+printf '%-34s %5s %6s %8s %s\n' "kernel <NB,R,P,epilogue,norm,x>" regs spill per-tile " most frequent, per tile"
 "$NVDISASM" -c "$CUBIN" | awk -v regs="$TOOLS/regs.txt" '
 function flush(   i, k, lo, hi, h, best, bh, nb, tiles, op, line, n, top, o, label, targs, p) {
     if (fname !~ /gemv_nvfp4_kernel/) return
@@ -65,9 +65,9 @@ function flush(   i, k, lo, hi, h, best, bh, nb, tiles, op, line, n, top, o, lab
     }
     if (!best) return
     lo = lab[brt[best]]; hi = bra[best]
-    match(fname, /ILi[0-9]+ELi[0-9]+ELi[0-9]+ELNS0_8EpilogueE[0-9]ELb[01]/)
+    match(fname, /ILi[0-9]+ELi[0-9]+ELi[0-9]+ELNS0_8EpilogueE[0-9]ELb[01]ELb[01]/)
     targs = substr(fname, RSTART, RLENGTH); sub(/NS0_8Epilogue/, "", targs)
-    split(targs, p, /[^0-9]+/)  # p[2..6]: NB, R, P, epilogue, norm
+    split(targs, p, /[^0-9]+/)  # p[2..7]: NB, R, P, epilogue, norm, BF16 activations
     nb = p[2]; tiles = bh / (4 * nb)  # each tile is 4 MMAs per 8 activation rows
     delete cnt; n = 0
     for (k = lo; k <= hi; k++) { op = ins[k]; sub(/[ .].*/, "", op); cnt[op]++; n++ }
@@ -76,8 +76,8 @@ function flush(   i, k, lo, hi, h, best, bh, nb, tiles, op, line, n, top, o, lab
         o = ""; for (op in cnt) if (o == "" || cnt[op] > cnt[o]) o = op
         line = line sprintf(" %s %.1f", o, cnt[o] / tiles); delete cnt[o]
     }
-    label = sprintf("<%s,%s,%s,%s,%s>", p[2], p[3], p[4], p[5] == 0 ? "store" : p[5] == 1 ? "add" : "swiglu",
-                    p[6] ? "norm" : "-")
+    label = sprintf("<%s,%s,%s,%s,%s,%s>", p[2], p[3], p[4], p[5] == 0 ? "store" : p[5] == 1 ? "add" : "swiglu",
+                    p[6] ? "norm" : "-", p[7] ? "bf16" : "f32")
     printf "%-34s %5s %6s %8.1f %s\n", label, reg[fname], spill[fname], n / tiles, line
 }
 BEGIN { while ((getline l < regs) > 0) { split(l, f, " "); reg[f[1]] = f[2]; spill[f[1]] = f[3] } }

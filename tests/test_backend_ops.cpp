@@ -37,7 +37,8 @@ using namespace fp4;
 namespace {
 
 // The CUDA backend's speed-ups (on by default); the tests name each one they want on, every other one is off.
-const char* const kSpeedUps[] = {"FP4_CUDA_FUSE", "FP4_CUDA_PDL", "FP4_CUDA_FLASH", "FP4_CUDA_GRAPHS"};
+const char* const kSpeedUps[] = {"FP4_CUDA_FUSE", "FP4_CUDA_PDL", "FP4_CUDA_FLASH", "FP4_CUDA_GRAPHS",
+                                 "FP4_CUDA_BF16_X"};
 
 std::unique_ptr<Backend> make_cuda_with(std::initializer_list<const char*> on, std::string* why) {
     for (const char* v : kSpeedUps)
@@ -80,6 +81,12 @@ Backend& folding_backend() {
         unsetenv("FP4_CUDA_FOLD_NORM_ROWS");
         return f;
     }();
+    return *b;
+}
+
+// Fusing, with BF16 links (fusion.h) between a lone norm or a SwiGLU epilogue and the products they feed.
+Backend& linking_backend() {
+    static std::unique_ptr<Backend> b = cuda_backend_with({"FP4_CUDA_FUSE", "FP4_CUDA_BF16_X"});
     return *b;
 }
 
@@ -411,6 +418,7 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
         HostWeight wq = random_weight(r, Type::NVFP4, s.Nq, s.K), wk = random_weight(r, Type::NVFP4, s.Nkv, s.K),
                    wv = random_weight(r, Type::NVFP4, s.Nkv, s.K), wo = random_weight(r, Type::NVFP4, s.K, s.K),
                    wg = random_weight(r, Type::NVFP4, s.F, s.K), wu = random_weight(r, Type::NVFP4, s.F, s.K);
+        HostWeight wd = random_weight(r, Type::NVFP4, s.K, s.F);  // NVFP4's K: whole scale groups (F = 1040 only)
         wk.gscale = 77.0f;  // products of one group need not share a global scale
         for (int64_t M : {1, 3, 8, 9, 16, 17, 32, 64}) {  // 64: beyond kGemvMaxRowsFused, the nodes run apart
             auto x = r.floats(size_t(M * s.K), -2, 2), res = r.floats(size_t(M * s.K));
@@ -443,6 +451,20 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
                     return e.graph.swiglu(gate, e.graph.mul_mat(e.weight(wu), in));
                 }, 1e-2, "norm -> gate/up -> swiglu" + how, b);
             }
+            // The whole MLP: with BF16 links (SwiGLU -> down at every M, the norm -> gate/up where it runs
+            // alone) within the tolerance of the CPU, and bit for bit what the F32 links give (the producers
+            // round as the products did). Down's K = 1040 ends in a partial column tile.
+            if (s.F % 16 != 0) continue;
+            const Build mlp = [&](Env& e) {
+                Tensor* in = e.input(x, {s.K, M});
+                Tensor* h = e.graph.rms_norm(in, e.weight(norm), 1e-5f);
+                Tensor* act = e.graph.swiglu(e.graph.mul_mat(e.weight(wg), h), e.graph.mul_mat(e.weight(wu), h));
+                return e.graph.add(in, e.graph.mul_mat(e.weight(wd), act));
+            };
+            compare(mlp, 1e-2, "norm -> gate/up -> swiglu -> down + residual, BF16 links" + at, &linking_backend());
+            Env f32_links{fusing_backend(), {}, {}}, bf16_links{linking_backend(), {}, {}};
+            INFO("MLP" << at);
+            CHECK(bf16_links.run(mlp(bf16_links)) == f32_links.run(mlp(f32_links)));
         }
     }
     // ROPE(q), ROPE(k) -> ATTN_CACHED as one rope group: the rotation joins the cache store, with the very
@@ -491,11 +513,12 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
     const std::vector<OpProfile> prof = b.profile();
     REQUIRE(prof.size() == 1);
     CHECK(prof[0].what == "MUL_MAT NVFP4 48x64,48x64+SWIGLU");
-    // A norm before them folds up to kGemvFoldNormRows rows, above only when told to.
+    // A norm before them folds up to kGemvFoldNormRows rows, above only when told to; run alone, it hands
+    // its output over as BF16 with FP4_CUDA_BF16_X=1.
     HostWeight nw = random_weight(r, Type::BF16, 1, 64);
     nw.ne = {64};
     for (int64_t M : {8, 9})
-        for (Backend* fb : {&b, &folding_backend()}) {
+        for (Backend* fb : {&b, &folding_backend(), &linking_backend()}) {
             auto xm = r.floats(size_t(64 * M));
             Env em{*fb, {}, {}};
             Tensor* n = em.graph.rms_norm(em.input(xm, {64, M}), em.weight(nw), 1e-5f);
@@ -506,9 +529,14 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
             std::vector<std::string> names;
             for (const OpProfile& p : fb->profile()) names.push_back(p.what);
             std::sort(names.begin(), names.end());
-            INFO("M=" << M << (fb == &b ? "" : ", folded at every M"));
-            if (M <= 8 || fb != &b) CHECK(names == std::vector<std::string>{"RMS_NORM+MUL_MAT NVFP4 48x64,48x64+SWIGLU"});
-            else CHECK(names == std::vector<std::string>{"MUL_MAT NVFP4 48x64,48x64+SWIGLU", "RMS_NORM"});
+            INFO("M=" << M << (fb == &folding_backend() ? ", folded at every M" : fb == &b ? "" : ", BF16 links"));
+            if (M <= 8 || fb == &folding_backend())
+                CHECK(names == std::vector<std::string>{"RMS_NORM+MUL_MAT NVFP4 48x64,48x64+SWIGLU"});
+            else if (fb == &b)
+                CHECK(names == std::vector<std::string>{"MUL_MAT NVFP4 48x64,48x64+SWIGLU", "RMS_NORM"});
+            else
+                CHECK(names == std::vector<std::string>{"MUL_MAT NVFP4 48x64,48x64 (bf16 in)+SWIGLU",
+                                                        "RMS_NORM (bf16 out)"});
         }
 }
 
@@ -591,8 +619,9 @@ TEST_CASE("ATTN_CACHED: prefill, decode, several sequences, long context, F32/BF
 // arena's reuse of buffers is exercised, and the graph is rebuilt for each step as the model does. The
 // speed-ups that must not change a bit: FP4_CUDA_GRAPHS=1 (decode steps captured on the second one and
 // replayed after that) and FP4_CUDA_PDL=1 (GEMVs overlapping the kernel before them). FP4_CUDA_FUSE=1 runs
-// decode steps as fused product groups, within the model-level tolerance; with the other two on top, bit
-// for bit the same again.
+// decode steps as fused product groups, within the model-level tolerance; with the other two on top and
+// BF16 links (FP4_CUDA_BF16_X=1: the 24-row prefill's norms and every SwiGLU hand BF16 to their products),
+// bit for bit the same again.
 TEST_CASE("a transformer block: prefill then decode steps, plain, replayed, overlapped and fused") {
     REQUIRE_CUDA();
     Rng r{20260101};
@@ -641,7 +670,8 @@ TEST_CASE("a transformer block: prefill then decode steps, plain, replayed, over
     };
     std::unique_ptr<Backend> replaying = cuda_backend_with({"FP4_CUDA_GRAPHS"});
     std::unique_ptr<Backend> overlapping = cuda_backend_with({"FP4_CUDA_PDL"});
-    std::unique_ptr<Backend> fast = cuda_backend_with({"FP4_CUDA_FUSE", "FP4_CUDA_PDL", "FP4_CUDA_GRAPHS"});
+    std::unique_ptr<Backend> fast =
+        cuda_backend_with({"FP4_CUDA_FUSE", "FP4_CUDA_PDL", "FP4_CUDA_GRAPHS", "FP4_CUDA_BF16_X"});
     auto cpu = load(cpu_backend()), gpu = load(*cuda_backend()), gpu_graphs = load(*replaying);
     auto gpu_pdl = load(*overlapping), gpu_fused = load(fusing_backend()), gpu_fast = load(*fast);
     std::vector<int32_t> ids = r.ints(24, 0, V - 1), pos(24), seq(24, 0);

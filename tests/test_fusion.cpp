@@ -194,6 +194,54 @@ TEST_CASE("nothing fuses beyond the row limit, with fusion off, or when a part i
     check_plan(two.g, steps, plan_arena(two.g, steps));
 }
 
+// Which steps store a BF16 link and which read one, as "out"/"in" marks per step ("-": neither).
+std::vector<std::string> links(const std::vector<Step>& steps) {
+    std::vector<std::string> out;
+    for (const Step& s : steps)
+        out.push_back(s.bf16_out && s.bf16_in ? "in,out" : s.bf16_out ? "out" : s.bf16_in ? "in" : "-");
+    return out;
+}
+
+TEST_CASE("BF16 links: what a lone norm or a SwiGLU epilogue makes only for linear groups is stored as BF16") {
+    FusionRules rules = kRules;
+    rules.max_norm_rows = 8;
+    rules.bf16_links = true;
+    for (int64_t M : {1, 8, 9, 32}) {
+        Block b(M);
+        b.g.mark_output(b.x);
+        const std::vector<Step> steps = plan_steps(b.g, rules);
+        INFO("M=" << M);
+        // Folded norms read the F32 residual stream; down reads SwiGLU's output; o reads the attention's (F32).
+        if (M <= 8)
+            CHECK(links(steps) == std::vector<std::string>{"-", "-", "-", "-", "out", "in"});
+        else
+            CHECK(links(steps) == std::vector<std::string>{"-", "out", "in", "-", "-", "out", "in,out", "in"});
+        check_plan(b.g, steps, plan_arena(b.g, steps));
+        rules.bf16_links = false;
+        for (const Step& s : plan_steps(b.g, rules)) CHECK((!s.bf16_in && !s.bf16_out));
+        rules.bf16_links = true;
+    }
+    // A link that is an output, or that another node reads too, stays F32.
+    Block shown(16);
+    shown.g.mark_output(shown.norm_out);
+    std::vector<Step> steps = plan_steps(shown.g, rules);
+    CHECK(links(steps) == std::vector<std::string>{"-", "-", "-", "-", "-", "out", "in,out", "in"});
+    Block reused(1);
+    Tensor* sw = *std::find_if(reused.g.nodes().begin(), reused.g.nodes().end(),
+                               [](const Tensor* t) { return t->op == Op::SWIGLU; });
+    reused.g.add(sw, sw);
+    steps = plan_steps(reused.g, rules);
+    CHECK(describe(steps[4]) == "RMS_NORM+MUL_MAT+MUL_MAT+SWIGLU");
+    CHECK(links(steps) == std::vector<std::string>{"-", "-", "-", "-", "-", "-", "-"});
+    // A norm that a lone product also reads (one product groups with nothing: it runs alone) stays F32.
+    Block two(16);
+    steps = plan_steps(two.g, FusionRules{Type::NVFP4, 32, 2, 8, true});
+    REQUIRE(describe(steps[1]) == "RMS_NORM");
+    REQUIRE(describe(steps[2]) == "MUL_MAT+MUL_MAT");
+    REQUIRE(describe(steps[3]) == "MUL_MAT");
+    CHECK((!steps[1].bf16_out && !steps[2].bf16_in));
+}
+
 TEST_CASE("unfused, every node is a step and the plan matches node-by-node liveness") {
     Block b(5);
     b.g.mark_output(b.x);
@@ -244,6 +292,18 @@ TEST_CASE("the Mistral decode graph fuses every layer; prefill and the vision to
             CHECK(groups.empty());
         }
         check_plan(g, steps, plan_arena(g, steps));
+        // BF16 links with the norms folded up to 2 rows: SwiGLU → down in every layer, and above 2 rows also
+        // each norm → its products; never the final norm, which feeds the BF16 output head.
+        FusionRules linking = kRules;
+        linking.max_norm_rows = 2, linking.bf16_links = true;
+        const std::vector<Step> linked = plan_steps(g, linking);
+        const int per_layer = T == 1 ? 1 : T <= 32 ? 3 : 0;
+        auto marked = [&](bool Step::*mark) {
+            return std::count_if(linked.begin(), linked.end(), [&](const Step& s) { return s.*mark; });
+        };
+        CHECK(marked(&Step::bf16_out) == per_layer * cfg.text.n_layer);
+        CHECK(marked(&Step::bf16_in) == per_layer * cfg.text.n_layer);
+        check_plan(g, linked, plan_arena(g, linked));
     }
 }
 

@@ -1,13 +1,15 @@
 // cuda_backend.cu — the CUDA Backend: weights and KV caches in device memory, graph intermediates in one
 // device arena planned by liveness (regrown only when a graph needs more), one stream, the dispatch of
-// every op to its kernel file, and four speed-ups, each on unless its variable is 0 (any value but 0 or 1
+// every op to its kernel file, and five speed-ups, each on unless its variable is 0 (any value but 0 or 1
 // is an error): (FP4_CUDA_FUSE) decode-sized products run as fused groups (fusion.h: norm → q/k/v, o +
 // residual, norm → gate/up → SwiGLU, down + residual; a norm folds into its products for up to
 // FP4_CUDA_FOLD_NORM_ROWS rows, 8 unless set), the q/k rotations join the KV-cache store and decode
 // attention takes a GQA group per block, (FP4_CUDA_PDL) every kernel is scheduled while the kernel before
 // it finishes (the NVFP4 GEMVs load their first weight tiles meanwhile), (FP4_CUDA_FLASH) flash attention
-// for prefills and the vision tower, and (FP4_CUDA_GRAPHS) CUDA-graph replay of decode steps. The KV cache
-// is BF16 unless the user names another type.
+// for prefills and the vision tower, and (FP4_CUDA_GRAPHS) CUDA-graph replay of decode steps; with fused
+// groups, (FP4_CUDA_BF16_X) the activations a lone norm or a SwiGLU epilogue makes for the next group are
+// stored as BF16 (fusion.h's BF16 links: the same bits, half the bytes). The KV cache is BF16 unless the
+// user names another type.
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
@@ -52,7 +54,7 @@ __global__ void probe_kernel(int* flag) { *flag = 1; }
 struct Settings {
     // The speed-ups: NAME=1 on, NAME=0 off (to compare without one, or to rule it out), unset: on.
     bool fuse = flag("FP4_CUDA_FUSE"), pdl = flag("FP4_CUDA_PDL"), flash = flag("FP4_CUDA_FLASH"),
-         graphs = flag("FP4_CUDA_GRAPHS");
+         graphs = flag("FP4_CUDA_GRAPHS"), bf16_x = flag("FP4_CUDA_BF16_X");
     int fold_norm_rows = rows("FP4_CUDA_FOLD_NORM_ROWS", kGemvFoldNormRows, kGemvMaxRowsFused);
 
     static bool flag(const char* name) {
@@ -96,6 +98,7 @@ public:
         ctx_.flash = settings_.flash;
         ctx_.fuse = settings_.fuse;
         fusion_.max_rows = ctx_.fuse ? kGemvMaxRowsFused : 0;
+        fusion_.bf16_links = settings_.bf16_x;
         // A kernel must run: fails here when the build has no code for this GPU.
         int* flag = static_cast<int*>(device_alloc(sizeof(int)));
         launch_kernel("probe kernel (is this GPU's architecture in FP4_CUDA_ARCHS?)", probe_kernel, 1, 1, 0,
@@ -269,6 +272,11 @@ private:
         if (!t->data) fail("tensor '" + t->name + "' has no device storage (upload or allocate it first)");
         return static_cast<const float*>(t->data);
     }
+    // The storage of a BF16 link (an F32 graph tensor whose producer stores BF16: fusion.h).
+    static const void* stored(const Tensor* t) {
+        if (!t->data) fail("tensor '" + t->name + "' has no device storage");
+        return t->data;
+    }
     static const int32_t* i32(const Tensor* t) {
         if (t->type != Type::I32 || !t->data) fail("'" + t->name + "' must be an I32 graph input");
         return static_cast<const int32_t*>(t->data);
@@ -385,21 +393,22 @@ private:
     }
 
     void run(const Step& st) {
-        if (!st.fused()) return run(*st.nodes.front());
+        if (!st.fused()) return run(*st.nodes.front(), st.bf16_out);
         if (st.attention) return run_attention(*st.attention, st.attention->src[0]->src[0],
                                                st.attention->src[1]->src[0], st.attention->src[0]->fp[0]);
         GemvGroup grp;
         for (const Tensor* p : st.products) {
             if (!p->src[0]->data) fail("MUL_MAT weight '" + p->src[0]->name + "' was not uploaded");
-            grp.w[grp.n] = p->src[0], grp.y[grp.n++] = static_cast<float*>(p->data);
+            grp.w[grp.n] = p->src[0], grp.y[grp.n++] = p->data;
         }
-        grp.x = f32(st.input()), grp.M = st.input()->rows();
+        grp.x = st.bf16_in ? stored(st.input()) : f32(st.input()), grp.M = st.input()->rows();
+        grp.x_bf16 = st.bf16_in, grp.y_bf16 = st.bf16_out;
         if (st.norm) {
             if (!st.norm->src[1]->data) fail("RMS_NORM weight '" + st.norm->src[1]->name + "' was not uploaded");
             grp.norm = st.norm->src[1], grp.eps = st.norm->fp[0];
         }
         if (st.epilogue) {
-            grp.y[0] = static_cast<float*>(st.epilogue->data);
+            grp.y[0] = st.epilogue->data;
             grp.swiglu = st.epilogue->op == Op::SWIGLU;
             if (!grp.swiglu) grp.residual = f32(st.residual());
         }
@@ -418,9 +427,11 @@ private:
         attn_cached(ctx_, a, static_cast<float*>(t.data));
     }
 
-    void run(Tensor& t) {
+    // A node alone; bf16_out: its output is a BF16 link (RMS_NORM only).
+    void run(Tensor& t, bool bf16_out = false) {
         Tensor* const* s = t.src;
         float* out = static_cast<float*>(t.data);
+        if (bf16_out && t.op != Op::RMS_NORM) fail(std::string(op_name(t.op)) + " cannot store BF16");
         switch (t.op) {
             case Op::GET_ROWS:
                 if (!s[0]->data) fail("GET_ROWS table '" + s[0]->name + "' was not uploaded");
@@ -430,7 +441,8 @@ private:
                 return mul_mat(ctx_, *s[0], f32(s[1]), s[1]->rows(), out);
             case Op::RMS_NORM:
                 if (!s[1]->data) fail("RMS_NORM weight '" + s[1]->name + "' was not uploaded");
-                return rms_norm(ctx_, f32(s[0]), s[1]->data, s[1]->type, s[0]->rows(), s[0]->ne[0], t.fp[0], out);
+                return rms_norm(ctx_, f32(s[0]), s[1]->data, s[1]->type, s[0]->rows(), s[0]->ne[0], t.fp[0], out,
+                                bf16_out);
             case Op::ROPE:
                 return rope(ctx_, f32(s[0]), i32(s[1]), s[0]->rows(), t.ip[0], t.ip[1], t.fp[0], out);
             case Op::ROPE_2D:

@@ -3,6 +3,7 @@
 // loops over output elements (each first lets the next kernel launch and waits for the one before, see
 // pdl_start), F32 math matching the CPU backend's formulas.
 #include <cmath>
+#include <type_traits>
 
 #include "kernels.cuh"
 #include "nvfp4.cuh"
@@ -40,7 +41,8 @@ void get_rows(const Ctx& c, const Tensor& table, const int32_t* ids, int64_t T, 
 }
 
 // One block per row: sum of squares in F32, then scale.
-__global__ void rms_norm_kernel(const float* x, const void* w, Type wt, int64_t D, float eps, float* out) {
+template <typename T>
+__global__ void rms_norm_kernel(const float* x, const void* w, Type wt, int64_t D, float eps, T* out) {
     __shared__ float part[32];
     pdl_start();
     const float* xr = x + blockIdx.x * D;
@@ -56,12 +58,22 @@ __global__ void rms_norm_kernel(const float* x, const void* w, Type wt, int64_t 
     }
     __syncthreads();
     const float inv = part[0];
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) out[blockIdx.x * D + i] = xr[i] * inv * load_f32(w, wt, i);
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        const float y = xr[i] * inv * load_f32(w, wt, i);
+        if constexpr (std::is_same_v<T, float>) out[blockIdx.x * D + i] = y;
+        else out[blockIdx.x * D + i] = __float2bfloat16_rn(y);
+    }
 }
 
-void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, float* out) {
+void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, void* out,
+              bool out_bf16) {
     if (M == 0) return;
-    launch_kernel("rms_norm", rms_norm_kernel, unsigned(M), 512, 0, c, x, w, wt, D, eps, out);
+    if (out_bf16)
+        launch_kernel("rms_norm (to bf16)", rms_norm_kernel<__nv_bfloat16>, unsigned(M), 512, 0, c, x, w, wt, D, eps,
+                      static_cast<__nv_bfloat16*>(out));
+    else
+        launch_kernel("rms_norm", rms_norm_kernel<float>, unsigned(M), 512, 0, c, x, w, wt, D, eps,
+                      static_cast<float*>(out));
 }
 
 // Rotates the pair (i, i + Dh/2) of the head at `base` by `angle`.

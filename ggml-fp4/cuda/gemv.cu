@@ -11,11 +11,17 @@
 //    the grid (q/k/v), an RMSNorm folded into the activations (x·w rounded to BF16 for the MMA, the row's
 //    1/rms applied to the sums: each warp adds up x² over the columns it reads anyway), and an epilogue
 //    that adds a residual or, with the block taking row tile b of both gate and up, applies SwiGLU.
+//    Activations come as F32 (rounded to BF16 pairs for the MMAs) or, where the kernel before already
+//    rounded them (fusion.h's BF16 links: a norm run alone, a SwiGLU epilogue), as BF16: two 16-byte loads
+//    per activation row and tile instead of four, and no conversions (10 instructions fewer per tile and 8
+//    activation rows, scripts/gemv-sass.sh; half the activation bytes a block reads from L2). The epilogue
+//    can store BF16 too.
 //    With FP4_CUDA_PDL=1 the kernel is launched with programmatic dependent launch: its first weight tiles
 //    are in flight before the kernel that writes its activations has finished.
 //  * F32/BF16/F16 (M ≤ 8): CUDA cores, one warp per pair of rows, 16-byte loads, F32 accumulation.
 #include <algorithm>
 #include <array>
+#include <type_traits>
 
 #include "kernels.cuh"
 #include "mma.cuh"
@@ -29,7 +35,7 @@ using namespace nvfp4;
 struct GemvSegment {
     const uint4* codes;
     const uint16_t* scales;
-    float* y;  // [M, N]
+    void* y;  // [M, N], F32 or (GemvArgs::y_bf16) BF16
     int64_t N, row_tiles;
     float out_scale;  // 2^8 / gscale
     int first_block;
@@ -37,8 +43,9 @@ struct GemvSegment {
 struct GemvArgs {
     GemvSegment seg[kMaxGroupProducts];
     int n_seg;
-    const float* x;  // [M, K]
+    const void* x;  // [M, K], F32 or (the kernel's XB) BF16
     int M, K, KT;
+    bool y_bf16;  // the outputs are stored as BF16 (rounded to nearest even)
     const float* norm_w;  // RMSNorm weight [K] folded into x
     float eps;
     const float* residual;  // Epilogue::kAdd: [M, N] added to seg[0]'s product
@@ -66,10 +73,12 @@ __device__ __forceinline__ void keep_in_register(T*& p) {
 #endif
 }
 
-template <int NB, int R, int P, Epilogue E, bool NORM>
+template <int NB, int R, int P, Epilogue E, bool NORM, bool XB>
 __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__ GemvArgs a) {
+    using X = std::conditional_t<XB, __nv_bfloat16, float>;
     float* red = dynamic_smem<float>();
     static_assert(E != Epilogue::kSwiglu || R == 2, "SwiGLU pairs two row tiles");
+    static_assert(!(XB && NORM), "a folded norm reads the F32 activations");
     constexpr int V = R * NB * 4;
     constexpr bool kSw = E == Epilogue::kSwiglu;
     const int W = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -93,10 +102,10 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
     }
     // This lane's activations: 16 consecutive columns (its scale group t) of row 8nb + g of each tile; rows
     // m ≥ M of the product are never stored, so their lanes may read any valid row.
-    const float* xr[NB];
+    const X* xr[NB];
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
-        xr[nb] = a.x + int64_t(min(nb * 8 + g, a.M - 1)) * K + col0;
+        xr[nb] = static_cast<const X*>(a.x) + int64_t(min(nb * 8 + g, a.M - 1)) * K + col0;
         keep_in_register(xr[nb]);
     }
     const float* nw = NORM ? a.norm_w + col0 : nullptr;  // norm weights of the same columns
@@ -114,22 +123,36 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
         uint32_t bf[4][NB][2];  // B fragments of MMA kk: activation row 8nb + g, columns tile_col(t, kk, ..)
 #pragma unroll
         for (int nb = 0; nb < NB; ++nb) {
-            float4 v[4];
+            if constexpr (XB) {  // BF16 pairs already: columns 4kk, 4kk + 1 in word 2kk, 4kk + 2, 4kk + 3 next
+                uint4 h[2];
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk)  // not __ldg: under PDL the kernel before writes x while this one runs
-                v[kk] = in ? __ldca(reinterpret_cast<const float4*>(xr[nb] + kt * kTileCols) + kk)
-                           : make_float4(0.f, 0.f, 0.f, 0.f);
-            if (NORM)  // x² of the raw values; the MMA gets them times the norm weights
+                for (int i = 0; i < 2; ++i)
+                    h[i] = in ? __ldca(reinterpret_cast<const uint4*>(xr[nb] + kt * kTileCols) + i)
+                              : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
-                for (int kk = 0; kk < 4; ++kk) {
-                    const float4 w = in ? __ldg(reinterpret_cast<const float4*>(nw + kt * kTileCols) + kk)
-                                        : make_float4(0.f, 0.f, 0.f, 0.f);
-                    ss[nb] = fmaf(v[kk].w, v[kk].w, fmaf(v[kk].z, v[kk].z, fmaf(v[kk].y, v[kk].y, fmaf(v[kk].x, v[kk].x, ss[nb]))));
-                    v[kk].x *= w.x, v[kk].y *= w.y, v[kk].z *= w.z, v[kk].w *= w.w;
+                for (int i = 0; i < 2; ++i) {
+                    bf[2 * i][nb][0] = h[i].x, bf[2 * i][nb][1] = h[i].y;
+                    bf[2 * i + 1][nb][0] = h[i].z, bf[2 * i + 1][nb][1] = h[i].w;
                 }
+            } else {
+                float4 v[4];
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk)
-                b_fragments(v[kk].x, v[kk].y, v[kk].z, v[kk].w, bf[kk][nb][0], bf[kk][nb][1]);
+                for (int kk = 0; kk < 4; ++kk)  // not __ldg: under PDL the kernel before writes x while this one runs
+                    v[kk] = in ? __ldca(reinterpret_cast<const float4*>(xr[nb] + kt * kTileCols) + kk)
+                               : make_float4(0.f, 0.f, 0.f, 0.f);
+                if (NORM)  // x² of the raw values; the MMA gets them times the norm weights
+#pragma unroll
+                    for (int kk = 0; kk < 4; ++kk) {
+                        const float4 w = in ? __ldg(reinterpret_cast<const float4*>(nw + kt * kTileCols) + kk)
+                                            : make_float4(0.f, 0.f, 0.f, 0.f);
+                        ss[nb] = fmaf(v[kk].w, v[kk].w,
+                                      fmaf(v[kk].z, v[kk].z, fmaf(v[kk].y, v[kk].y, fmaf(v[kk].x, v[kk].x, ss[nb]))));
+                        v[kk].x *= w.x, v[kk].y *= w.y, v[kk].z *= w.z, v[kk].w *= w.w;
+                    }
+#pragma unroll
+                for (int kk = 0; kk < 4; ++kk)
+                    b_fragments(v[kk].x, v[kk].y, v[kk].z, v[kk].w, bf[kk][nb][0], bf[kk][nb][1]);
+            }
         }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
@@ -221,16 +244,17 @@ __global__ void __launch_bounds__(512) gemv_nvfp4_kernel(const __grid_constant__
         } else if (E == Epilogue::kAdd) {
             y += a.residual[o];
         }
-        S.y[o] = y;
+        if (a.y_bf16) static_cast<__nv_bfloat16*>(S.y)[o] = __float2bfloat16_rn(y);
+        else static_cast<float*>(S.y)[o] = y;
     }
 }
 
 // Warps per block: the most that still let every block be resident at once (no tail wave: down has only
 // 320 row tiles, so a second partial wave cost ~20% there), found with the occupancy calculator once per
 // kernel and warp count.
-template <int NB, int R, int P, Epilogue E, bool NORM>
+template <int NB, int R, int P, Epilogue E, bool NORM, bool XB>
 static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
-    constexpr auto kernel = gemv_nvfp4_kernel<NB, R, P, E, NORM>;
+    constexpr auto kernel = gemv_nvfp4_kernel<NB, R, P, E, NORM, XB>;
     const GemvSegment& last = a.seg[a.n_seg - 1];
     if (blocks != (E == Epilogue::kSwiglu ? a.seg[0].row_tiles : last.first_block + (last.row_tiles + R - 1) / R))
         fail("gemv_nvfp4: the grid was sized for another number of row tiles per block");
@@ -252,25 +276,33 @@ static void launch_nvfp4(const Ctx& c, const GemvArgs& a, int64_t blocks) {
 }
 
 // The kernel for M rows: 8 activation rows per MMA column block (NB), R row tiles per block (two_tiles:
-// R = 2, as gemv_nvfp4_group sized the grid; launch_nvfp4 checks that they agree).
-template <Epilogue E, bool NORM>
+// R = 2, as gemv_nvfp4_group sized the grid; launch_nvfp4 checks that they agree); XB: BF16 activations.
+template <Epilogue E, bool NORM, bool XB>
 static void launch_for_rows(const Ctx& c, const GemvArgs& a, int64_t blocks, bool two_tiles) {
     if constexpr (E == Epilogue::kSwiglu) {
-        if (a.M <= 8) launch_nvfp4<1, 2, 4, E, NORM>(c, a, blocks);
-        else if (a.M <= 16) launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks);
-        else launch_nvfp4<4, 2, 1, E, NORM>(c, a, blocks);  // a deeper ring would spill
+        if (a.M <= 8) launch_nvfp4<1, 2, 4, E, NORM, XB>(c, a, blocks);
+        else if (a.M <= 16) launch_nvfp4<2, 2, 2, E, NORM, XB>(c, a, blocks);
+        else launch_nvfp4<4, 2, 1, E, NORM, XB>(c, a, blocks);  // a deeper ring would spill
     } else if constexpr (E == Epilogue::kStore && !NORM) {
-        if (a.M <= 8 && two_tiles) launch_nvfp4<1, 2, 4, E, NORM>(c, a, blocks);
-        else if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
-        else if (a.M <= 16 && two_tiles) launch_nvfp4<2, 2, 2, E, NORM>(c, a, blocks);
-        else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM>(c, a, blocks);
-        else if (a.M <= 32) launch_nvfp4<4, 1, 2, E, NORM>(c, a, blocks);
-        else launch_nvfp4<8, 1, 1, E, NORM>(c, a, blocks);  // a second stage would spill
+        if (a.M <= 8 && two_tiles) launch_nvfp4<1, 2, 4, E, NORM, XB>(c, a, blocks);
+        else if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM, XB>(c, a, blocks);
+        else if (a.M <= 16 && two_tiles) launch_nvfp4<2, 2, 2, E, NORM, XB>(c, a, blocks);
+        else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM, XB>(c, a, blocks);
+        else if (a.M <= 32) launch_nvfp4<4, 1, 2, E, NORM, XB>(c, a, blocks);
+        else launch_nvfp4<8, 1, 1, E, NORM, XB>(c, a, blocks);  // a second stage would spill
     } else {  // fused groups of q/k/v, o or down size: one row tile per block
-        if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM>(c, a, blocks);
-        else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM>(c, a, blocks);
-        else launch_nvfp4<4, 1, NORM ? 1 : 2, E, NORM>(c, a, blocks);
+        if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM, XB>(c, a, blocks);
+        else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM, XB>(c, a, blocks);
+        else launch_nvfp4<4, 1, NORM ? 1 : 2, E, NORM, XB>(c, a, blocks);
     }
+}
+
+// The kernels of one epilogue: with the norm folded (F32 activations), or on F32 or BF16 activations.
+template <Epilogue E>
+static void launch_epilogue(const Ctx& c, const GemvArgs& a, int64_t blocks, bool two_tiles, bool norm, bool xb) {
+    if (norm) launch_for_rows<E, true, false>(c, a, blocks, two_tiles);
+    else if (xb) launch_for_rows<E, false, true>(c, a, blocks, two_tiles);
+    else launch_for_rows<E, false, false>(c, a, blocks, two_tiles);
 }
 
 void gemv_nvfp4_group(const Ctx& c, const GemvGroup& grp) {
@@ -279,8 +311,10 @@ void gemv_nvfp4_group(const Ctx& c, const GemvGroup& grp) {
     const bool fused = grp.norm || grp.residual || grp.swiglu;
     if (grp.M > (fused ? kGemvMaxRowsFused : kGemvMaxRowsNvfp4)) fail("gemv_nvfp4: too many rows");
     if (grp.M <= 0) return;  // the kernel reads activation row min(m, M - 1)
+    if (grp.x_bf16 && grp.norm) fail("gemv_nvfp4: a folded norm reads F32 activations");
+    if (grp.y_bf16 && grp.residual) fail("gemv_nvfp4: a sum with the residual is stored as F32");
     GemvArgs a{};
-    a.n_seg = grp.n, a.x = grp.x, a.M = int(grp.M);
+    a.n_seg = grp.n, a.x = grp.x, a.M = int(grp.M), a.y_bf16 = grp.y_bf16;
     const int64_t K = grp.w[0]->ne[0];
     if (K % 16 != 0 || K > (int64_t(1) << 24)) fail("gemv_nvfp4: K must be a multiple of 16 below 2^24");
     if (reinterpret_cast<uintptr_t>(grp.x) % 16 != 0 || (grp.norm && reinterpret_cast<uintptr_t>(grp.norm->data) % 16))
@@ -311,12 +345,9 @@ void gemv_nvfp4_group(const Ctx& c, const GemvGroup& grp) {
         if (!grp.swiglu || i == 0) blocks += grp.swiglu ? a.seg[i].row_tiles : (a.seg[i].row_tiles + R - 1) / R;
     }
     const bool norm = grp.norm != nullptr;
-    if (grp.swiglu) norm ? launch_for_rows<Epilogue::kSwiglu, true>(c, a, blocks, true)
-                         : launch_for_rows<Epilogue::kSwiglu, false>(c, a, blocks, true);
-    else if (grp.residual) norm ? launch_for_rows<Epilogue::kAdd, true>(c, a, blocks, false)
-                                : launch_for_rows<Epilogue::kAdd, false>(c, a, blocks, false);
-    else norm ? launch_for_rows<Epilogue::kStore, true>(c, a, blocks, false)
-              : launch_for_rows<Epilogue::kStore, false>(c, a, blocks, two_tiles);
+    if (grp.swiglu) launch_epilogue<Epilogue::kSwiglu>(c, a, blocks, true, norm, grp.x_bf16);
+    else if (grp.residual) launch_epilogue<Epilogue::kAdd>(c, a, blocks, false, norm, grp.x_bf16);
+    else launch_epilogue<Epilogue::kStore>(c, a, blocks, two_tiles, norm, grp.x_bf16);
 }
 
 void gemv_nvfp4(const Ctx& c, const Tensor& w, const float* x, int64_t M, float* y) {

@@ -26,9 +26,11 @@ void gemv_nvfp4(const Ctx& c, const Tensor& w, const float* x, int64_t M, float*
 // A fused product group (fusion.h) in one launch: NVFP4 weights of the same K, all reading x [M, K].
 struct GemvGroup {
     const Tensor* w[kMaxGroupProducts] = {};
-    float* y[kMaxGroupProducts] = {};  // y[i] = x·W[i]ᵀ, [M, N_i]; with an epilogue only y[0] is written
+    void* y[kMaxGroupProducts] = {};  // y[i] = x·W[i]ᵀ, [M, N_i]; with an epilogue only y[0] is written
     int n = 0;
-    const float* x = nullptr;
+    const void* x = nullptr;
+    bool x_bf16 = false;  // x is BF16 (a BF16 link, fusion.h), else F32
+    bool y_bf16 = false;  // y is stored as BF16, rounded to nearest even (not with a residual)
     int64_t M = 0;
     const Tensor* norm = nullptr;       // RMSNorm weight [K]: x is normalised (eps below) before the products
     float eps = 0;
@@ -77,7 +79,9 @@ void flash_attn(const Ctx& c, const FlashAttnArgs& a);
 
 // elementwise.cu
 void get_rows(const Ctx& c, const Tensor& table, const int32_t* ids, int64_t T, float* out);
-void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, float* out);
+// out is F32, or BF16 (rounded to nearest even) when out_bf16.
+void rms_norm(const Ctx& c, const float* x, const void* w, Type wt, int64_t M, int64_t D, float eps, void* out,
+              bool out_bf16 = false);
 void rope(const Ctx& c, const float* x, const int32_t* pos, int64_t M, int H, int Dh, float theta, float* out);
 void rope_2d(const Ctx& c, const float* x, const int32_t* pos_rc, int64_t M, int H, int Dh, float theta,
              float* out);
