@@ -135,6 +135,14 @@ Tokenizer::Tokenizer(const std::string& path) {
     namespace fs = std::filesystem;
     std::error_code ec;
     path_ = fs::is_directory(path, ec) ? (fs::path(path) / "tekken.json").string() : path;
+    if (path_ != path && !fs::exists(path_, ec)) {  // a folder without it: say where the file comes from
+        const bool hf = fs::exists(fs::path(path) / "tokenizer.json", ec);
+        throw std::runtime_error(path + " has no tekken.json, Mistral's tokenizer file" +
+                                 (hf ? std::string(" (its tokenizer.json, a conversion for transformers, is not read)")
+                                     : std::string()) +
+                                 ": copy it from the original model's folder (mistralai/Mistral-Small-3.2-24B-"
+                                 "Instruct-2506 on Hugging Face); quantized copies often leave it out");
+    }
     try {
         load(path_);
     } catch (const std::exception& e) {

@@ -255,6 +255,9 @@ def checkpoint_cases():
 
     case("ckpt-no-weights", "a folder with config.json and no safetensors", INSPECT,
          "no model.safetensors or model.safetensors.index.json", folder(st=False))
+    no_tekken = {k: v for k, v in folder(extra={"tokenizer.json": "{}"}).items() if k != "tekken.json"}
+    case("ckpt-no-tekken", "a quantized folder with transformers' tokenizer.json but no tekken.json",
+         "tokenize -m {case} --text hi", "has no tekken.json, Mistral's tokenizer file (its tokenizer.json", no_tekken)
     case("ckpt-consolidated-only", "only Mistral's native consolidated.safetensors", INSPECT,
          "only the Mistral-native consolidated.safetensors is present",
          folder(st=False, extra={"consolidated.safetensors": safetensors(model_tensors())}))
