@@ -173,8 +173,11 @@ public:
     // bandwidth of host memory on the CPU, a device-to-device copy (bytes read + written) on a GPU.
     virtual double measure_bandwidth() = 0;
     // The multiply-add rate compute-bound passes (prefill) are measured against, FLOP/s: the FMA peak of
-    // the CPU's kernel set (its BF16 dot products' with BF16 activations); 0 where it is not measured (a GPU).
+    // the CPU's kernel set (its BF16 dot products' with BF16 activations), a GPU's rate in a large cuBLAS BF16
+    // GEMM (the routine its prefill products run); 0 where it is not measured.
     virtual double measure_compute_peak() { return 0; }
+    // What measure_compute_peak times, in a few words for a report.
+    virtual const char* compute_peak_what() const { return "not measured"; }
     // Bytes of device (or host) memory this backend holds now: weights, caches and graph arena.
     virtual size_t memory_used() const = 0;
     // Bytes this backend could still allocate: free device memory on a GPU; on the CPU the memory the

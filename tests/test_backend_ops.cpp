@@ -540,6 +540,18 @@ TEST_CASE("fused groups (FP4_CUDA_FUSE=1) equal the separate nodes") {
         }
 }
 
+// The ceilings bench reports against: a copy's bandwidth, and cuBLAS's BF16 GEMM rate (a prefill's ceiling),
+// measured on square products that grow until one takes 20 ms (here, on the emulator, the smallest few).
+TEST_CASE("the backend measures its bandwidth and compute peak") {
+    REQUIRE_CUDA();
+    Backend& gpu = *cuda_backend();
+    CHECK(gpu.measure_bandwidth() > 0);
+    const double peak = gpu.measure_compute_peak();
+    MESSAGE("BF16 GEMM peak " << peak / 1e12 << " TFLOP/s");
+    CHECK(peak > 0);
+    CHECK(std::string(gpu.compute_peak_what()) == "a large cuBLAS BF16 GEMM");
+}
+
 // A setting with a value it does not take is the user's mistake: an error naming it, never a default or a
 // backend refused (which --device auto would quietly replace by the CPU).
 TEST_CASE("bad FP4_CUDA_* values are refused by name") {

@@ -127,6 +127,9 @@ public:
     double measure_bandwidth() override { return measure_memory_bandwidth(pool_, size_t(512) << 20, 3).read; }
     // With BF16 activations on a set with BF16 dot products the panels' ceiling is their rate.
     double measure_compute_peak() override { return measure_fma_peak(kern_, pool_, 10, bf16_activations_); }
+    const char* compute_peak_what() const override {
+        return bf16_activations_ && kern_.pair_chains ? "the CPU's BF16 dot products" : "the CPU's FMAs";
+    }
 
     // What this backend allocated: persistent tensors, the graph arena and kernel scratch. Weights are
     // not counted: they stay in the caller's memory (zero copy).

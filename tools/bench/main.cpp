@@ -1,7 +1,8 @@
 // bench — llama-bench-style speed tests (ppN prefill, tgN decode, each after -d tokens already in the
 // cache, -np N concurrent sequences, imgN vision encode) on a model folder or on synthetic weights with a
-// config's shapes, with the bandwidth ceiling beside every decode figure and, on the CPU, the multiply-add
-// peak (FMA, or BF16 dot products with --cpu-bf16) beside every prefill.
+// config's shapes, with the bandwidth ceiling beside every decode figure and the backend's compute peak
+// beside every prefill (the CPU's multiply-adds: FMA, or BF16 dot products with --cpu-bf16; a GPU's large
+// cuBLAS BF16 GEMM).
 #include <sys/resource.h>
 
 #include <chrono>
@@ -285,7 +286,7 @@ int main(int argc, char** argv) {
         const double kv_per_token = double(mistral::context_memory(model->config().text, 1, 1, kv_type).kv);
         common::log_info("measuring the memory bandwidth of %s ...", model->backend().name());
         const double bw = model->backend().measure_bandwidth();
-        const double peak = model->backend().measure_compute_peak();  // 0: not measured (GPU)
+        const double peak = model->backend().measure_compute_peak();  // 0: not measured
 
         Runner run(*model, opt.seed, kv_type);
         std::vector<Result> results;
@@ -402,9 +403,9 @@ int main(int argc, char** argv) {
             std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type),
                         mem_gb, double(device_mem) / 1e9);
             if (peak > 0)
-                std::printf("of ceiling: decode against the bandwidth, prefill against the multiply-add peak "
-                            "(%.1f GFLOP/s)\n",
-                            peak / 1e9);
+                std::printf("of ceiling: decode against the bandwidth, prefill against the compute peak (%.1f "
+                            "GFLOP/s: %s)\n",
+                            peak / 1e9, model->backend().compute_peak_what());
         }
         if (profile) {
             FILE* out = output == "md" ? stdout : stderr;
