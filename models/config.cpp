@@ -164,7 +164,14 @@ void parse_quantization(const Reader& top, Config& c) {
     const std::string fmt = q.str("format", "");
     if (!fmt.empty() && fmt != kNvfp4 && fmt != "mixed-precision")
         q.fail("format", "= '" + fmt + "' is not supported (only " + kNvfp4 + ")");
-    if (q.has("transform_config")) q.fail("transform_config", "is set: transformed (rotated) weights are not supported");
+    // compressed-tensors writes "transform_config": {} and "sparsity_config": {} when it applied neither.
+    if (q.has("transform_config")) {
+        const json& t = q.j["transform_config"];
+        const bool no_groups = t.size() == 1 && t.contains("config_groups") && t["config_groups"].is_object() &&
+                               t["config_groups"].empty();
+        const bool none = t.is_object() && (t.empty() || no_groups);
+        if (!none) q.fail("transform_config", "is set: transformed (rotated) weights are not supported");
+    }
     if (q.has("sparsity_config") && q.child("sparsity_config").str("format", "dense") != "dense")
         q.fail("sparsity_config", "is set: sparse compressed weights are not supported");
 

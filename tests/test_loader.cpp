@@ -555,6 +555,16 @@ TEST_CASE("config.json: accepted spellings") {
     CHECK(parse(j).quant_format == "nvfp4-pack-quantized");
     CHECK(parse(j).quant.ignore.size() == 3);
 
+    // What compressed-tensors itself writes around the groups when it applied no transform or sparsity.
+    for (const json& none : {json::object(), json{{"config_groups", json::object()}}, json(nullptr)}) {
+        j = base;
+        j["quantization_config"]["version"] = "0.13.0";
+        j["quantization_config"]["sparsity_config"] = json::object();
+        j["quantization_config"]["transform_config"] = none;
+        CAPTURE(none.dump());
+        CHECK(parse(j).quant_format == "nvfp4-pack-quantized");
+    }
+
     j = base;
     j["quantization_config"]["config_groups"]["group_0"].erase("format");  // top-level format decides
     CHECK(parse(j).quant_format == "nvfp4-pack-quantized");
@@ -582,7 +592,9 @@ TEST_CASE("config.json: what the engine cannot run is refused by name") {
     j["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] = 32;
     check_message(err(j), {"cfg.json", "group_size"});
     j = base;
-    j["quantization_config"]["transform_config"] = {{"config_groups", json::object()}};
+    j["quantization_config"]["transform_config"] = {{"config_groups", {{"u", {{"type", "hadamard"}}}}}};
+    check_message(err(j), {"cfg.json", "transform_config"});
+    j["quantization_config"]["transform_config"] = "hadamard";
     check_message(err(j), {"cfg.json", "transform_config"});
 
     j = base;
