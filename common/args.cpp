@@ -91,6 +91,10 @@ std::unique_ptr<mistral::Model> load_model(const CommonOptions& o, bool text_onl
                                                   [&](size_t done, size_t) { bar.update(double(done) / 1e9); });
     bar.finish();
     const mistral::Config& c = model->config();
+    if (c.activations_quantized)
+        log_warn("%s quantizes activations too (NVFP4 W4A4): they are not quantized here, so results are those of "
+                 "its weights with BF16/F32 activations (NVFP4A16), not an FP4-activation engine's",
+                 o.model.c_str());
     log_info("model: %s, %d layers, hidden %lld, vocab %lld, %s%s, %.2f GB of weights on %s", o.model.c_str(),
              c.text.n_layer, (long long)c.text.hidden, (long long)c.text.vocab,
              c.quant_format.empty() ? "dense" : c.quant_format.c_str(), c.has_vision ? ", vision" : "", gb,

@@ -186,6 +186,7 @@ void parse_quantization(const Reader& top, Config& c) {
         if (w.str("type") != "float") w.fail("type", "must be 'float' for " + kNvfp4);
         if (w.str("strategy") != "tensor_group") w.fail("strategy", "must be 'tensor_group' for " + kNvfp4);
         if (w.integer("group_size") != 16) w.fail("group_size", "must be 16 for " + kNvfp4);
+        if (g.has("input_activations")) c.activations_quantized = true;
         read_patterns(g, "targets", c.quant.targets);
     }
     if (q.has("ignore")) read_patterns(q, "ignore", c.quant.ignore);
@@ -265,6 +266,7 @@ std::string config_summary(const Config& c) {
           << c.spatial_merge;
     }
     s << "; weights " << (c.quant_format.empty() ? "dense" : c.quant_format);
+    if (c.activations_quantized) s << " (with activation quantization, not applied: activations stay BF16/F32)";
     return s.str();
 }
 

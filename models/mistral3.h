@@ -37,6 +37,8 @@ struct Config {
     bool tie_embeddings = false;     // true only when no lm_head tensor exists
     std::string quant_format;        // "" (dense) or "nvfp4-pack-quantized"
     QuantScheme quant;               // quantization_config targets and ignore (empty when dense)
+    bool activations_quantized = false;  // a config group quantizes input activations too (NVFP4 W4A4): not
+                                         // applied here, the products keep BF16/F32 activations (A16)
 };
 
 // A linear layer: F32/BF16/F16 dense weight or NVFP4 (codes + scales + global scale).

@@ -565,6 +565,15 @@ TEST_CASE("config.json: accepted spellings") {
         CHECK(parse(j).quant_format == "nvfp4-pack-quantized");
     }
 
+    // NVFP4 W4A4 (activations quantized too): its weights load, the activations stay unquantized (A16), and
+    // the config's summary says so.
+    j = base;
+    CHECK(!parse(j).activations_quantized);
+    j["quantization_config"]["config_groups"]["group_0"]["input_activations"] = {
+        {"num_bits", 4}, {"type", "float"}, {"strategy", "tensor_group"}, {"group_size", 16}, {"dynamic", "local"}};
+    CHECK(parse(j).activations_quantized);
+    CHECK(config_summary(parse(j)).find("activation quantization, not applied") != std::string::npos);
+
     j = base;
     j["quantization_config"]["config_groups"]["group_0"].erase("format");  // top-level format decides
     CHECK(parse(j).quant_format == "nvfp4-pack-quantized");
