@@ -2,7 +2,8 @@
 # device-check.sh — the one script for a GPU machine: build with the CUDA backend for sm_90a, run the
 # backend parity tests, the golden tests and the benchmarks that exist, and print a summary table.
 # Run from the repository root:
-#   scripts/device-check.sh          on the GPU machine (logs under $OUT when set, else build/device-check/)
+#   scripts/device-check.sh          on the GPU machine (logs under $OUT when set, else build/device-check/;
+#                                    summary.txt there gets each step's line as it ends)
 #   scripts/device-check.sh pack     on a build machine with the Debian -dev packages: copies the headers and
 #                                    libraries the build needs into build-deps/ (carry it to a machine that has
 #                                    no package registry; this script uses it when apt cannot install them)
@@ -41,6 +42,7 @@ fi
 
 LOG=${OUT:-$ROOT/build/device-check}
 mkdir -p "$LOG"
+rm -f "$LOG/summary.txt"
 JOBS=$(nproc)
 SUMMARY=()
 step() {  # step NAME TIMEOUT_S COMMAND...: runs with a timeout, logs to $LOG/NAME.log, records status and time
@@ -55,6 +57,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs with a timeout, logs to $LOG/NA
     [ $rc -ne 0 ] && [ $rc -ne 124 ] && status="FAIL(rc=$rc)"
     tail -n 40 "$LOG/$name.log"
     SUMMARY+=("$(printf '%-22s %-16s %5ds' "$name" "$status" $((SECONDS - t0)))")
+    printf '%s\n' "${SUMMARY[-1]}" >> "$LOG/summary.txt"  # kept if the whole run is cut short
     return $rc
 }
 
