@@ -289,7 +289,8 @@ static void launch_for_rows(const Ctx& c, const GemvArgs& a, int64_t blocks, boo
         else if (a.M <= 16 && two_tiles) launch_nvfp4<2, 2, 2, E, NORM, XB>(c, a, blocks);
         else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM, XB>(c, a, blocks);
         else if (a.M <= 32) launch_nvfp4<4, 1, 2, E, NORM, XB>(c, a, blocks);
-        else launch_nvfp4<8, 1, 1, E, NORM, XB>(c, a, blocks);  // a second stage would spill
+        else if constexpr (!XB) launch_nvfp4<8, 1, 1, E, NORM, XB>(c, a, blocks);  // a second stage would spill
+        else fail("gemv_nvfp4: BF16 activations come from fused groups, of at most 32 rows");
     } else {  // fused groups of q/k/v, o or down size: one row tile per block
         if (a.M <= 8) launch_nvfp4<1, 1, 4, E, NORM, XB>(c, a, blocks);
         else if (a.M <= 16) launch_nvfp4<2, 1, 4, E, NORM, XB>(c, a, blocks);
