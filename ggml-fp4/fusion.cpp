@@ -98,10 +98,9 @@ std::vector<Step> plan_steps(const Graph& g, const FusionRules& rules) {
         std::unordered_map<const Tensor*, int> group_reads;
         for (const Step& s : steps)
             if (!s.products.empty() && !s.norm) group_reads[s.input()] += int(s.products.size());
-        auto linked = [&](const Tensor* t) {
+        auto linked = [&](const Tensor* t) {  // t: a node, the output of a lone norm or a SwiGLU epilogue
             const auto it = group_reads.find(t);
-            return t->op != Op::NONE && !t->is_output && it != group_reads.end() &&
-                   it->second == uses[size_t(t->index)];
+            return !t->is_output && it != group_reads.end() && it->second == uses[size_t(t->index)];
         };
         std::unordered_set<const Tensor*> links;
         for (Step& s : steps) {

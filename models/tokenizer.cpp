@@ -134,8 +134,9 @@ int image_size(const json& image, const char* key, int def) {
 Tokenizer::Tokenizer(const std::string& path) {
     namespace fs = std::filesystem;
     std::error_code ec;
-    path_ = fs::is_directory(path, ec) ? (fs::path(path) / "tekken.json").string() : path;
-    if (path_ != path && !fs::exists(path_, ec)) {  // a folder without it: say where the file comes from
+    const bool folder = fs::is_directory(path, ec);
+    path_ = folder ? (fs::path(path) / "tekken.json").string() : path;
+    if (folder && !fs::exists(path_, ec)) {  // a folder without it: say where the file comes from
         const bool hf = fs::exists(fs::path(path) / "tokenizer.json", ec);
         throw std::runtime_error(path + " has no tekken.json, Mistral's tokenizer file" +
                                  (hf ? std::string(" (its tokenizer.json, a conversion for transformers, is not read)")

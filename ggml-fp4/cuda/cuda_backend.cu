@@ -221,21 +221,8 @@ public:
         void *a = nullptr, *b = nullptr;
         FP4_CHECK(cudaMalloc(&a, n));
         FP4_CHECK(cudaMalloc(&b, n));
-        cudaEvent_t e0, e1;
-        FP4_CHECK(cudaEventCreate(&e0));
-        FP4_CHECK(cudaEventCreate(&e1));
-        float best = 1e30f;
-        for (int i = 0; i < 6; ++i) {  // the first is a warm-up
-            FP4_CHECK(cudaEventRecord(e0, ctx_.stream));
-            FP4_CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, ctx_.stream));
-            FP4_CHECK(cudaEventRecord(e1, ctx_.stream));
-            FP4_CHECK(cudaEventSynchronize(e1));
-            float ms = 0;
-            FP4_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-            if (i > 0) best = std::min(best, ms);
-        }
-        cudaEventDestroy(e0);
-        cudaEventDestroy(e1);
+        const float best =
+            best_ms(5, [&] { FP4_CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, ctx_.stream)); });
         FP4_CHECK(cudaFree(a));
         FP4_CHECK(cudaFree(b));
         return 2.0 * double(n) / (double(best) * 1e-3);
@@ -246,9 +233,6 @@ public:
     // performance.md's 750 TFLOP/s on an H200, its PyTorch figure); best of 3 at the last size. A size that
     // does not fit the free memory ends the search with the rate before it.
     double measure_compute_peak() override {
-        cudaEvent_t e0, e1;
-        FP4_CHECK(cudaEventCreate(&e0));
-        FP4_CHECK(cudaEventCreate(&e1));
         double rate = 0;
         for (int64_t n = 256; n <= 8192; n *= 2) {
             void *a = nullptr, *b = nullptr, *c = nullptr;
@@ -262,26 +246,17 @@ public:
             FP4_CHECK(cudaMemsetAsync(a, 0x3c, bytes, ctx_.stream));  // BF16 0x3c3c ≈ 0.0115 everywhere
             FP4_CHECK(cudaMemsetAsync(b, 0x3c, bytes, ctx_.stream));
             const float alpha = 1.0f, beta = 0.0f;
-            float best = 1e30f;
-            for (int i = 0; i < 4; ++i) {  // the first is a warm-up
-                FP4_CHECK(cudaEventRecord(e0, ctx_.stream));
+            const float best = best_ms(3, [&] {
                 FP4_CHECK(cublasGemmEx(ctx_.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(n), int(n), &alpha, a,
                                        CUDA_R_16BF, int(n), b, CUDA_R_16BF, int(n), &beta, c, CUDA_R_32F, int(n),
                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-                FP4_CHECK(cudaEventRecord(e1, ctx_.stream));
-                FP4_CHECK(cudaEventSynchronize(e1));
-                float ms = 0;
-                FP4_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-                if (i > 0) best = std::min(best, ms);
-            }
+            });
             FP4_CHECK(cudaFree(a));
             FP4_CHECK(cudaFree(b));
             FP4_CHECK(cudaFree(c));
             rate = 2.0 * double(n) * double(n) * double(n) / (double(best) * 1e-3);
             if (best >= 20.0f) break;
         }
-        cudaEventDestroy(e0);
-        cudaEventDestroy(e1);
         return rate;
     }
     const char* compute_peak_what() const override { return "a large cuBLAS BF16 GEMM"; }
@@ -305,6 +280,27 @@ public:
     int decode_rows_free() const override { return kGemvMaxRowsDense; }
 
 private:
+    // The fastest of `runs` timed runs of what `enqueue` puts on the stream, in ms, after one warm-up.
+    template <typename F>
+    float best_ms(int runs, F&& enqueue) {
+        cudaEvent_t e0, e1;
+        FP4_CHECK(cudaEventCreate(&e0));
+        FP4_CHECK(cudaEventCreate(&e1));
+        float best = 1e30f;
+        for (int i = 0; i <= runs; ++i) {
+            FP4_CHECK(cudaEventRecord(e0, ctx_.stream));
+            enqueue();
+            FP4_CHECK(cudaEventRecord(e1, ctx_.stream));
+            FP4_CHECK(cudaEventSynchronize(e1));
+            float ms = 0;
+            FP4_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+            if (i > 0) best = std::min(best, ms);
+        }
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+        return best;
+    }
+
     void* device_alloc(size_t n) {
         void* p = nullptr;
         FP4_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1)));
