@@ -107,9 +107,16 @@ void ChatSession::clear() {
     msgs_ = std::move(keep);
 }
 
+// An image file's preprocessed pixels, each file read once (a photo stored sideways says so on stderr).
+static mistral::Image load_noting_orientation(const std::string& path, const mistral::ImageOptions& opt) {
+    mistral::Image im = mistral::load_image(path, opt);
+    if (im.orientation != 1) log_info("%s: turned upright by its EXIF orientation (%d)", path.c_str(), im.orientation);
+    return im;
+}
+
 const mistral::Image& ChatSession::pixels(const std::string& path) {
     auto it = loaded_.find(path);
-    if (it == loaded_.end()) it = loaded_.emplace(path, mistral::load_image(path, opt_.image)).first;
+    if (it == loaded_.end()) it = loaded_.emplace(path, load_noting_orientation(path, opt_.image)).first;
     return it->second;
 }
 
@@ -503,7 +510,7 @@ void ChatSession::load(const std::string& path) {
                 const std::string p = jp.get<std::string>();
                 if (!ctx_.model().config().has_vision) throw std::runtime_error("this model has no vision tower");
                 auto it = images.find(p);
-                if (it == images.end()) it = images.emplace(p, mistral::load_image(p, opt_.image)).first;
+                if (it == images.end()) it = images.emplace(p, load_noting_orientation(p, opt_.image)).first;
                 m.images.push_back({p, it->second.rows(), it->second.cols()});
             }
             for (const auto& jc : jm.value("tool_calls", nlohmann::json::array())) {

@@ -172,7 +172,9 @@ Image load_image_memory(const uint8_t* bytes, size_t n, const ImageOptions& opt,
     } catch (const std::runtime_error& e) {
         fail(name, e.what());
     }
-    return preprocess_named(px.data.get(), px.width, px.height, px.channels, opt, name);
+    Image img = preprocess_named(px.data.get(), px.width, px.height, px.channels, opt, name);
+    img.orientation = px.orientation;
+    return img;
 }
 
 Image load_image(const std::string& path, const ImageOptions& opt) {

@@ -1,5 +1,8 @@
-// image_decode.cpp — format sniffing, the pre-decode checks and the stb_image call behind decode_image().
+// image_decode.cpp — format sniffing, the pre-decode checks and the stb_image call behind decode_image(), which
+// then turns the pixels upright by their EXIF orientation (image_orientation.h).
 #include "image_decode.h"
+
+#include "image_orientation.h"
 
 #include <stb_image.h>
 
@@ -196,6 +199,8 @@ DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
         const char* why = stbi_failure_reason();
         fail(std::string("corrupt or truncated image (") + (why ? why : "unknown error") + ")");
     }
+    px.orientation = exif_orientation(bytes, n);
+    apply_orientation(px, px.orientation);
     return px;
 }
 

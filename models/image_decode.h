@@ -13,10 +13,12 @@ struct DecodedPixels {
     std::unique_ptr<uint8_t, void (*)(void*)> data{nullptr, nullptr};  // interleaved, rows top to bottom
     int width = 0, height = 0;
     int channels = 0;  // 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
+    int orientation = 1;  // the EXIF orientation the pixels were turned upright by (1: shown as stored)
 };
 
-// Decodes a PNG, JPEG, BMP or GIF (first frame). Throws std::runtime_error with a one-line reason (without
-// the file's name) on anything it cannot decode exactly.
+// Decodes a PNG, JPEG, BMP or GIF (first frame), turned upright by its EXIF orientation (JPEG and PNG: a
+// portrait phone photo comes out portrait, as a viewer shows it). Throws std::runtime_error with a one-line
+// reason (without the file's name) on anything it cannot decode exactly.
 DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels);
 
 }  // namespace mistral

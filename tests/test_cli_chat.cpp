@@ -218,6 +218,20 @@ TEST_CASE("one-shot: the golden answer about an image") {
     Run c = chat("-m " + kModel + " --temp 0 -ub 5 --image " + kRedCircle + " -p \"What is in the image?\"");
     CHECK(c.rc == 0);
     CHECK(c.out == golden_text("shape_red_circle") + "\n");
+    CHECK(r.err.find("EXIF") == std::string::npos);
+}
+
+TEST_CASE("one-shot: a picture stored sideways is turned upright and said so") {
+    // The red circle with an eXIf chunk after IHDR: orientation 6 (big-endian TIFF, one SHORT entry).
+    const std::string tiff("MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0", 26);
+    std::string png = read(kRedCircle);
+    REQUIRE(png.size() > 33);
+    png.insert(33, std::string("\0\0\0\x1a", 4) + "eXIf" + tiff + std::string(4, '\0'));
+    Run r = chat("-m " + kModel + " --temp 0 --image " + write("sideways.png", png) + " -p \"What is in the image?\"");
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(r.out == golden_text("shape_red_circle") + "\n");
+    CHECK(r.err.find("sideways.png: turned upright by its EXIF orientation (6)") != std::string::npos);
 }
 
 TEST_CASE("one-shot: the prompt from a file or stdin, and the layout sent to the model") {

@@ -18,6 +18,7 @@
 #include <stb_image.h>
 
 #include "image.h"
+#include "image_decode.h"
 
 using namespace mistral;
 namespace fs = std::filesystem;
@@ -153,6 +154,87 @@ std::vector<uint8_t> make_gif(bool transparent) {
             0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0,                                // image descriptor
             2, 2, 0x44, 0x01, 0,                                            // LZW: one pixel of index 0
             0x3B};
+}
+
+// TIFF-structured EXIF (byte order `le`) whose IFD0 holds a Make entry and then the orientation entry
+// (tag 0x0112) of the given type, count and value.
+std::vector<uint8_t> exif_tiff(bool le, uint32_t orientation, uint16_t type = 3, uint32_t count = 1) {
+    std::vector<uint8_t> t;
+    auto put = [&](uint32_t v, int bytes) {
+        for (int i = 0; i < bytes; ++i) t.push_back(uint8_t(v >> 8 * (le ? i : bytes - 1 - i)));
+    };
+    auto u16 = [&](uint32_t v) { put(v, 2); };
+    auto u32 = [&](uint32_t v) { put(v, 4); };
+    t.insert(t.end(), {uint8_t(le ? 'I' : 'M'), uint8_t(le ? 'I' : 'M')});
+    u16(42), u32(8), u16(2);                       // IFD0 right after the header, two entries
+    u16(0x010f), u16(2), u32(4), t.insert(t.end(), {'a', 'b', 'c', 0});  // Make = "abc"
+    u16(0x0112), u16(type), u32(count);
+    if (type == 3) u16(orientation), u16(0);
+    else u32(orientation);
+    u32(0);  // no next IFD
+    return t;
+}
+
+// A JPEG with an APP1 segment holding `payload` right after its SOI marker.
+std::vector<uint8_t> with_app1(std::vector<uint8_t> jpeg, const std::vector<uint8_t>& payload) {
+    std::vector<uint8_t> seg = {0xff, 0xe1, uint8_t((payload.size() + 2) >> 8), uint8_t(payload.size() + 2)};
+    seg.insert(seg.end(), payload.begin(), payload.end());
+    jpeg.insert(jpeg.begin() + 2, seg.begin(), seg.end());
+    return jpeg;
+}
+
+std::vector<uint8_t> exif_app1(const std::vector<uint8_t>& tiff) {
+    std::vector<uint8_t> p(6 + tiff.size());
+    std::memcpy(p.data(), "Exif\0\0", 6);
+    std::copy(tiff.begin(), tiff.end(), p.begin() + 6);
+    return p;
+}
+
+// A PNG with an eXIf chunk (zero CRC: stb_image does not check them) right after IHDR.
+std::vector<uint8_t> with_exif_chunk(std::vector<uint8_t> png, const std::vector<uint8_t>& data) {
+    const uint32_t n = uint32_t(data.size());
+    std::vector<uint8_t> c = {uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n), 'e', 'X', 'I', 'f'};
+    c.insert(c.end(), data.begin(), data.end());
+    c.insert(c.end(), 4, 0);
+    png.insert(png.begin() + 33, c.begin(), c.end());
+    return png;
+}
+
+// Checks that `shown` is `stored` as a viewer displays EXIF orientation o, from the EXIF table of which
+// sides of the displayed picture the stored 0th row and 0th column lie on: the stored corners (0, 0),
+// (w−1, 0) and (0, h−1) go to the corners (row side, column side), (row side, opposite of the column
+// side) and (opposite of the row side, column side), and every pixel follows them.
+void check_shown_as(const DecodedPixels& stored, const DecodedPixels& shown, int o) {
+    enum Side { kTop, kBottom, kLeft, kRight };
+    const Side row_side[9] = {kTop, kTop, kTop, kBottom, kBottom, kLeft, kRight, kRight, kLeft};
+    const Side col_side[9] = {kLeft, kLeft, kRight, kRight, kLeft, kTop, kTop, kBottom, kBottom};
+    auto opposite = [](Side s) { return s == kTop ? kBottom : s == kBottom ? kTop : s == kLeft ? kRight : kLeft; };
+    const int w = stored.width, h = stored.height, W = shown.width, H = shown.height;
+    REQUIRE(shown.channels == stored.channels);
+    REQUIRE(W == (o >= 5 ? h : w));
+    REQUIRE(H == (o >= 5 ? w : h));
+    auto corner = [&](Side a, Side b) {
+        const bool left = a == kLeft || b == kLeft, top = a == kTop || b == kTop;
+        return std::make_pair(left ? 0 : W - 1, top ? 0 : H - 1);
+    };
+    const auto p00 = corner(row_side[o], col_side[o]);
+    const auto p10 = corner(row_side[o], opposite(col_side[o]));
+    const auto p01 = corner(opposite(row_side[o]), col_side[o]);
+    const int c = stored.channels;
+    int wrong = 0;
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) {
+            const int X = p00.first + x * (p10.first - p00.first) / (w - 1) + y * (p01.first - p00.first) / (h - 1);
+            const int Y = p00.second + x * (p10.second - p00.second) / (w - 1) + y * (p01.second - p00.second) / (h - 1);
+            wrong += std::memcmp(stored.data.get() + (size_t(y) * w + x) * c, shown.data.get() + (size_t(Y) * W + X) * c,
+                                 size_t(c)) != 0;
+        }
+    CHECK(wrong == 0);
+}
+
+bool same_pixels(const DecodedPixels& a, const DecodedPixels& b) {
+    return a.width == b.width && a.height == b.height && a.channels == b.channels &&
+           std::memcmp(a.data.get(), b.data.get(), size_t(a.width) * a.height * a.channels) == 0;
 }
 
 }  // namespace
@@ -331,6 +413,60 @@ TEST_CASE("other formats and PNG colour keys") {
         stbi_image_free(px);
         const Image keyed = load_image_memory(png.data(), png.size(), o, "keyed.png");
         CHECK(keyed.pixels == plain.pixels);
+    }
+}
+
+TEST_CASE("EXIF orientation turns the pixels upright, as vLLM and transformers load images") {
+    const std::vector<uint8_t> jpeg = read_bytes("tests/data/tiny-a/images/photo.jpg");
+    const std::vector<uint8_t> png = read_bytes("tests/data/tiny-a/images/small.png");
+    const int64_t budget = 1'000'000;
+    const DecodedPixels stored_jpeg = decode_image(jpeg.data(), jpeg.size(), budget);
+    const DecodedPixels stored_png = decode_image(png.data(), png.size(), budget);
+    REQUIRE(stored_jpeg.width != stored_jpeg.height);
+    for (bool le : {true, false})
+        for (int o = 1; o <= 8; ++o) {
+            CAPTURE(le);
+            CAPTURE(o);
+            const std::vector<uint8_t> tagged = with_app1(jpeg, exif_app1(exif_tiff(le, uint32_t(o))));
+            check_shown_as(stored_jpeg, decode_image(tagged.data(), tagged.size(), budget), o);
+        }
+    SUBCASE("PNG eXIf chunk, with or without the Exif prefix; LONG and BYTE values") {
+        for (int o : {3, 6, 7}) {
+            CAPTURE(o);
+            const std::vector<uint8_t> bare = with_exif_chunk(png, exif_tiff(false, uint32_t(o)));
+            check_shown_as(stored_png, decode_image(bare.data(), bare.size(), budget), o);
+            const std::vector<uint8_t> prefixed = with_exif_chunk(png, exif_app1(exif_tiff(true, uint32_t(o), 4)));
+            check_shown_as(stored_png, decode_image(prefixed.data(), prefixed.size(), budget), o);
+        }
+        const std::vector<uint8_t> byte = with_app1(jpeg, exif_app1(exif_tiff(true, 8, 1)));
+        check_shown_as(stored_jpeg, decode_image(byte.data(), byte.size(), budget), 8);
+    }
+    SUBCASE("a tag Pillow would not act on leaves the pixels as stored") {
+        std::vector<std::vector<uint8_t>> files = {
+            with_app1(jpeg, exif_app1(exif_tiff(true, 0))),
+            with_app1(jpeg, exif_app1(exif_tiff(true, 9))),
+            with_app1(jpeg, exif_app1(exif_tiff(false, 6, 3, 2))),    // a count of 2: Pillow sees a tuple
+            with_app1(jpeg, exif_app1(exif_tiff(false, 6, 7))),       // UNDEFINED: bytes, not a number
+            with_app1(jpeg, {'E', 'x', 'i', 'f', 0, 0, 'I', 'I', 42, 0, 0xff, 0xff, 0, 0}),  // IFD0 past the end
+        };
+        std::vector<uint8_t> cut = exif_app1(exif_tiff(true, 6));
+        cut.resize(cut.size() - 10);  // the orientation entry cut short
+        files.push_back(with_app1(jpeg, cut));
+        // The first Exif segment is the one Pillow keeps; a second one is not read.
+        files.push_back(with_app1(with_app1(jpeg, exif_app1(exif_tiff(true, 6))), exif_app1({'M', 'M', 0, 42, 0, 0, 0, 8, 0, 0})));
+        for (size_t i = 0; i < files.size(); ++i) {
+            CAPTURE(i);
+            CHECK(same_pixels(decode_image(files[i].data(), files[i].size(), budget), stored_jpeg));
+        }
+    }
+    SUBCASE("an XMP segment before it, and the preprocessed size follows the turned picture") {
+        const std::string xmp = "http://ns.adobe.com/xap/1.0/";
+        const std::vector<uint8_t> tagged = with_app1(with_app1(jpeg, exif_app1(exif_tiff(true, 6))),
+                                                      std::vector<uint8_t>(xmp.c_str(), xmp.c_str() + xmp.size() + 1));
+        check_shown_as(stored_jpeg, decode_image(tagged.data(), tagged.size(), budget), 6);
+        const Image upright = load_image_memory(tagged.data(), tagged.size(), ImageOptions{}, "portrait.jpg");
+        CHECK(upright.width == 168);  // 200x150 stored → shown 150x200 → 6x8 cells
+        CHECK(upright.height == 224);
     }
 }
 

@@ -77,6 +77,12 @@ def main():
     grey = mc.png(5, 3, color_type=0)  # an empty IDAT chunk first: stb_image memcpy'd to a null buffer
     write("image", "regress-png-empty-idat", grey[:33] + b"\0\0\0\0IDAT" + struct.pack(">I", 0x35af061e) + grey[33:])
     write("image", "regress-jpeg-huffman", open(os.path.join(mc.HERE, "img-jpeg-huffman.jpg"), "rb").read())
+    # EXIF orientation 6 (rotate 90° clockwise): an APP1 segment after a JPEG's SOI, an eXIf chunk after IHDR.
+    tiff = b"MM\0\x2a\0\0\0\x08\0\x01" + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + b"\0\0\0\0"
+    jpeg = fixture("tests/data/tiny-a/images/photo.jpg")
+    write("image", "exif-6.jpg", jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\0\0" + tiff + jpeg[2:])
+    wide = mc.png(60, 2)
+    write("image", "exif-6.png", wide[:33] + struct.pack(">I", len(tiff)) + b"eXIf" + tiff + b"\0\0\0\0" + wide[33:])
 
     for i, line in enumerate(["/image cat.png", "/image \"my cat.png\"  ", "//not a command", "  hello there \\",
                               "/save 'chat.json'", "/tool-result {\"ok\": true}", "/exit",
