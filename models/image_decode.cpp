@@ -1,8 +1,9 @@
-// image_decode.cpp — format sniffing, the pre-decode checks and the stb_image call behind decode_image(), which
-// then turns the pixels upright by their EXIF orientation (image_orientation.h).
+// image_decode.cpp — format sniffing, the pre-decode checks and the stb_image call behind decode_image() (WebP
+// goes to image_webp.cpp), which then turns the pixels upright by their EXIF orientation (image_orientation.h).
 #include "image_decode.h"
 
 #include "image_orientation.h"
+#include "image_webp.h"
 
 #include <stb_image.h>
 
@@ -28,6 +29,7 @@ const char* sniff_format(const uint8_t* b, size_t n) {
     if (starts("\xff\xd8\xff", 3)) return "JPEG";
     if (starts("GIF87a", 6) || starts("GIF89a", 6)) return "GIF";
     if (starts("BM", 2)) return "BMP";
+    if (is_webp(b, n)) return "WebP";
     return nullptr;
 }
 
@@ -159,13 +161,8 @@ struct Reader {
 };
 const stbi_io_callbacks kReaderCallbacks{Reader::read, Reader::skip, Reader::eof};
 
-}  // namespace
-
-DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
-    if (n == 0) fail("empty file, not an image");
-    if (n > size_t(INT_MAX)) fail("file too large");
-    const char* format = sniff_format(bytes, n);
-    if (!format) fail("not an image (PNG, JPEG, BMP or GIF expected)");
+// PNG, JPEG, BMP or GIF through stb_image.
+DecodedPixels decode_stb(const uint8_t* bytes, size_t n, int64_t max_pixels, const char* format) {
     if (std::strcmp(format, "JPEG") == 0 && !jpeg_huffman_tables_ok(bytes, n))
         fail("corrupt JPEG: a Huffman table declares more than 256 codes");
     std::vector<uint8_t> cleaned;
@@ -199,6 +196,18 @@ DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
         const char* why = stbi_failure_reason();
         fail(std::string("corrupt or truncated image (") + (why ? why : "unknown error") + ")");
     }
+    return px;
+}
+
+}  // namespace
+
+DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
+    if (n == 0) fail("empty file, not an image");
+    if (n > size_t(INT_MAX)) fail("file too large");
+    const char* format = sniff_format(bytes, n);
+    if (!format) fail("not an image (PNG, JPEG, WebP, BMP or GIF expected)");
+    DecodedPixels px = std::strcmp(format, "WebP") == 0 ? decode_webp(bytes, n, max_pixels)
+                                                          : decode_stb(bytes, n, max_pixels, format);
     px.orientation = exif_orientation(bytes, n);
     apply_orientation(px, px.orientation);
     return px;

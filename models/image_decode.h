@@ -1,4 +1,4 @@
-// image_decode.h — bytes → 8-bit pixels with stb_image, behind the checks stb_image lacks: the format by its
+// image_decode.h — bytes → 8-bit pixels with stb_image (WebP: libwebp), behind the checks stb_image lacks: the format by its
 // magic, the pixel budget (on the header, before decoding), truncated files (which stb would pad with black),
 // PNG data that inflates far beyond its header (decompression bombs) and oversized JPEG Huffman tables.
 #pragma once
@@ -16,8 +16,8 @@ struct DecodedPixels {
     int orientation = 1;  // the EXIF orientation the pixels were turned upright by (1: shown as stored)
 };
 
-// Decodes a PNG, JPEG, BMP or GIF (first frame), turned upright by its EXIF orientation (JPEG and PNG: a
-// portrait phone photo comes out portrait, as a viewer shows it). Throws std::runtime_error with a one-line
+// Decodes a PNG, JPEG, WebP, BMP or GIF (of an animation the first frame), turned upright by its EXIF
+// orientation (JPEG, PNG and WebP: a portrait phone photo comes out portrait, as a viewer shows it). Throws std::runtime_error with a one-line
 // reason (without the file's name) on anything it cannot decode exactly.
 DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels);
 

@@ -1,5 +1,5 @@
-// image_orientation.cpp — finding the EXIF Orientation tag (JPEG APP1, PNG eXIf; a TIFF header and its first
-// IFD) and turning decoded pixels upright by it. Every read is bounds-checked: EXIF that cannot be read
+// image_orientation.cpp — finding the EXIF Orientation tag (JPEG APP1, PNG eXIf, WebP EXIF; a TIFF header and
+// its first IFD) and turning decoded pixels upright by it. Every read is bounds-checked: EXIF that cannot be read
 // leaves the picture as stored, as Pillow's exif_transpose does with a tag it does not find.
 #include "image_orientation.h"
 
@@ -68,11 +68,24 @@ int png_orientation(const uint8_t* b, size_t n) {
     return 1;
 }
 
+// A WebP's EXIF chunk (RIFF chunks: a four-character type, a little-endian size, data padded to even).
+int webp_orientation(const uint8_t* b, size_t n) {
+    for (size_t at = 12; at + 8 <= n;) {
+        const uint64_t len = uint64_t(b[at + 4]) | b[at + 5] << 8 | b[at + 6] << 16 | uint64_t(b[at + 7]) << 24;
+        if (len > n - at - 8) return 1;
+        if (std::memcmp(b + at, "EXIF", 4) == 0) return tiff_orientation(b + at + 8, size_t(len));
+        at += 8 + len + (len & 1);
+    }
+    return 1;
+}
+
 }  // namespace
 
 int exif_orientation(const uint8_t* bytes, size_t n) {
     if (n >= 3 && std::memcmp(bytes, "\xff\xd8\xff", 3) == 0) return jpeg_orientation(bytes, n);
     if (n >= 8 && std::memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) == 0) return png_orientation(bytes, n);
+    if (n >= 12 && std::memcmp(bytes, "RIFF", 4) == 0 && std::memcmp(bytes + 8, "WEBP", 4) == 0)
+        return webp_orientation(bytes, n);
     return 1;
 }
 

@@ -1,7 +1,7 @@
-// image_orientation.h — the EXIF Orientation tag of a JPEG (APP1 "Exif") or PNG (eXIf chunk) and the flip or
-// rotation that shows its pixels the way a viewer does. transformers' load_image and vLLM's image loading
-// apply it (Pillow's ImageOps.exif_transpose) before the processor sees the picture; mistral-common alone
-// does not. Phone cameras store most portrait photos sideways with orientation 6.
+// image_orientation.h — the EXIF Orientation tag of a JPEG (APP1 "Exif"), PNG (eXIf) or WebP (EXIF chunk) and
+// the flip or rotation that shows its pixels the way a viewer does. transformers' load_image and vLLM's image
+// loading apply it (Pillow's ImageOps.exif_transpose) before the processor sees the picture; mistral-common
+// alone does not. Phone cameras store most portrait photos sideways with orientation 6.
 #pragma once
 
 #include <cstddef>

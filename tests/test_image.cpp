@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +17,9 @@
 #include <vector>
 
 #include <stb_image.h>
+#include <webp/decode.h>
+#include <webp/encode.h>
+#include <webp/mux.h>
 
 #include "image.h"
 #include "image_decode.h"
@@ -230,6 +234,65 @@ void check_shown_as(const DecodedPixels& stored, const DecodedPixels& shown, int
                                  size_t(c)) != 0;
         }
     CHECK(wrong == 0);
+}
+
+// WebP files made by libwebp itself: a still picture of `channels` interleaved channels (lossless or at
+// quality 75), and an animation of solid frames.
+std::vector<uint8_t> webp_still(const std::vector<uint8_t>& px, int w, int h, int channels, bool lossless) {
+    uint8_t* out = nullptr;
+    const size_t n = channels == 4 ? (lossless ? WebPEncodeLosslessRGBA(px.data(), w, h, 4 * w, &out)
+                                               : WebPEncodeRGBA(px.data(), w, h, 4 * w, 75, &out))
+                                   : (lossless ? WebPEncodeLosslessRGB(px.data(), w, h, 3 * w, &out)
+                                               : WebPEncodeRGB(px.data(), w, h, 3 * w, 75, &out));
+    REQUIRE(n > 0);
+    std::vector<uint8_t> file(out, out + n);
+    WebPFree(out);
+    return file;
+}
+
+std::vector<uint8_t> webp_animation(int w, int h, const std::vector<std::array<uint8_t, 3>>& colours) {
+    WebPAnimEncoderOptions opt;
+    REQUIRE(WebPAnimEncoderOptionsInit(&opt));
+    WebPAnimEncoder* enc = WebPAnimEncoderNew(w, h, &opt);
+    REQUIRE(enc);
+    WebPConfig config;
+    REQUIRE(WebPConfigInit(&config));
+    config.lossless = 1;
+    int t = 0;
+    for (const auto& c : colours) {
+        std::vector<uint8_t> rgb;
+        for (int i = 0; i < w * h; ++i) rgb.insert(rgb.end(), c.begin(), c.end());
+        WebPPicture pic;
+        REQUIRE(WebPPictureInit(&pic));
+        pic.use_argb = 1, pic.width = w, pic.height = h;
+        REQUIRE(WebPPictureImportRGB(&pic, rgb.data(), 3 * w));
+        REQUIRE(WebPAnimEncoderAdd(enc, &pic, t, &config));
+        WebPPictureFree(&pic);
+        t += 100;
+    }
+    REQUIRE(WebPAnimEncoderAdd(enc, nullptr, t, nullptr));
+    WebPData data;
+    WebPDataInit(&data);
+    REQUIRE(WebPAnimEncoderAssemble(enc, &data));
+    WebPAnimEncoderDelete(enc);
+    std::vector<uint8_t> file(data.bytes, data.bytes + data.size);
+    WebPDataClear(&data);
+    return file;
+}
+
+// A WebP with an EXIF chunk holding `exif` (libwebp's muxer writes the extended VP8X layout).
+std::vector<uint8_t> webp_with_exif(const std::vector<uint8_t>& webp, const std::vector<uint8_t>& exif) {
+    const WebPData image{webp.data(), webp.size()}, chunk{exif.data(), exif.size()};
+    WebPMux* mux = WebPMuxCreate(&image, 1);
+    REQUIRE(mux);
+    REQUIRE(WebPMuxSetChunk(mux, "EXIF", &chunk, 1) == WEBP_MUX_OK);
+    WebPData out;
+    WebPDataInit(&out);
+    REQUIRE(WebPMuxAssemble(mux, &out) == WEBP_MUX_OK);
+    WebPMuxDelete(mux);
+    std::vector<uint8_t> file(out.bytes, out.bytes + out.size);
+    WebPDataClear(&out);
+    return file;
 }
 
 bool same_pixels(const DecodedPixels& a, const DecodedPixels& b) {
@@ -467,6 +530,81 @@ TEST_CASE("EXIF orientation turns the pixels upright, as vLLM and transformers l
         const Image upright = load_image_memory(tagged.data(), tagged.size(), ImageOptions{}, "portrait.jpg");
         CHECK(upright.width == 168);  // 200x150 stored → shown 150x200 → 6x8 cells
         CHECK(upright.height == 224);
+    }
+}
+
+TEST_CASE("WebP: lossless, lossy, alpha, animations and EXIF, as Pillow decodes them") {
+    const ImageOptions o;
+    const int w = 30, h = 20;
+    std::vector<uint8_t> rgb(size_t(w) * h * 3), rgba(size_t(w) * h * 4);
+    for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 37 % 251);
+    for (size_t i = 0; i < rgba.size(); ++i) rgba[i] = uint8_t(i % 4 == 3 ? (i / 4 % 3) * 120 : i * 53 % 241);
+    auto pixels_of = [](const DecodedPixels& p) {
+        return std::vector<uint8_t>(p.data.get(), p.data.get() + size_t(p.width) * p.height * p.channels);
+    };
+    SUBCASE("lossless: the pixels that went in, RGB or RGBA (then composited on white)") {
+        const std::vector<uint8_t> a = webp_still(rgb, w, h, 3, true), b = webp_still(rgba, w, h, 4, true);
+        const DecodedPixels da = decode_image(a.data(), a.size(), o.max_pixels);
+        const DecodedPixels db = decode_image(b.data(), b.size(), o.max_pixels);
+        CHECK(da.channels == 3);
+        CHECK(pixels_of(da) == rgb);
+        CHECK(db.channels == 4);
+        std::vector<uint8_t> got = pixels_of(db), want = rgba;
+        for (size_t i = 0; i < want.size(); i += 4)  // libwebp keeps no colour under alpha 0 (not `exact`)
+            if (want[i + 3] == 0) std::fill_n(&got[i], 3, 0), std::fill_n(&want[i], 3, 0);
+        CHECK(got == want);
+        CHECK(load_image_memory(a.data(), a.size(), o, "a.webp").pixels == preprocess(rgb.data(), w, h, 3, o).pixels);
+        CHECK(load_image_memory(b.data(), b.size(), o, "b.webp").pixels == preprocess(rgba.data(), w, h, 4, o).pixels);
+    }
+    SUBCASE("lossy: libwebp's own RGB decode (fancy upsampling), and no alpha channel") {
+        const std::vector<uint8_t> f = webp_still(rgb, w, h, 3, false);
+        int rw = 0, rh = 0;
+        uint8_t* ref = WebPDecodeRGB(f.data(), f.size(), &rw, &rh);
+        REQUIRE(ref);
+        const std::vector<uint8_t> want(ref, ref + size_t(rw) * rh * 3);
+        WebPFree(ref);
+        const DecodedPixels d = decode_image(f.data(), f.size(), o.max_pixels);
+        CHECK(d.channels == 3);
+        CHECK(pixels_of(d) == want);
+        CHECK(want != rgb);  // lossy indeed
+    }
+    SUBCASE("an animation gives its first frame") {
+        const std::vector<uint8_t> f = webp_animation(8, 6, {{200, 30, 60}, {10, 220, 40}});
+        WebPBitstreamFeatures features;
+        REQUIRE(WebPGetFeatures(f.data(), f.size(), &features) == VP8_STATUS_OK);
+        REQUIRE(features.has_animation);
+        const DecodedPixels d = decode_image(f.data(), f.size(), o.max_pixels);
+        REQUIRE(d.width == 8);
+        REQUIRE(d.height == 6);
+        const std::vector<uint8_t> px = pixels_of(d);
+        for (size_t i = 0; i < size_t(8 * 6); ++i) {
+            CAPTURE(i);
+            REQUIRE(px[i * size_t(d.channels)] == 200);
+            REQUIRE(px[i * size_t(d.channels) + 1] == 30);
+            REQUIRE(px[i * size_t(d.channels) + 2] == 60);
+            if (d.channels == 4) REQUIRE(px[i * 4 + 3] == 255);
+        }
+    }
+    SUBCASE("EXIF orientation in its EXIF chunk") {
+        const std::vector<uint8_t> plain = webp_still(rgb, w, h, 3, true);
+        const DecodedPixels stored = decode_image(plain.data(), plain.size(), o.max_pixels);
+        for (int orientation : {3, 6}) {
+            const std::vector<uint8_t> f = webp_with_exif(plain, exif_app1(exif_tiff(true, uint32_t(orientation))));
+            check_shown_as(stored, decode_image(f.data(), f.size(), o.max_pixels), orientation);
+        }
+    }
+    SUBCASE("bad files: one line each, nothing decoded past the budget") {
+        const std::vector<uint8_t> f = webp_still(rgb, w, h, 3, false);
+        auto error = [&](const std::vector<uint8_t>& b, int64_t budget) {
+            return error_of([&] { decode_image(b.data(), b.size(), budget); });
+        };
+        CHECK(contains(error(f, 599), "30x20 exceeds the limit of 599 pixels"));
+        CHECK(error(f, 600).empty());
+        CHECK(contains(error({f.begin(), f.begin() + 16}, 600), "truncated WebP header"));
+        CHECK(contains(error({f.begin(), f.begin() + std::ptrdiff_t(f.size() / 2)}, 600), "corrupt or truncated WebP"));
+        std::vector<uint8_t> garbled = f;
+        for (size_t i = 12; i < 20; ++i) garbled[i] = 'x';  // the first chunk's type and size
+        CHECK(contains(error(garbled, 600), "corrupt WebP header"));
     }
 }
 

@@ -87,6 +87,21 @@ def png_bomb(w, h, inflated):
 
 # A 1×1 GIF89a (one black pixel): header, palette, image descriptor, LZW data, trailer.
 GIF_1X1 = bytes.fromhex("4749463839610100010080000000000000ffffff2c00000000010001000002024401003b")
+# A 16×16 lossy WebP (libwebp 1.2.4, quality 50, of a gradient).
+WEBP_16X16 = bytes.fromhex(
+    "52494646d80000005745425056503820cc000000b003009d012a1000100002c04c25004e993fc5dbb6ffb251253cf8bef96f"
+    "d144d29c96838f4000fe27abfe440cf5eed7e9aae61deff39f83c8655f445fe3f552c17185a7a4a92f5b6afb551ac2c72e81"
+    "cd377ef3029febcf763fecf2cabfe291c704a05ca60bc28ddc31b2e5ba9b3a5f5917a2dafd816b3674dded1c78dd2f23e684"
+    "d82c8da5f669bf279e4eb65beffe4173571f9b304e2988b8e7b63631c953b5f760ffebb10696b2808bf1c1f572fe589654fd"
+    "5c90705527efa376353038e63b560e7f447865d09c000000")
+
+
+def webp_vp8x(w, h, flags, chunks=b""):
+    """A WebP in the extended layout: a VP8X header (flags, canvas w×h), then the given chunks."""
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes([flags, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (
+        h - 1).to_bytes(3, "little")
+    body = b"WEBP" + vp8x + chunks
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 LEGACY_SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
                    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
@@ -391,7 +406,7 @@ def image_cases():
     run = "logits -m " + KJV + " --ids 1,2 --image {case} -o {tmp}/out.safetensors"
     for name, what, err, body in [
         ("img-empty.png", "a 0-byte file", "empty file, not an image", b""),
-        ("img-text.png", "a text file named .png", "not an image (PNG, JPEG, BMP or GIF expected)", b"hello\n"),
+        ("img-text.png", "a text file named .png", "not an image (PNG, JPEG, WebP, BMP or GIF expected)", b"hello\n"),
         ("img-truncated.png", "a PNG cut in the middle of its pixels", "corrupt or truncated image",
          png(64, 64, cut=-30)),
         ("img-bad-header.png", "a PNG whose IHDR chunk is cut", "corrupt or truncated PNG header", png(8, 8, cut=20)),
@@ -411,6 +426,11 @@ def image_cases():
         ("img-truncated.jpg", "a JPEG cut after its header", "truncated JPEG",
          open(os.path.join(os.path.dirname(HERE), "data", "tiny-a", "images", "photo.jpg"), "rb").read()[:600]),
         ("img-truncated.gif", "a GIF cut after its palette", "corrupt or truncated", GIF_1X1[:20]),
+        ("img-truncated-header.webp", "a WebP cut in its first chunk's header", "truncated WebP header",
+         WEBP_16X16[:16]),
+        ("img-truncated.webp", "a WebP cut in its image data", "corrupt or truncated WebP", WEBP_16X16[:112]),
+        ("img-huge.webp", "a WebP canvas of 10000×10000 (100 MP) with no image data",
+         "exceeds the limit of 50000000 pixels", webp_vp8x(10000, 10000, 0x02)),
         ("img-jpeg-huffman.jpg", "a JPEG Huffman table of 4080 codes (stb_image 2022 overflows its tables)",
          "corrupt JPEG: a Huffman table declares more than 256 codes",
          b"\xff\xd8\xff\xc4\x10\x13\x13" + b"\xff" * 16),

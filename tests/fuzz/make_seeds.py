@@ -83,6 +83,10 @@ def main():
     write("image", "exif-6.jpg", jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\0\0" + tiff + jpeg[2:])
     wide = mc.png(60, 2)
     write("image", "exif-6.png", wide[:33] + struct.pack(">I", len(tiff)) + b"eXIf" + tiff + b"\0\0\0\0" + wide[33:])
+    write("image", "lossy.webp", mc.WEBP_16X16)
+    vp8 = mc.WEBP_16X16[12:]  # its VP8 chunk, after the RIFF header
+    exif = b"EXIF" + struct.pack("<I", len(tiff)) + tiff
+    write("image", "exif-6.webp", mc.webp_vp8x(16, 16, 0x08, vp8 + exif))  # flag 0x08: an EXIF chunk
 
     for i, line in enumerate(["/image cat.png", "/image \"my cat.png\"  ", "//not a command", "  hello there \\",
                               "/save 'chat.json'", "/tool-result {\"ok\": true}", "/exit",
