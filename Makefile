@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 DEBIAN_PACKAGES = cmake g++ make pkg-config libcli11-dev libstb-dev doctest-dev nlohmann-json3-dev \
-                  libpcre2-dev libwebp-dev libreadline-dev clang libclang-rt-14-dev
+                  libpcre2-dev libjpeg-dev libwebp-dev libreadline-dev clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS = -fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined
 

@@ -1,7 +1,9 @@
-// image_decode.cpp — format sniffing, the pre-decode checks and the stb_image call behind decode_image() (WebP
-// goes to image_webp.cpp), which then turns the pixels upright by their EXIF orientation (image_orientation.h).
+// image_decode.cpp — format sniffing, the pre-decode checks and the stb_image call behind decode_image() (JPEG
+// and WebP go to image_jpeg.cpp and image_webp.cpp), which then turns the pixels upright by their EXIF
+// orientation (image_orientation.h).
 #include "image_decode.h"
 
+#include "image_jpeg.h"
 #include "image_orientation.h"
 #include "image_webp.h"
 
@@ -100,40 +102,6 @@ std::vector<uint8_t> without_empty_idat(const uint8_t* b, size_t n) {
     return out;
 }
 
-// Whether every Huffman table of a JPEG declares at most 256 codes. The stb_image Debian ships (2022-09-08)
-// trusts the 16 code counts of a DHT segment and writes past its 257-entry tables when they sum higher
-// (upstream stb_image 2.28 refuses such files); this walks the markers as stb does, scan data included,
-// so that no such table reaches it.
-bool jpeg_huffman_tables_ok(const uint8_t* b, size_t n) {
-    auto at = [&](size_t i) -> size_t { return i < n ? b[i] : 0; };  // stb reads 0 past the end
-    for (size_t i = 2; i + 1 < n;) {
-        if (b[i] != 0xff) {  // scan data, or junk stb skips
-            ++i;
-            continue;
-        }
-        const uint8_t m = b[i + 1];
-        if (m == 0xff || m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {  // fill, stuffing, no length
-            i += m == 0xff ? 1 : 2;
-            continue;
-        }
-        if (m == 0xd9) break;  // EOI
-        const int64_t len = int64_t(at(i + 2) << 8 | at(i + 3));
-        i += 4;
-        if (m != 0xc4) {
-            i += size_t(std::max<int64_t>(len - 2, 0));
-            continue;
-        }
-        for (int64_t left = len - 2; left > 0;) {  // DHT: tables of class/id, 16 counts, the codes
-            size_t count = 0;
-            for (size_t k = 1; k <= 16; ++k) count += at(i + k);
-            if (count > 256) return false;
-            i += 17 + count;
-            left -= int64_t(17 + count);
-        }
-    }
-    return true;
-}
-
 // The bytes stb_image reads, through its callback interface so that a read past the end is seen: from
 // memory, stb_image silently reads zeros there, which turns a truncated BMP or GIF into black pixels.
 struct Reader {
@@ -161,10 +129,8 @@ struct Reader {
 };
 const stbi_io_callbacks kReaderCallbacks{Reader::read, Reader::skip, Reader::eof};
 
-// PNG, JPEG, BMP or GIF through stb_image.
+// PNG, BMP or GIF through stb_image.
 DecodedPixels decode_stb(const uint8_t* bytes, size_t n, int64_t max_pixels, const char* format) {
-    if (std::strcmp(format, "JPEG") == 0 && !jpeg_huffman_tables_ok(bytes, n))
-        fail("corrupt JPEG: a Huffman table declares more than 256 codes");
     std::vector<uint8_t> cleaned;
     if (std::strcmp(format, "PNG") == 0) cleaned = without_empty_idat(bytes, n);
     if (!cleaned.empty()) bytes = cleaned.data(), n = cleaned.size();
@@ -206,7 +172,8 @@ DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
     if (n > size_t(INT_MAX)) fail("file too large");
     const char* format = sniff_format(bytes, n);
     if (!format) fail("not an image (PNG, JPEG, WebP, BMP or GIF expected)");
-    DecodedPixels px = std::strcmp(format, "WebP") == 0 ? decode_webp(bytes, n, max_pixels)
+    DecodedPixels px = std::strcmp(format, "WebP") == 0   ? decode_webp(bytes, n, max_pixels)
+                       : std::strcmp(format, "JPEG") == 0 ? decode_jpeg(bytes, n, max_pixels)
                                                           : decode_stb(bytes, n, max_pixels, format);
     px.orientation = exif_orientation(bytes, n);
     apply_orientation(px, px.orientation);

@@ -1,6 +1,7 @@
-// image_decode.h — bytes → 8-bit pixels with stb_image (WebP: libwebp), behind the checks stb_image lacks: the format by its
-// magic, the pixel budget (on the header, before decoding), truncated files (which stb would pad with black),
-// PNG data that inflates far beyond its header (decompression bombs) and oversized JPEG Huffman tables.
+// image_decode.h — bytes → 8-bit pixels: PNG, BMP and GIF with stb_image behind the checks it lacks (the
+// format by its magic, the pixel budget on the header before decoding, truncated files, which stb would pad
+// with black, and PNG data that inflates far beyond its header), JPEG with libjpeg-turbo and WebP with
+// libwebp as Pillow decodes them.
 #pragma once
 
 #include <cstddef>

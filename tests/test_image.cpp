@@ -17,12 +17,15 @@
 #include <vector>
 
 #include <stb_image.h>
+#include <cstdio>  // jpeglib.h needs FILE
+#include <jpeglib.h>
 #include <webp/decode.h>
 #include <webp/encode.h>
 #include <webp/mux.h>
 
 #include "image.h"
 #include "image_decode.h"
+#include "image_jpeg.h"
 
 using namespace mistral;
 namespace fs = std::filesystem;
@@ -295,6 +298,57 @@ std::vector<uint8_t> webp_with_exif(const std::vector<uint8_t>& webp, const std:
     return file;
 }
 
+// A JPEG of `components` interleaved channels (grey, YCbCr from RGB, or CMYK stored as CMYK) at quality 90,
+// baseline, or progressive with `scans` (libjpeg's simple progression when empty).
+std::vector<uint8_t> make_jpeg(const std::vector<uint8_t>& px, int w, int h, int components, bool progressive = false,
+                               const std::vector<jpeg_scan_info>& scans = {}) {
+    jpeg_compress_struct c;
+    jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    unsigned char* out = nullptr;
+    unsigned long size = 0;
+    jpeg_mem_dest(&c, &out, &size);
+    c.image_width = JDIMENSION(w), c.image_height = JDIMENSION(h), c.input_components = components;
+    c.in_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 90, TRUE);
+    if (progressive && scans.empty()) jpeg_simple_progression(&c);
+    if (!scans.empty()) c.scan_info = scans.data(), c.num_scans = int(scans.size());
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = const_cast<uint8_t*>(&px[size_t(c.next_scanline) * size_t(w) * size_t(components)]);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    std::vector<uint8_t> file(out, out + size);
+    std::free(out);
+    return file;
+}
+
+// libjpeg's own decode with its defaults (ISLOW IDCT, fancy upsampling), in the file's colour space
+// (YCbCr as RGB) — what Pillow asks libjpeg for.
+std::vector<uint8_t> libjpeg_pixels(const std::vector<uint8_t>& file, int& components) {
+    jpeg_decompress_struct d;
+    jpeg_error_mgr err;
+    d.err = jpeg_std_error(&err);
+    jpeg_create_decompress(&d);
+    jpeg_mem_src(&d, file.data(), static_cast<unsigned long>(file.size()));
+    jpeg_read_header(&d, TRUE);
+    d.out_color_space = d.num_components == 1 ? JCS_GRAYSCALE : d.num_components == 3 ? JCS_RGB : JCS_CMYK;
+    jpeg_start_decompress(&d);
+    components = d.output_components;
+    std::vector<uint8_t> px(size_t(d.output_width) * d.output_height * size_t(components));
+    while (d.output_scanline < d.output_height) {
+        JSAMPROW row = &px[size_t(d.output_scanline) * d.output_width * size_t(components)];
+        jpeg_read_scanlines(&d, &row, 1);
+    }
+    jpeg_finish_decompress(&d);
+    jpeg_destroy_decompress(&d);
+    return px;
+}
+
 bool same_pixels(const DecodedPixels& a, const DecodedPixels& b) {
     return a.width == b.width && a.height == b.height && a.channels == b.channels &&
            std::memcmp(a.data.get(), b.data.get(), size_t(a.width) * a.height * a.channels) == 0;
@@ -311,7 +365,7 @@ TEST_CASE("golden pixels: tiny-kjv") {
                  "tests/data/tiny-kjv", 6);
 }
 
-TEST_CASE("jpeg decodes (no golden: stb_image's decoder differs slightly from Pillow's libjpeg)") {
+TEST_CASE("jpeg decodes (the fixtures have no JPEG golden; libjpeg's pixels are checked below)") {
     const Image img = load_image("tests/data/tiny-a/images/photo.jpg", ImageOptions{});
     CHECK(img.width == 224);  // 200x150 → 8x6 cells
     CHECK(img.height == 168);
@@ -605,6 +659,104 @@ TEST_CASE("WebP: lossless, lossy, alpha, animations and EXIF, as Pillow decodes 
         std::vector<uint8_t> garbled = f;
         for (size_t i = 12; i < 20; ++i) garbled[i] = 'x';  // the first chunk's type and size
         CHECK(contains(error(garbled, 600), "corrupt WebP header"));
+    }
+}
+
+TEST_CASE("JPEG: libjpeg-turbo's pixels with Pillow's settings, and what Pillow accepts or refuses") {
+    const int64_t budget = 1'000'000;
+    auto pixels_of = [](const DecodedPixels& p) {
+        return std::vector<uint8_t>(p.data.get(), p.data.get() + size_t(p.width) * p.height * p.channels);
+    };
+    const int w = 40, h = 24;
+    std::vector<uint8_t> rgb(size_t(w) * h * 3);
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+            for (int c = 0; c < 3; ++c) rgb[(size_t(y) * w + x) * 3 + size_t(c)] = uint8_t(x * 6 + y * 5 * c + 40 * c);
+    SUBCASE("colour (4:2:0), grey, progressive: libjpeg's default decode") {
+        const std::vector<uint8_t> photo = read_bytes("tests/data/tiny-a/images/photo.jpg");
+        std::vector<uint8_t> grey(size_t(w) * h);
+        for (size_t i = 0; i < grey.size(); ++i) grey[i] = uint8_t(i * 7);
+        for (const auto& f : {photo, make_jpeg(grey, w, h, 1), make_jpeg(rgb, w, h, 3, true)}) {
+            int comps = 0;
+            const std::vector<uint8_t> want = libjpeg_pixels(f, comps);
+            const DecodedPixels d = decode_image(f.data(), f.size(), budget);
+            CHECK(d.channels == comps);
+            CHECK(pixels_of(d) == want);
+        }
+    }
+    SUBCASE("CMYK is read as Adobe's inverted CMYK and converted as Pillow converts it") {
+        std::vector<uint8_t> cmyk(size_t(w) * h * 4);
+        for (size_t i = 0; i < cmyk.size(); ++i) cmyk[i] = uint8_t(i * 29 % 256);
+        const std::vector<uint8_t> f = make_jpeg(cmyk, w, h, 4);
+        int comps = 0;
+        const std::vector<uint8_t> raw = libjpeg_pixels(f, comps);
+        REQUIRE(comps == 4);
+        const DecodedPixels d = decode_image(f.data(), f.size(), budget);
+        REQUIRE(d.channels == 3);
+        const std::vector<uint8_t> got = pixels_of(d);
+        int wrong = 0;
+        for (size_t i = 0; i < size_t(w) * h; ++i) {
+            // JpegImagePlugin's "CMYK;I" (each value v read as 255 − v), then Convert.c's cmyk2rgb:
+            // out = clip(nk − MULDIV255(C, nk)), nk = 255 − K, MULDIV255(a, b) = ((a·b + 128) >> 8 + a·b + 128) >> 8.
+            const int nk = 255 - (255 - raw[4 * i + 3]);
+            for (int c = 0; c < 3; ++c) {
+                const int C = 255 - raw[4 * i + size_t(c)], t = C * nk + 128;
+                const int want = std::clamp(nk - (((t >> 8) + t) >> 8), 0, 255);
+                wrong += got[3 * i + size_t(c)] != want;
+            }
+        }
+        CHECK(wrong == 0);
+        // Two corners of the conversion: no ink (raw 255 everywhere) is white, full black (raw K 0) is black.
+        const std::vector<uint8_t> white = make_jpeg(std::vector<uint8_t>(size_t(16) * 16 * 4, 255), 16, 16, 4);
+        const std::vector<uint8_t> black = make_jpeg(std::vector<uint8_t>(size_t(16) * 16 * 4, 0), 16, 16, 4);
+        CHECK(pixels_of(decode_image(white.data(), white.size(), budget))[0] == 255);
+        CHECK(pixels_of(decode_image(black.data(), black.size(), budget))[0] == 0);
+    }
+    SUBCASE("the end of the file: data running out before the last scanline is an error, as in Pillow") {
+        // Pillow's source suspends where libjpeg asks for bytes past the end, and without LOAD_TRUNCATED_IMAGES
+        // an image not whole by then is "truncated"; jpeg_mem_src warns at the same read.
+        const std::vector<uint8_t> baseline = make_jpeg(rgb, w, h, 3), progressive = make_jpeg(rgb, w, h, 3, true);
+        for (const auto* f : {&baseline, &progressive}) {
+            REQUIRE(f->size() > 2);
+            REQUIRE((*f)[f->size() - 2] == 0xff);
+            REQUIRE((*f)[f->size() - 1] == 0xd9);
+            // Without its EOI marker: the entropy decoder reads ahead into what would be the marker.
+            const std::vector<uint8_t> no_eoi(f->begin(), f->end() - 2);
+            CHECK(contains(error_of([&] { decode_image(no_eoi.data(), no_eoi.size(), budget); }), "truncated JPEG"));
+            const std::vector<uint8_t> half(f->begin(), f->begin() + std::ptrdiff_t(f->size() / 2));
+            CHECK(contains(error_of([&] { decode_image(half.data(), half.size(), budget); }), "truncated JPEG"));
+        }
+        // Bytes after the EOI marker are never read.
+        std::vector<uint8_t> trailing = baseline;
+        trailing.insert(trailing.end(), 100, 0x11);
+        CHECK(same_pixels(decode_image(trailing.data(), trailing.size(), budget),
+                          decode_image(baseline.data(), baseline.size(), budget)));
+    }
+    SUBCASE("damaged scan data decodes (libjpeg's warnings are ignored, as Pillow ignores them)") {
+        std::vector<uint8_t> f = make_jpeg(rgb, w, h, 3);
+        for (size_t i = f.size() / 2; i < f.size() / 2 + 8; ++i) f[i] = 0x5a;
+        const DecodedPixels d = decode_image(f.data(), f.size(), budget);
+        CHECK(d.width == w);
+        CHECK(d.channels == 3);
+    }
+    SUBCASE("refused: over the pixel budget on the header, more than kMaxJpegScans scans, bad tables") {
+        const std::vector<uint8_t> f = make_jpeg(rgb, w, h, 3);
+        CHECK(contains(error_of([&] { decode_image(f.data(), f.size(), w * h - 1); }), "40x24 exceeds the limit of 959"));
+        // A progression of one coefficient per scan, refined a bit at a time (libjpeg allows Al ≤ 10):
+        // 1 + 3 × 63 × 11 scans.
+        std::vector<jpeg_scan_info> scans = {{3, {0, 1, 2}, 0, 0, 0, 0}};
+        for (int comp = 0; comp < 3; ++comp)
+            for (int k = 1; k <= 63; ++k) {
+                scans.push_back({1, {comp}, k, k, 0, 10});
+                for (int al = 9; al >= 0; --al) scans.push_back({1, {comp}, k, k, al + 1, al});
+            }
+        REQUIRE(scans.size() > size_t(kMaxJpegScans));
+        const std::vector<uint8_t> many = make_jpeg(std::vector<uint8_t>(size_t(16) * 16 * 3, 128), 16, 16, 3, true, scans);
+        CHECK(contains(error_of([&] { decode_image(many.data(), many.size(), budget); }), "more than 1000 scans"));
+        std::vector<uint8_t> bad = {0xff, 0xd8, 0xff, 0xc4, 0x10, 0x13, 0x13};  // a Huffman table of 4080 codes
+        bad.insert(bad.end(), 16, 0xff);
+        CHECK(contains(error_of([&] { decode_image(bad.data(), bad.size(), budget); }),
+                       "corrupt JPEG (Bogus Huffman table definition)"));
     }
 }
 
