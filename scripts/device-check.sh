@@ -27,13 +27,19 @@ DEPS=$ROOT/build-deps
 if [ "${1:-}" = pack ]; then
     rm -rf "$DEPS" && mkdir -p "$DEPS"/include "$DEPS"/lib/pkgconfig "$DEPS"/share/cmake "$DEPS"/bin
     # Only what the build reads: the working tree and what it carries travel within 64 MiB.
-    cp -r /usr/include/nlohmann /usr/include/CLI /usr/include/doctest /usr/include/pcre2.h "$DEPS"/include/
+    cp -r /usr/include/nlohmann /usr/include/CLI /usr/include/doctest /usr/include/pcre2.h /usr/include/webp \
+        /usr/include/jpeglib.h /usr/include/jerror.h /usr/include/jmorecfg.h \
+        /usr/include/x86_64-linux-gnu/jconfig.h "$DEPS"/include/
     mkdir -p "$DEPS"/include/stb && cp /usr/include/stb/stb_image.h "$DEPS"/include/stb/
     cp -r /usr/share/cmake/nlohmann_json "$DEPS"/share/cmake/
-    cp -L /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 "$DEPS"/lib/libpcre2-8.so.0
-    ln -s libpcre2-8.so.0 "$DEPS"/lib/libpcre2-8.so
-    sed 's|^prefix=.*|prefix=${pcfiledir}/../..|; s|^libdir=.*|libdir=${prefix}/lib|; s|^includedir=.*|includedir=${prefix}/include|' \
-        /usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc > "$DEPS"/lib/pkgconfig/libpcre2-8.pc
+    # Each pkg-config library: its shared object (under the soname it is loaded by) and its .pc, relocated.
+    for pair in libpcre2-8:pcre2-8 libwebp:webp libwebpdemux:webpdemux libwebpmux:webpmux libjpeg:jpeg; do
+        pc=${pair%%:*} so=/usr/lib/x86_64-linux-gnu/lib${pair#*:}.so
+        soname=$(basename "$(readlink "$so")" | sed 's/^\(lib[^.]*\.so\.[0-9]*\).*/\1/')
+        cp -L "$so" "$DEPS/lib/$soname" && ln -s "$soname" "$DEPS/lib/$(basename "$so")"
+        sed 's|^prefix=.*|prefix=${pcfiledir}/../..|; s|^libdir=.*|libdir=${prefix}/lib|; s|^includedir=.*|includedir=${prefix}/include|' \
+            /usr/lib/x86_64-linux-gnu/pkgconfig/$pc.pc > "$DEPS"/lib/pkgconfig/$pc.pc
+    done
     cp -L "$(command -v pkg-config)" "$DEPS"/bin/pkg-config
     cp -L /lib/x86_64-linux-gnu/libpkgconf.so.3 "$DEPS"/lib/ 2>/dev/null
     du -sh "$DEPS"
@@ -66,7 +72,7 @@ nvidia-smi --query-gpu=clocks.max.sm,clocks.max.mem,driver_version --format=csv,
 
 # Build dependencies: the Debian packages if present or installable, else the carried build-deps/.
 need_deps() {
-    for h in nlohmann/json.hpp CLI/CLI.hpp doctest/doctest.h stb/stb_image.h pcre2.h; do
+    for h in nlohmann/json.hpp CLI/CLI.hpp doctest/doctest.h stb/stb_image.h pcre2.h webp/demux.h jpeglib.h; do
         [ -e /usr/include/$h ] || return 0
     done
     command -v pkg-config > /dev/null || return 0
@@ -80,7 +86,7 @@ if need_deps; then
         CMAKE_EXTRA+=(-DCMAKE_PREFIX_PATH="$DEPS" -DCMAKE_INCLUDE_PATH="$DEPS/include")
     elif timeout 60 apt-get update > "$LOG/apt.log" 2>&1 &&
         DEBIAN_FRONTEND=noninteractive timeout 150 apt-get install -y cmake g++ pkg-config libcli11-dev libstb-dev \
-            doctest-dev nlohmann-json3-dev libpcre2-dev >> "$LOG/apt.log" 2>&1; then
+            doctest-dev nlohmann-json3-dev libpcre2-dev libjpeg-dev libwebp-dev >> "$LOG/apt.log" 2>&1; then
         echo "=== build dependencies: installed with apt-get"
     else
         echo "apt-get unavailable and no build-deps/: run 'scripts/device-check.sh pack' where the packages exist"
