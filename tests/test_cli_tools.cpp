@@ -75,6 +75,12 @@ TEST_CASE("bench: JSON with every field and positive rates") {
     CHECK(j[2]["test"] == "np2 pp8+tg32");
     CHECK(j[3]["test"] == "img56");  // 2x2 [IMG] tokens through the tower
     CHECK(j[3]["ttft_ms"].get<double>() > 0);
+    // Without a prefill test the compute peak is not measured (0), nor named in the table's footer.
+    cli::Run tg = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 0 -n 8 -r 1 -o json");
+    REQUIRE_MESSAGE(tg.rc == 0, tg.err);
+    CHECK(nlohmann::json::parse(tg.out)[0]["compute_peak_gflops"].get<double>() == 0);
+    cli::Run md = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 0 -n 8 -r 1");
+    CHECK(md.out.find("compute peak") == std::string::npos);
 }
 
 TEST_CASE("bench -d: pp and tg after tokens already in the cache, with the cache's bytes in the ceiling") {
