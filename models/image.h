@@ -17,7 +17,9 @@ struct ImageOptions {
     int max_image_size = 1024;        // longest side before rounding up to cells (tekken.json "image")
     int patch = 14;                   // vision patch size in pixels
     int merge = 2;                    // spatial merge: one [IMG] token = merge×merge patches
-    int64_t max_pixels = 50'000'000;  // refuse larger images before decoding them
+    // Refuse larger images before decoding them: Pillow's DecompressionBombError threshold (2 × its
+    // MAX_IMAGE_PIXELS), so whatever transformers and vLLM open, such as a 108 MP phone photo, opens here.
+    int64_t max_pixels = 178'956'970;
 };
 
 // A preprocessed image: [3, height, width] floats, channels R, G, B, each (v/255 − mean)/std.

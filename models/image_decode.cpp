@@ -12,8 +12,10 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mistral {
@@ -35,10 +37,23 @@ const char* sniff_format(const uint8_t* b, size_t n) {
     return nullptr;
 }
 
-// A PNG whose IHDR (always the first chunk) declares a width or height of 0.
-bool png_has_zero_side(const uint8_t* b, size_t n) {
-    if (n < 24 || std::memcmp(b + 12, "IHDR", 4) != 0) return false;
-    return be32(b + 16) == 0 || be32(b + 20) == 0;
+// The width and height a PNG (IHDR, always the first chunk), GIF (logical screen) or BMP (DIB header) declares,
+// or nothing when its header is too short or malformed to say.
+std::optional<std::pair<int64_t, int64_t>> declared_size(const uint8_t* b, size_t n, const char* format) {
+    auto le = [&](size_t at, int bytes) {
+        uint32_t v = 0;
+        for (int i = bytes - 1; i >= 0; --i) v = v << 8 | b[at + size_t(i)];
+        return v;
+    };
+    if (std::strcmp(format, "PNG") == 0 && n >= 24 && std::memcmp(b + 12, "IHDR", 4) == 0)
+        return std::make_pair(int64_t(be32(b + 16)), int64_t(be32(b + 20)));
+    if (std::strcmp(format, "GIF") == 0 && n >= 10) return std::make_pair(int64_t(le(6, 2)), int64_t(le(8, 2)));
+    if (std::strcmp(format, "BMP") == 0 && n >= 26) {
+        if (le(14, 4) == 12) return std::make_pair(int64_t(le(18, 2)), int64_t(le(20, 2)));  // OS/2 core header
+        const int64_t h = int32_t(le(22, 4));  // negative: rows top to bottom
+        return std::make_pair(int64_t(int32_t(le(18, 4))), h < 0 ? -h : h);
+    }
+    return std::nullopt;
 }
 
 // Calls fn(offset, length, type) for each chunk after the signature whose data lies inside the file (its
@@ -135,19 +150,20 @@ DecodedPixels decode_stb(const uint8_t* bytes, size_t n, int64_t max_pixels, con
     if (std::strcmp(format, "PNG") == 0) cleaned = without_empty_idat(bytes, n);
     if (!cleaned.empty()) bytes = cleaned.data(), n = cleaned.size();
 
+    // The budget first: stbi_info calls an image of over 2^30 bytes corrupt.
+    const auto size = declared_size(bytes, n, format);
+    if (size) check_pixel_budget(size->first, size->second, max_pixels);
     DecodedPixels px;
     int comp = 0;
     Reader info{bytes, n};
     if (!stbi_info_from_callbacks(&kReaderCallbacks, &info, &px.width, &px.height, &comp)) {
         // stbi_info's own reason is always "unknown image type" once every decoder has refused the bytes.
-        if (png_has_zero_side(bytes, n)) fail("empty image (0 pixels wide or high)");
+        if (size && (size->first == 0 || size->second == 0)) fail("empty image (0 pixels wide or high)");
         fail(std::string("corrupt or truncated ") + format + " header");
     }
     if (px.width <= 0 || px.height <= 0)
         fail("empty image (" + std::to_string(px.width) + "x" + std::to_string(px.height) + ")");
-    if (int64_t(px.width) * px.height > max_pixels)
-        fail(std::to_string(px.width) + "x" + std::to_string(px.height) + " exceeds the limit of " +
-             std::to_string(max_pixels) + " pixels");
+    check_pixel_budget(px.width, px.height, max_pixels);
     if (std::strcmp(format, "PNG") == 0) check_png_inflated_size(bytes, n);
 
     // A header that says RGB decodes straight to RGB: Pillow keeps such images in mode RGB and ignores a PNG
@@ -166,6 +182,12 @@ DecodedPixels decode_stb(const uint8_t* bytes, size_t n, int64_t max_pixels, con
 }
 
 }  // namespace
+
+void check_pixel_budget(int64_t width, int64_t height, int64_t max_pixels) {
+    if (width * height > max_pixels)
+        fail(std::to_string(width) + "x" + std::to_string(height) + " exceeds the limit of " +
+             std::to_string(max_pixels) + " pixels");
+}
 
 DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
     if (n == 0) fail("empty file, not an image");

@@ -22,4 +22,8 @@ struct DecodedPixels {
 // reason (without the file's name) on anything it cannot decode exactly.
 DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels);
 
+// Throws "WxH exceeds the limit of N pixels" when a declared size is over the budget (each decoder checks the
+// size its header declares before decoding anything).
+void check_pixel_budget(int64_t width, int64_t height, int64_t max_pixels);
+
 }  // namespace mistral

@@ -120,9 +120,9 @@ DecodedPixels decode_jpeg(const uint8_t* bytes, size_t n, int64_t max_pixels) {
         case Outcome::kOk: break;
         case Outcome::kTruncated: throw std::runtime_error("truncated JPEG: the file ends before its image data does");
         case Outcome::kLibjpegError: throw std::runtime_error(std::string("corrupt JPEG (") + r.message + ")");
-        case Outcome::kTooManyPixels:
-            throw std::runtime_error(std::to_string(r.cinfo.image_width) + "x" + std::to_string(r.cinfo.image_height) +
-                                     " exceeds the limit of " + std::to_string(max_pixels) + " pixels");
+        case Outcome::kTooManyPixels:  // decode() stopped because this throws
+            check_pixel_budget(r.cinfo.image_width, r.cinfo.image_height, max_pixels);
+            throw std::logic_error("decode_jpeg: the pixel budget");
         case Outcome::kTooManyScans:
             throw std::runtime_error("corrupt JPEG: more than " + std::to_string(kMaxJpegScans) + " scans");
         case Outcome::kComponents:

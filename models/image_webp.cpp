@@ -24,9 +24,7 @@ DecodedPixels decode_webp(const uint8_t* bytes, size_t n, int64_t max_pixels) {
     const VP8StatusCode status = WebPGetFeatures(bytes, n, &f);
     if (status == VP8_STATUS_NOT_ENOUGH_DATA) fail("truncated WebP header");
     if (status != VP8_STATUS_OK) fail("corrupt WebP header");
-    if (int64_t(f.width) * f.height > max_pixels)
-        fail(std::to_string(f.width) + "x" + std::to_string(f.height) + " exceeds the limit of " +
-             std::to_string(max_pixels) + " pixels");
+    check_pixel_budget(f.width, f.height, max_pixels);
 
     const WebPData data{bytes, n};
     std::unique_ptr<WebPAnimDecoder, void (*)(WebPAnimDecoder*)> dec(WebPAnimDecoderNew(&data, nullptr),

@@ -835,13 +835,23 @@ TEST_CASE("load errors name the file") {
     }
     SUBCASE("pixel budget is checked from the header, before decoding") {
         std::vector<uint8_t> png = read_bytes("tests/data/tiny-a/images/small.png");
-        set_png_size(png, 10000, 10000);  // the pixel data could never fill this
+        set_png_size(png, 20000, 20000);  // 400 MP (stbi_info alone calls that corrupt); the data could never fill it
         const fs::path p = temp_file("huge.png");
         write_bytes(p, png.data(), png.size());
         const std::string e = error_of([&] { load_image(p.string(), o); });
         CHECK(contains(e, p.string()));
         CHECK(contains(e, "exceeds the limit"));
         fs::remove(p);
+        // GIF's logical screen and BMP's DIB header (a negative height: rows top to bottom) likewise.
+        std::vector<uint8_t> gif = make_gif(false);
+        gif[6] = gif[7] = gif[8] = gif[9] = 0xff;  // 65535x65535
+        CHECK(contains(error_of([&] { load_image_memory(gif.data(), gif.size(), o, "huge.gif"); }),
+                       "65535x65535 exceeds the limit of 178956970 pixels"));
+        std::vector<uint8_t> bmp = make_bmp(2, 2, std::vector<uint8_t>(12, 0));
+        const uint32_t w = 20000, h = uint32_t(-20000);
+        for (int i = 0; i < 4; ++i) bmp[18 + size_t(i)] = uint8_t(w >> 8 * i), bmp[22 + size_t(i)] = uint8_t(h >> 8 * i);
+        CHECK(contains(error_of([&] { load_image_memory(bmp.data(), bmp.size(), o, "huge.bmp"); }),
+                       "20000x20000 exceeds the limit"));
         ImageOptions tight;
         tight.max_pixels = 1000;  // small.png has 2700
         const std::string e2 = error_of([&] { load_image("tests/data/tiny-a/images/small.png", tight); });

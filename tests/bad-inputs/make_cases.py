@@ -412,8 +412,8 @@ def image_cases():
         ("img-bad-header.png", "a PNG whose IHDR chunk is cut", "corrupt or truncated PNG header", png(8, 8, cut=20)),
         ("img-zero-width.png", "a PNG declaring 0 pixels wide", "empty image (0 pixels wide or high)",
          png(1, 1, ihdr=(0, 1))),
-        ("img-huge.png", "a 10000×10000 PNG header (100 MP) over tiny data", "exceeds the limit of 50000000 pixels",
-         png(1, 1, ihdr=(10000, 10000))),
+        ("img-huge.png", "a 20000×20000 PNG header (400 MP) over tiny data", "exceeds the limit of 178956970 pixels",
+         png(1, 1, ihdr=(20000, 20000))),
         ("img-thin.png", "a 1×3000 PNG: one side scales below a pixel", "too thin", png(1, 3000, color_type=0)),
         ("img-truncated-data.jpg", "a JPEG cut in its scan data", "truncated JPEG",
          open(os.path.join(os.path.dirname(HERE), "data", "tiny-a", "images", "photo.jpg"), "rb").read()[:12000]),
@@ -429,8 +429,8 @@ def image_cases():
         ("img-truncated-header.webp", "a WebP cut in its first chunk's header", "truncated WebP header",
          WEBP_16X16[:16]),
         ("img-truncated.webp", "a WebP cut in its image data", "corrupt or truncated WebP", WEBP_16X16[:112]),
-        ("img-huge.webp", "a WebP canvas of 10000×10000 (100 MP) with no image data",
-         "exceeds the limit of 50000000 pixels", webp_vp8x(10000, 10000, 0x02)),
+        ("img-huge.webp", "a WebP canvas of 16000×16000 (256 MP) with no image data",
+         "exceeds the limit of 178956970 pixels", webp_vp8x(16000, 16000, 0x02)),
         ("img-jpeg-huffman.jpg", "a JPEG Huffman table of 4080 codes (stb_image 2022 overflowed its tables)",
          "corrupt JPEG (Bogus Huffman table definition)",
          b"\xff\xd8\xff\xc4\x10\x13\x13" + b"\xff" * 16),
@@ -528,8 +528,8 @@ text; `make_cases.py` writes the inputs and `cases.json`, and with `--readme BIN
 column being what the binaries of BIN_DIR print. `ok-checkpoint` is the valid 1-layer NVFP4 checkpoint
 (exit code 0) that the `ckpt-*`, `config-*`, `st-*` and `index-*` cases break; their folders link unchanged
 files to it and to the tiny-kjv tokenizer. Limits: safetensors headers ≤ 100 MB, ≤ 2^20 tensors of rank ≤ 8;
-config sizes ≤ 2^31 − 1 and counts (layers, heads, head_dim, patch, ...) ≤ 65536; images ≤ 50 megapixels by
-default (`--max-image-pixels`; checked on the header, before decoding), PNG data inflating to at most 1.25× the
+config sizes ≤ 2^31 − 1 and counts (layers, heads, head_dim, patch, ...) ≤ 65536; images ≤ 178,956,970 pixels
+(Pillow's limit) by default (`--max-image-pixels`; checked on the header, before decoding), PNG data inflating to at most 1.25× the
 header's size + 1 MiB, no read past the end of an image file; tekken.json ≤ 2^20 special tokens; `-n` within
 `-c` (one-shot chat: prompt + `-n` within `-c`).
 
