@@ -184,7 +184,7 @@ DecodedPixels decode_stb(const uint8_t* bytes, size_t n, int64_t max_pixels, con
 }  // namespace
 
 void check_pixel_budget(int64_t width, int64_t height, int64_t max_pixels) {
-    if (width * height > max_pixels)
+    if (__int128(width) * height > max_pixels)  // a PNG declares up to 2^32 − 1 per side
         fail(std::to_string(width) + "x" + std::to_string(height) + " exceeds the limit of " +
              std::to_string(max_pixels) + " pixels");
 }

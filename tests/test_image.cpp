@@ -842,6 +842,9 @@ TEST_CASE("load errors name the file") {
         CHECK(contains(e, p.string()));
         CHECK(contains(e, "exceeds the limit"));
         fs::remove(p);
+        set_png_size(png, 0xffffffffu, 0xffffffffu);  // the product needs more than 64 bits (fuzz_image)
+        CHECK(contains(error_of([&] { load_image_memory(png.data(), png.size(), o, "max.png"); }),
+                       "4294967295x4294967295 exceeds the limit"));
         // GIF's logical screen and BMP's DIB header (a negative height: rows top to bottom) likewise.
         std::vector<uint8_t> gif = make_gif(false);
         gif[6] = gif[7] = gif[8] = gif[9] = 0xff;  // 65535x65535
