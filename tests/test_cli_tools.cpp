@@ -75,6 +75,8 @@ TEST_CASE("bench: JSON with every field and positive rates") {
     CHECK(j[2]["test"] == "np2 pp8+tg32");
     CHECK(j[3]["test"] == "img56");  // 2x2 [IMG] tokens through the tower
     CHECK(j[3]["ttft_ms"].get<double>() > 0);
+    CHECK(j[3]["flops_per_token"].get<double>() > 0);  // an image is compute bound too: against the same peak
+    CHECK(j[3]["ceiling_ratio"].get<double>() > 0);
     // Without a prefill test the compute peak is not measured (0), nor named in the table's footer.
     cli::Run tg = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 0 -n 8 -r 1 -o json");
     REQUIRE_MESSAGE(tg.rc == 0, tg.err);

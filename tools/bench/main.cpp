@@ -29,6 +29,7 @@ struct Result {
     int n_prompt = 0, n_gen = 0, n_par = 1, n_depth = 0;
     std::vector<double> rates;  // tokens/s of each measured repetition
     double ttft_ms = 0;         // mean time to the first token (prefill + one decode step); imgN: per image
+    double flops = 0;           // FLOPs per unit of the rate: per prompt token (pp), per [IMG] token (imgN)
     double mean() const {
         double s = 0;
         for (double r : rates) s += r;
@@ -217,6 +218,24 @@ double flops_per_prefill_token(const mistral::Model& m, int n, int depth) {
     return f + 4.0 * c.n_layer * c.n_head * c.head_dim * (depth + (n + 1) / 2.0);
 }
 
+// FLOPs of one square image of `size` pixels per side per [IMG] token: 2 per weight and patch through the
+// patch convolution and the tower, 2 per weight and merged token through the projector, and 4 per pair of
+// patches and hidden dimension in each layer's attention (one image attends to all of its patches).
+double flops_per_image_token(const mistral::Model& m, int size) {
+    const mistral::Config& c = m.config();
+    const mistral::Weights& w = m.weights();
+    const int cell = c.vision.patch * c.spatial_merge, side = (size + cell - 1) / cell;
+    const double tokens = double(side) * side, patches = tokens * c.spatial_merge * c.spatial_merge;
+    double f = 2.0 * double(w.patch_conv->nelements()) * patches;
+    for (const mistral::Block& b : w.vision_layers)
+        for (const fp4::Tensor* t : {b.wq, b.wk, b.wv, b.wo, b.w_gate, b.w_up, b.w_down})
+            f += 2.0 * double(t->nelements()) * patches;
+    for (const fp4::Tensor* t : {w.mm_merge, w.mm_linear1, w.mm_linear2})
+        if (t) f += 2.0 * double(t->nelements()) * tokens;
+    f += 4.0 * c.vision.n_layer * patches * patches * c.vision.n_head * c.vision.head_dim;
+    return f / tokens;
+}
+
 double peak_rss_gb() {
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
@@ -287,9 +306,9 @@ int main(int argc, char** argv) {
         const double kv_per_token = double(mistral::context_memory(model->config().text, 1, 1, kv_type).kv);
         common::log_info("measuring the memory bandwidth of %s ...", model->backend().name());
         const double bw = model->backend().measure_bandwidth();
-        // The compute peak only matters to prefill tests (a GPU times several cuBLAS GEMMs for it, ~1 s).
-        const bool any_prefill = std::any_of(pps.begin(), pps.end(), [](int n) { return n > 0; });
-        const double peak = any_prefill ? model->backend().measure_compute_peak() : 0.0;  // 0: not measured
+        // The compute peak only matters to prefill and image tests (a GPU times several cuBLAS GEMMs for it).
+        const bool compute_bound = image_size > 0 || std::any_of(pps.begin(), pps.end(), [](int n) { return n > 0; });
+        const double peak = compute_bound ? model->backend().measure_compute_peak() : 0.0;  // 0: not measured
 
         Runner run(*model, opt.seed, kv_type);
         std::vector<Result> results;
@@ -331,7 +350,7 @@ int main(int argc, char** argv) {
 
         if (image_size > 0) {
             if (!model->config().has_vision) throw std::runtime_error("--image-size: this model has no vision tower");
-            measure({"img" + std::to_string(image_size), 0, 0, 1, 0, {}, 0},
+            measure({"img" + std::to_string(image_size), 0, 0, 1, 0, {}, 0, flops_per_image_token(*model, image_size)},
                     [&](double* ms) { return run.vision(image_size, ms); });
         }
 
@@ -346,10 +365,10 @@ int main(int argc, char** argv) {
             // the depth, the prompt and half the generated tokens): bytes/step × steps/s (t/s ÷ sequences).
             const double kv_bytes = decode ? kv_per_token * r.n_par * (r.n_depth + r.n_prompt + (r.n_gen + 1) / 2.0) : 0;
             const double eff = decode ? (bpt + kv_bytes) * r.mean() / r.n_par : 0;
-            // A prefill is compute bound: its FLOPs per second against the backend's multiply-add peak.
+            // A prefill or an image is compute bound: its FLOPs per second against the backend's peak.
             const bool prefill = r.n_prompt > 0 && !decode;
-            const double flops = prefill ? flops_per_prefill_token(*model, r.n_prompt, r.n_depth) : 0;
-            const double ratio = decode ? eff / bw : prefill && peak > 0 ? flops * r.mean() / peak : 0.0;
+            const double flops = prefill ? flops_per_prefill_token(*model, r.n_prompt, r.n_depth) : r.flops;
+            const double ratio = decode ? eff / bw : flops > 0 && peak > 0 ? flops * r.mean() / peak : 0.0;
             rows.push_back({{"model", model_name},
                             {"size_gb", size_gb},
                             {"params_b", params / 1e9},
@@ -406,7 +425,7 @@ int main(int argc, char** argv) {
             std::printf("\nKV cache %s, peak host memory %.2f GB, backend memory %.2f GB\n", fp4::type_name(kv_type),
                         mem_gb, double(device_mem) / 1e9);
             if (peak > 0)
-                std::printf("of ceiling: decode against the bandwidth, prefill against the compute peak (%.1f "
+                std::printf("of ceiling: decode against the bandwidth, prefill and images against the compute peak (%.1f "
                             "GFLOP/s: %s)\n",
                             peak / 1e9, model->backend().compute_peak_what());
         }
