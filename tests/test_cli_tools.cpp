@@ -153,6 +153,11 @@ TEST_CASE("bench --synthetic: what the device check runs, vision tower included"
         CHECK(tests == std::vector<std::string>{"pp16", "tg4", "pp16 @ d32", "tg4 @ d32", "np2 pp8+tg4", "img56"});
         CHECK(r.err.find("| MUL_MAT NVFP4 ") != std::string::npos);  // the tables: on stderr with -o json
         CHECK(r.err.find("decode steps of 2 sequences,") != std::string::npos);
+        // And the image's: the tower's products, its attention, once each.
+        const size_t image = r.err.find("| kernel (one 56x56 image, each timed alone) | calls/image | us/image |");
+        CHECK(image != std::string::npos);
+        CHECK(r.err.find("| ATTN_FULL |", image) != std::string::npos);
+        CHECK(r.err.find("| IM2COL_PATCH | 1.0 |", image) != std::string::npos);
     }
 }
 

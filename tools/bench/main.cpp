@@ -62,15 +62,15 @@ std::vector<int> parse_list(const std::string& s, const char* flag) {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// The per-step breakdown of `steps` decode steps of `np` sequences each, per step, most time first; products
-// also with the rate they read their weights at, against the measured bandwidth `bw` (bytes/s).
-void print_profile(const std::vector<fp4::OpProfile>& prof, int steps, int np, double bw, FILE* out) {
+// The breakdown of `steps` runs (decode steps, or one image: `what` says which, `per` names one run in the
+// columns), per run, most time first; products also with the rate they read their weights at, against the
+// measured bandwidth `bw` (bytes/s).
+void print_profile(const std::vector<fp4::OpProfile>& prof, const std::string& what, int steps, const char* per,
+                   double bw, FILE* out) {
     double total = 0, bytes = 0;
     for (const auto& p : prof) total += p.ms, bytes += p.weight_bytes;
-    std::fprintf(out,
-                 "\n| kernel (%d decode steps of %d sequence%s, each timed alone) | calls/step | us/step | share | "
-                 "weights GB/s | of BW |\n",
-                 steps, np, np > 1 ? "s" : "");
+    std::fprintf(out, "\n| kernel (%s, each timed alone) | calls/%s | us/%s | share | weights GB/s | of BW |\n",
+                 what.c_str(), per, per);
     std::fprintf(out, "| --- | ---: | ---: | ---: | ---: | ---: |\n");
     auto rate = [&](double b, double ms, char* buf, size_t n) {
         if (b > 0 && ms > 0) std::snprintf(buf, n, "%.0f | %.0f%%", b / ms / 1e6, 100.0 * b / (ms * 1e-3) / bw);
@@ -131,6 +131,15 @@ public:
         prefill_each(ctx, np, prompt);
         model_.backend().set_profiling(true);
         for (int i = 0; i < n; ++i) ctx.eval(decode_step(np, prompt + i, np > 1));  // as parallel() decodes
+        model_.backend().set_profiling(false);
+        return model_.backend().profile();
+    }
+
+    // The kernels of one size×size image through the tower and projector, each timed alone.
+    std::vector<fp4::OpProfile> profile_vision(int size) {
+        double ms = 0;
+        model_.backend().set_profiling(true);
+        vision(size, &ms);
         model_.backend().set_profiling(false);
         return model_.backend().profile();
     }
@@ -271,8 +280,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_flag("--progress", progress, "report each test on stderr as it runs");
     app.add_flag("--profile", profile, "also time every kernel of 16 decode steps (and, with -np, of 4 batched "
-                                       "steps) and print the breakdown, products with their weight-read rate against the "
-                                       "measured bandwidth (stderr unless -o md)");
+                                       "steps; with --image-size, of one image) and print the breakdown, products with "
+                                       "their weight-read rate against the measured bandwidth (stderr unless -o md)");
 
     // llama.cpp spells it -np, a two-letter short flag CLI11 cannot declare.
     std::vector<std::string> args(argv, argv + argc);
@@ -431,8 +440,14 @@ int main(int argc, char** argv) {
         }
         if (profile) {
             FILE* out = output == "md" ? stdout : stderr;
-            print_profile(run.profile_decode(16, 1, 1), 16, 1, bw, out);
-            if (n_par > 1) print_profile(run.profile_decode(4, n_par, prompt_len), 4, n_par, bw, out);
+            print_profile(run.profile_decode(16, 1, 1), "16 decode steps of 1 sequence", 16, "step", bw, out);
+            if (n_par > 1)
+                print_profile(run.profile_decode(4, n_par, prompt_len),
+                              "4 decode steps of " + std::to_string(n_par) + " sequences", 4, "step", bw, out);
+            if (image_size > 0)
+                print_profile(run.profile_vision(image_size),
+                              "one " + std::to_string(image_size) + "x" + std::to_string(image_size) + " image", 1,
+                              "image", bw, out);
         }
         return 0;
     });
