@@ -6,6 +6,7 @@
 #include "image_jpeg.h"
 #include "image_orientation.h"
 #include "image_webp.h"
+#include "png_chunks.h"
 
 #include <stb_image.h>
 
@@ -23,8 +24,6 @@ namespace mistral {
 namespace {
 
 [[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
-
-uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
 
 // The format named by the file's first bytes, or nullptr when it is none the engine decodes.
 const char* sniff_format(const uint8_t* b, size_t n) {
@@ -54,18 +53,6 @@ std::optional<std::pair<int64_t, int64_t>> declared_size(const uint8_t* b, size_
         return std::make_pair(int64_t(int32_t(le(18, 4))), h < 0 ? -h : h);
     }
     return std::nullopt;
-}
-
-// Calls fn(offset, length, type) for each chunk after the signature whose data lies inside the file (its
-// 4-byte CRC may be cut off: stb_image reads the data before it fails there), in order, until fn returns
-// false; a chunk whose data runs past the end stops the walk (stb_image reports it).
-template <typename Fn>
-void png_chunks(const uint8_t* b, size_t n, Fn fn) {
-    for (size_t at = 8; at + 8 <= n;) {
-        const uint64_t len = be32(b + at);
-        if (len > n - at - 8 || !fn(at, size_t(len), b + at + 4)) return;
-        at += 12 + len;
-    }
 }
 
 // Throws when a PNG's image data inflates to much more than its IHDR implies. stb_image inflates into a buffer
@@ -197,7 +184,7 @@ DecodedPixels decode_image(const uint8_t* bytes, size_t n, int64_t max_pixels) {
     DecodedPixels px = std::strcmp(format, "WebP") == 0   ? decode_webp(bytes, n, max_pixels)
                        : std::strcmp(format, "JPEG") == 0 ? decode_jpeg(bytes, n, max_pixels)
                                                           : decode_stb(bytes, n, max_pixels, format);
-    px.orientation = exif_orientation(bytes, n);
+    px.orientation = exif_orientation(bytes, n, format);
     apply_orientation(px, px.orientation);
     return px;
 }

@@ -3,6 +3,8 @@
 // leaves the picture as stored, as Pillow's exif_transpose does with a tag it does not find.
 #include "image_orientation.h"
 
+#include "png_chunks.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -40,7 +42,7 @@ int tiff_orientation(const uint8_t* t, size_t n) {
 // The first APP1 "Exif" segment before the scan data, as Pillow's JPEG reader keeps it.
 int jpeg_orientation(const uint8_t* b, size_t n) {
     for (size_t i = 2; i + 4 <= n;) {
-        if (b[i] != 0xff) return 1;  // not at a marker: the header is malformed, stb_image will say so
+        if (b[i] != 0xff) return 1;  // not at a marker: the header is malformed, libjpeg will say so
         const uint8_t m = b[i + 1];
         if (m == 0xff) {  // fill byte
             ++i;
@@ -58,14 +60,13 @@ int jpeg_orientation(const uint8_t* b, size_t n) {
 
 // A PNG's eXIf chunk (before or after the image data; Pillow reads both).
 int png_orientation(const uint8_t* b, size_t n) {
-    for (size_t at = 8; at + 8 <= n;) {
-        const uint64_t len = uint64_t(b[at]) << 24 | b[at + 1] << 16 | b[at + 2] << 8 | b[at + 3];
-        if (len > n - at - 8) return 1;
-        if (std::memcmp(b + at + 4, "eXIf", 4) == 0) return tiff_orientation(b + at + 8, size_t(len));
-        if (std::memcmp(b + at + 4, "IEND", 4) == 0) return 1;
-        at += 12 + len;
-    }
-    return 1;
+    const uint8_t* exif = nullptr;
+    size_t size = 0;
+    png_chunks(b, n, [&](size_t at, size_t len, const uint8_t* type) {
+        if (std::memcmp(type, "eXIf", 4) == 0) exif = b + at + 8, size = len;
+        return !exif && std::memcmp(type, "IEND", 4) != 0;
+    });
+    return exif ? tiff_orientation(exif, size) : 1;
 }
 
 // A WebP's EXIF chunk (RIFF chunks: a four-character type, a little-endian size, data padded to even).
@@ -81,11 +82,10 @@ int webp_orientation(const uint8_t* b, size_t n) {
 
 }  // namespace
 
-int exif_orientation(const uint8_t* bytes, size_t n) {
-    if (n >= 3 && std::memcmp(bytes, "\xff\xd8\xff", 3) == 0) return jpeg_orientation(bytes, n);
-    if (n >= 8 && std::memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) == 0) return png_orientation(bytes, n);
-    if (n >= 12 && std::memcmp(bytes, "RIFF", 4) == 0 && std::memcmp(bytes + 8, "WEBP", 4) == 0)
-        return webp_orientation(bytes, n);
+int exif_orientation(const uint8_t* bytes, size_t n, const char* format) {
+    if (std::strcmp(format, "JPEG") == 0) return jpeg_orientation(bytes, n);
+    if (std::strcmp(format, "PNG") == 0) return png_orientation(bytes, n);
+    if (std::strcmp(format, "WebP") == 0) return webp_orientation(bytes, n);
     return 1;
 }
 

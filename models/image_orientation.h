@@ -11,9 +11,10 @@
 
 namespace mistral {
 
-// 1 (upright as stored) to 8, as EXIF numbers them; 1 when the file has no orientation tag, or one that
-// Pillow would not act on (another value, a count other than 1, EXIF data cut short or malformed).
-int exif_orientation(const uint8_t* bytes, size_t n);
+// 1 (upright as stored) to 8, as EXIF numbers them, of a file in `format` ("JPEG", "PNG" or "WebP", as
+// decode_image names them; others have none); 1 when the file has no orientation tag, or one that Pillow
+// would not act on (another value, a count other than 1, EXIF data cut short or malformed).
+int exif_orientation(const uint8_t* bytes, size_t n, const char* format);
 
 // Turns decoded pixels upright for orientation o (Pillow's transposes: 2 mirror, 3 rotate 180°, 4 flip,
 // 5 transpose, 6 rotate 90° clockwise, 7 transverse, 8 rotate 90° counter-clockwise); width and height swap

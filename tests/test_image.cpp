@@ -349,9 +349,12 @@ std::vector<uint8_t> libjpeg_pixels(const std::vector<uint8_t>& file, int& compo
     return px;
 }
 
+std::vector<uint8_t> pixels_of(const DecodedPixels& p) {
+    return std::vector<uint8_t>(p.data.get(), p.data.get() + size_t(p.width) * p.height * p.channels);
+}
+
 bool same_pixels(const DecodedPixels& a, const DecodedPixels& b) {
-    return a.width == b.width && a.height == b.height && a.channels == b.channels &&
-           std::memcmp(a.data.get(), b.data.get(), size_t(a.width) * a.height * a.channels) == 0;
+    return a.width == b.width && a.height == b.height && a.channels == b.channels && pixels_of(a) == pixels_of(b);
 }
 
 }  // namespace
@@ -593,9 +596,6 @@ TEST_CASE("WebP: lossless, lossy, alpha, animations and EXIF, as Pillow decodes 
     std::vector<uint8_t> rgb(size_t(w) * h * 3), rgba(size_t(w) * h * 4);
     for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 37 % 251);
     for (size_t i = 0; i < rgba.size(); ++i) rgba[i] = uint8_t(i % 4 == 3 ? (i / 4 % 3) * 120 : i * 53 % 241);
-    auto pixels_of = [](const DecodedPixels& p) {
-        return std::vector<uint8_t>(p.data.get(), p.data.get() + size_t(p.width) * p.height * p.channels);
-    };
     SUBCASE("lossless: the pixels that went in, RGB or RGBA (then composited on white)") {
         const std::vector<uint8_t> a = webp_still(rgb, w, h, 3, true), b = webp_still(rgba, w, h, 4, true);
         const DecodedPixels da = decode_image(a.data(), a.size(), o.max_pixels);
@@ -664,9 +664,6 @@ TEST_CASE("WebP: lossless, lossy, alpha, animations and EXIF, as Pillow decodes 
 
 TEST_CASE("JPEG: libjpeg-turbo's pixels with Pillow's settings, and what Pillow accepts or refuses") {
     const int64_t budget = 1'000'000;
-    auto pixels_of = [](const DecodedPixels& p) {
-        return std::vector<uint8_t>(p.data.get(), p.data.get() + size_t(p.width) * p.height * p.channels);
-    };
     const int w = 40, h = 24;
     std::vector<uint8_t> rgb(size_t(w) * h * 3);
     for (int y = 0; y < h; ++y)
