@@ -1,8 +1,8 @@
 // bench — llama-bench-style speed tests (ppN prefill, tgN decode, each after -d tokens already in the
 // cache, -np N concurrent sequences, imgN vision encode) on a model folder or on synthetic weights with a
 // config's shapes, with the bandwidth ceiling beside every decode figure and the backend's compute peak
-// beside every prefill (the CPU's multiply-adds: FMA, or BF16 dot products with --cpu-bf16; a GPU's large
-// cuBLAS BF16 GEMM).
+// beside every prefill and image (the CPU's multiply-adds: FMA, or BF16 dot products with --cpu-bf16; a
+// GPU's large cuBLAS BF16 GEMM).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -58,6 +58,12 @@ std::vector<int> parse_list(const std::string& s, const char* flag) {
         }
     }
     return v;
+}
+
+// [IMG] tokens per side of the square image bench encodes for --image-size `size` (sides rounded up to cells).
+int image_cells(const mistral::Config& c, int size) {
+    const int cell = c.vision.patch * c.spatial_merge;
+    return (size + cell - 1) / cell;
 }
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -150,7 +156,7 @@ public:
         const mistral::Config& cfg = model_.config();
         mistral::Image im;
         im.cell = cfg.vision.patch * cfg.spatial_merge;
-        im.width = im.height = (size + im.cell - 1) / im.cell * im.cell;
+        im.width = im.height = image_cells(cfg, size) * im.cell;
         std::normal_distribution<float> d(0.0f, 1.0f);
         im.pixels.resize(size_t(3) * size_t(im.width) * size_t(im.height));
         for (float& p : im.pixels) p = d(rng_);
@@ -233,7 +239,7 @@ double flops_per_prefill_token(const mistral::Model& m, int n, int depth) {
 double flops_per_image_token(const mistral::Model& m, int size) {
     const mistral::Config& c = m.config();
     const mistral::Weights& w = m.weights();
-    const int cell = c.vision.patch * c.spatial_merge, side = (size + cell - 1) / cell;
+    const int side = image_cells(c, size);
     const double tokens = double(side) * side, patches = tokens * c.spatial_merge * c.spatial_merge;
     double f = 2.0 * double(w.patch_conv->nelements()) * patches;
     for (const mistral::Block& b : w.vision_layers)
@@ -341,11 +347,12 @@ int main(int argc, char** argv) {
         for (int d : depths) {
             for (int n : pps)
                 if (n > 0)
-                    measure({name("pp", n, d), n, 0, 1, d, {}, 0}, [&](double* ttft) {
-                        const double r = run.prefill(n, d);
-                        *ttft = 1e3 * n / r;  // the prompt's pass (not the depth's)
-                        return r;
-                    });
+                    measure({name("pp", n, d), n, 0, 1, d, {}, 0, flops_per_prefill_token(*model, n, d)},
+                            [&](double* ttft) {
+                                const double r = run.prefill(n, d);
+                                *ttft = 1e3 * n / r;  // the prompt's pass (not the depth's)
+                                return r;
+                            });
             for (int n : tgs)
                 if (n > 0)
                     measure({name("tg", n, d), 0, n, 1, d, {}, 0}, [&](double* ttft) { return run.decode(n, d, ttft); });
@@ -375,9 +382,7 @@ int main(int argc, char** argv) {
             const double kv_bytes = decode ? kv_per_token * r.n_par * (r.n_depth + r.n_prompt + (r.n_gen + 1) / 2.0) : 0;
             const double eff = decode ? (bpt + kv_bytes) * r.mean() / r.n_par : 0;
             // A prefill or an image is compute bound: its FLOPs per second against the backend's peak.
-            const bool prefill = r.n_prompt > 0 && !decode;
-            const double flops = prefill ? flops_per_prefill_token(*model, r.n_prompt, r.n_depth) : r.flops;
-            const double ratio = decode ? eff / bw : flops > 0 && peak > 0 ? flops * r.mean() / peak : 0.0;
+            const double ratio = decode ? eff / bw : r.flops > 0 && peak > 0 ? r.flops * r.mean() / peak : 0.0;
             rows.push_back({{"model", model_name},
                             {"size_gb", size_gb},
                             {"params_b", params / 1e9},
@@ -397,7 +402,7 @@ int main(int argc, char** argv) {
                             {"kv_bytes_per_step", kv_bytes},
                             {"bandwidth_gbs", bw / 1e9},
                             {"effective_gbs", eff / 1e9},
-                            {"flops_per_token", flops},
+                            {"flops_per_token", r.flops},
                             {"compute_peak_gflops", peak / 1e9},
                             {"ceiling_ratio", ratio},
                             {"peak_host_mem_gb", mem_gb},
