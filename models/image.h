@@ -1,8 +1,8 @@
 // image.h — image loading and preprocessing exactly as mistral-common does it: decode (stb_image: PNG, BMP,
 // GIF first frame; libjpeg-turbo: JPEG; libwebp: WebP; turned upright by EXIF orientation, as vLLM and
-// transformers load images before mistral-common sees them) → RGB with alpha composited on white → size rule (longest side
-// ≤ max_image_size, sides rounded up to whole 28-px token cells) → one OpenCV-compatible INTER_CUBIC
-// resize on float32 → CLIP mean/std, channels first. Also the [IMG]/[IMG_BREAK]/[IMG_END] token layout.
+// transformers load images before mistral-common sees them) → RGB with alpha composited on white → size rule
+// (longest side ≤ max_image_size, sides rounded up to whole 28-px token cells) → one OpenCV-compatible
+// INTER_CUBIC resize on float32 → CLIP mean/std, channels first. Also the [IMG]/[IMG_BREAK]/[IMG_END] token layout.
 // Every failure throws std::runtime_error with one line naming the file.
 #pragma once
 
