@@ -31,68 +31,64 @@ inline __m512bh broadcast_pair(const uint32_t* p) { return (__m512bh)_mm512_set1
 void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch) {
     constexpr int R = 4, C = 4, L = 16;  // register tile: R queries × C vectors of 16 lanes (64 keys or dims)
     static_assert(kAttnKeys == C * L, "one register tile spans a block's keys");
-    const int D = t.D, nq = t.nq, rows = (nq + R - 1) / R * R;
+    const int D = t.D, rows = (t.nq + R - 1) / R * R;
     const int64_t dpad = attn_dpad(D), block = attn_pair_block_floats(D), dp = (D + 1) / 2, qld = dpad / 2;
-    float* S = scratch;                       // [kAttnQueries][kAttnKeys]: scores, probabilities, their pairs
-    float* O = S + kAttnQueries * kAttnKeys;  // [kAttnQueries][dpad]: unnormalised outputs
-    float* mx = O + kAttnQueries * dpad;      // per query: the largest score so far
-    float* sum = mx + kAttnQueries;           // and the sum of e^(score − mx)
-    auto* qp = reinterpret_cast<uint32_t*>(sum + kAttnQueries);  // [kAttnQueries][dpad / 2]: queries as pairs
-    int64_t n_max = 0;
-    for (int i = 0; i < rows; ++i) {  // rows past nq: the last query again, computed, never used
-        const float* q = t.q[std::min(i, nq - 1)];
-        for (int64_t d = 0; d < dpad; d += 32) _mm512_storeu_si512(qp + i * qld + d / 2, pairs32(q + d, D - d));
-    }
-    for (int i = 0; i < nq; ++i) n_max = std::max(n_max, t.n_keys[i]), mx[i] = -INFINITY, sum[i] = 0.0f;
-    std::fill(O, O + rows * dpad, 0.0f);
+    float* S = scratch;                   // [R][kAttnKeys]: a row group's scores, probabilities, their pairs
+    float* O = S + R * kAttnKeys;         // [kAttnQueries][dpad]: unnormalised outputs
+    float* mx = O + kAttnQueries * dpad;  // [kAttnQueries]
+    float* sums = mx + kAttnQueries;      // [kAttnQueries][L]
+    auto* qp = reinterpret_cast<uint32_t*>(sums + kAttnQueries * L);  // [kAttnQueries][dpad / 2]: queries as pairs
+    const float* q[kAttnQueries];
+    int64_t n_keys[kAttnQueries];
+    const int64_t n_max = start_tile<L>(t, rows, dpad, q, n_keys, O, mx, sums);
+    for (int i = 0; i < rows; ++i)
+        for (int64_t d = 0; d < dpad; d += 32) _mm512_storeu_si512(qp + i * qld + d / 2, pairs32(q[i] + d, D - d));
     const __m512 scale = _mm512_set1_ps(t.scale);
     for (int64_t k0 = 0; k0 < n_max; k0 += kAttnKeys) {
         const auto* kt = reinterpret_cast<const uint32_t*>(t.blocks + k0 / kAttnKeys * block);
         const uint32_t* vt = kt + dp * kAttnKeys;
-        const int bk = int(std::min<int64_t>(kAttnKeys, n_max - k0));
-        for (int i0 = 0; i0 < rows; i0 += R) {  // S = scale · q·Kᵀ
-            __m512 acc[R][C];
+        for (int i0 = 0; i0 < rows; i0 += R) {
+            const int64_t bk = rows_keys<R>(n_keys, k0, i0);
+            if (bk <= 0) continue;
+            __m512 acc[R][C];  // S = scale · q·Kᵀ
             for (int r = 0; r < R; ++r)
                 for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
             for (int64_t p = 0; p < dp; ++p) {
                 __m512bh k[C];
                 for (int c = 0; c < C; ++c) k[c] = (__m512bh)_mm512_loadu_si512(kt + p * kAttnKeys + c * L);
                 for (int r = 0; r < R; ++r) {
-                    const __m512bh q = broadcast_pair(qp + (i0 + r) * qld + p);
-                    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], q, k[c]);
+                    const __m512bh qr = broadcast_pair(qp + (i0 + r) * qld + p);
+                    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], qr, k[c]);
                 }
             }
             for (int r = 0; r < R; ++r)
-                for (int c = 0; c < C; ++c)
-                    _mm512_storeu_ps(S + (i0 + r) * kAttnKeys + c * L, _mm512_mul_ps(acc[r][c], scale));
-        }
-        online_softmax<L>(t, k0, bk, rows, S, O, mx, sum);
-        // Each row's 64 probabilities become 32 pairs in place (slot j reads floats 2j and 2j + 1, j ≤ 2j).
-        for (int i = 0; i < rows; ++i)
-            for (int j0 = 0; j0 < kAttnKeys; j0 += 32)
-                _mm512_storeu_si512(S + i * kAttnKeys + j0 / 2, pairs32(S + i * kAttnKeys + j0, 32));
-        const auto* P = reinterpret_cast<const uint32_t*>(S);
-        for (int i0 = 0; i0 < rows; i0 += R)  // O += P·V
-            for (int64_t d0 = 0; d0 < dpad; d0 += C * L) {
-                __m512 acc[R][C];
+                for (int c = 0; c < C; ++c) _mm512_storeu_ps(S + r * kAttnKeys + c * L, _mm512_mul_ps(acc[r][c], scale));
+            float alpha[R];
+            softmax_rows<L, R>(n_keys, k0, i0, S, mx, sums, alpha);
+            // Each row's 64 probabilities become 32 pairs in place (slot j reads floats 2j and 2j + 1, j ≤ 2j).
+            for (int r = 0; r < R; ++r)
+                for (int j0 = 0; j0 < kAttnKeys; j0 += 32)
+                    _mm512_storeu_si512(S + r * kAttnKeys + j0 / 2, pairs32(S + r * kAttnKeys + j0, 32));
+            const auto* P = reinterpret_cast<const uint32_t*>(S);
+            for (int64_t d0 = 0; d0 < dpad; d0 += C * L) {  // O = alpha·O + P·V
                 for (int r = 0; r < R; ++r)
-                    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_loadu_ps(O + (i0 + r) * dpad + d0 + c * L);
+                    for (int c = 0; c < C; ++c)
+                        acc[r][c] = _mm512_mul_ps(_mm512_loadu_ps(O + (i0 + r) * dpad + d0 + c * L),
+                                                  _mm512_set1_ps(alpha[r]));
                 for (int jp = 0; jp < (bk + 1) / 2; ++jp) {
                     __m512bh v[C];
                     for (int c = 0; c < C; ++c) v[c] = (__m512bh)_mm512_loadu_si512(vt + jp * dpad + d0 + c * L);
                     for (int r = 0; r < R; ++r) {
-                        const __m512bh pr = broadcast_pair(P + (i0 + r) * kAttnKeys + jp);
+                        const __m512bh pr = broadcast_pair(P + r * kAttnKeys + jp);
                         for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pr, v[c]);
                     }
                 }
                 for (int r = 0; r < R; ++r)
                     for (int c = 0; c < C; ++c) _mm512_storeu_ps(O + (i0 + r) * dpad + d0 + c * L, acc[r][c]);
             }
+        }
     }
-    for (int i = 0; i < nq; ++i) {
-        const float inv = 1.0f / sum[i];
-        for (int d = 0; d < D; ++d) t.out[i][d] = O[i * dpad + d] * inv;
-    }
+    finish_tile<L>(t, dpad, O, sums);
 }
 
 }  // namespace fp4::cpu

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 namespace fp4::cpu {
 
@@ -40,8 +41,9 @@ struct AttnTile {
 // dimension d of keys 2jp and 2jp + 1; zeros past the last key and past D.
 inline int64_t attn_pair_block_floats(int64_t D) { return (D + 1) / 2 * kAttnKeys + kAttnKeys / 2 * attn_dpad(D); }
 
-// Floats of scratch a tile needs (the pair tile's queries as pairs included).
-inline int64_t attn_tile_scratch(int64_t D) { return kAttnQueries * (kAttnKeys + attn_dpad(D) * 3 / 2 + 2); }
+// Floats of scratch a tile needs: a row group's scores, the outputs, the softmax state (up to 16 lanes of
+// sums a row) and the pair tile's queries as pairs.
+inline int64_t attn_tile_scratch(int64_t D) { return 4 * kAttnKeys + kAttnQueries * (attn_dpad(D) * 3 / 2 + 17); }
 
 // The tile on pair blocks, for kernel sets with AVX512-BF16 (attention_avx512bf16.cpp): queries and
 // probabilities rounded to BF16 as they enter vdpbf16ps, scores, softmax and sums in F32.
@@ -104,69 +106,124 @@ inline AttnVec<L> exp_nonpositive(AttnVec<L> x) {
     return tiny ? zero : p * scale;
 }
 
-// The online softmax of one block of keys: row i of S (scores of keys k0 .. k0+bk−1) becomes e^(s − max)
-// (zero past the keys it sees), and its running max mx[i], sum sum[i] and unnormalised output O are rescaled.
-template <int L>
-void online_softmax(const AttnTile& t, int64_t k0, int bk, int rows, float* S, float* O, float* mx, float* sum) {
-    const int nq = t.nq;
-    const int64_t dpad = attn_dpad(t.D);
+// Lane l of v swapped with lane l xor W, for every l.
+template <int W, class V, int... I>
+inline V swap_lanes(V v, std::integer_sequence<int, I...>) {
+    return __builtin_shufflevector(v, v, (I ^ W)...);
+}
+
+// Every lane of the result holds the largest of v's lanes (a butterfly: log2 L swaps).
+template <int L, int W = L / 2>
+inline AttnVec<L> lanes_max(AttnVec<L> v) {
+    const AttnVec<L> u = swap_lanes<W>(v, std::make_integer_sequence<int, L>{});
+    v = u > v ? u : v;
+    if constexpr (W > 1)
+        return lanes_max<L, W / 2>(v);
+    else
+        return v;
+}
+
+// Query vector i of a tile: its row's scores of one block of keys take kAttnKeys floats, its softmax state
+// is the largest score so far, mx[i], and L partial sums of e^(score − mx), sums[i·L ..], added up at the end.
+//
+// The online softmax of R rows i0 .. i0+R−1 over the block of keys from k0, their scores in S (row r at
+// S + r·kAttnKeys; row i sees the keys below n_keys[i]): the scores become e^(s − max), zero past the keys
+// a row sees, its mx and sums follow, and alpha[r] is the factor its unnormalised output is rescaled by.
+// The rows' rescale factors are one vector exp.
+template <int L, int R>
+void softmax_rows(const int64_t* n_keys, int64_t k0, int i0, float* S, float* mx, float* sums, float* alpha) {
+    static_assert(R <= L, "the rows' rescale factors fit one vector");
     float lane_index[L];  // 0, 1, .., L−1: which keys of a vector lie below a limit
     for (int l = 0; l < L; ++l) lane_index[l] = float(l);
     const AttnVec<L> lanes = vload<L>(lane_index);
-    for (int i = 0; i < rows; ++i) {
-        float* s = S + i * kAttnKeys;
-        const int64_t n = i < nq ? std::min<int64_t>(bk, t.n_keys[i] - k0) : 0;
-        if (n <= 0) {
-            std::fill(s, s + kAttnKeys, 0.0f);
-            continue;
-        }
-        AttnVec<L> m = AttnVec<L>{} - INFINITY;
+    float shift[L] = {};  // old max − new max per row
+    AttnVec<L> top[R];
+    for (int r = 0; r < R; ++r) {
+        const float* s = S + r * kAttnKeys;
+        const int64_t n = std::min<int64_t>(kAttnKeys, n_keys[i0 + r] - k0);
+        AttnVec<L> m = AttnVec<L>{} + mx[i0 + r];
         for (int j0 = 0; j0 < n; j0 += L) {
             const AttnVec<L> v = vload<L>(s + j0);
-            m = (v > m) & (lanes + float(j0) < float(n)) ? v : m;
+            if (n == kAttnKeys)
+                m = v > m ? v : m;
+            else
+                m = (v > m) & (lanes + float(j0) < float(n)) ? v : m;
         }
-        float lane[L] = {};
-        vstore<L>(lane, m);
-        float top = mx[i];
-        for (int l = 0; l < L; ++l) top = std::max(top, lane[l]);
-        const float alpha = std::exp(mx[i] - top);
-        mx[i] = top;
-        AttnVec<L> total = {};
+        top[r] = lanes_max<L>(m);
+        shift[r] = mx[i0 + r] - top[r][0];
+        mx[i0 + r] = top[r][0];
+    }
+    vstore<L>(shift, exp_nonpositive<L>(vload<L>(shift)));
+    for (int r = 0; r < R; ++r) {
+        float* s = S + r * kAttnKeys;
+        const int64_t n = std::min<int64_t>(kAttnKeys, n_keys[i0 + r] - k0);
+        alpha[r] = shift[r];
+        AttnVec<L> total = vload<L>(sums + (i0 + r) * L) * alpha[r];
         for (int j0 = 0; j0 < kAttnKeys; j0 += L) {
-            AttnVec<L> p = exp_nonpositive<L>(vload<L>(s + j0) - top);
-            p = lanes + float(j0) < float(n) ? p : AttnVec<L>{};
+            AttnVec<L> p = exp_nonpositive<L>(vload<L>(s + j0) - top[r]);
+            if (n < kAttnKeys) p = lanes + float(j0) < float(n) ? p : AttnVec<L>{};
             vstore<L>(s + j0, p);
             total += p;
         }
-        vstore<L>(lane, total);
-        float add = 0.0f;
-        for (int l = 0; l < L; ++l) add += lane[l];
-        sum[i] = sum[i] * alpha + add;
-        if (alpha != 1.0f)
-            for (int64_t d = 0; d < dpad; d += L) vstore<L>(O + i * dpad + d, vload<L>(O + i * dpad + d) * alpha);
+        vstore<L>(sums + (i0 + r) * L, total);
+    }
+}
+
+// A tile's state before its first block: each row's query and key count (rows past nq repeat the last
+// query: computed, never used), maxima −∞, sums and outputs zero. Returns the most keys a row sees.
+template <int L>
+int64_t start_tile(const AttnTile& t, int rows, int64_t dpad, const float** q, int64_t* n_keys, float* O, float* mx,
+                   float* sums) {
+    int64_t n_max = 0;
+    for (int i = 0; i < rows; ++i) {
+        q[i] = t.q[std::min(i, t.nq - 1)];
+        n_keys[i] = t.n_keys[std::min(i, t.nq - 1)];
+        n_max = std::max(n_max, n_keys[i]);
+        mx[i] = -INFINITY;
+    }
+    std::fill(sums, sums + rows * L, 0.0f);
+    std::fill(O, O + rows * dpad, 0.0f);
+    return n_max;
+}
+
+// Keys of the block from k0 that some row of i0 .. i0+R−1 sees (none: the rows skip the block).
+template <int R>
+int64_t rows_keys(const int64_t* n_keys, int64_t k0, int i0) {
+    int64_t n = 0;
+    for (int r = 0; r < R; ++r) n = std::max(n, n_keys[i0 + r] - k0);
+    return std::min<int64_t>(n, kAttnKeys);
+}
+
+// Writes out = O / (the row's sum) for the tile's nq query vectors.
+template <int L>
+void finish_tile(const AttnTile& t, int64_t dpad, const float* O, const float* sums) {
+    for (int i = 0; i < t.nq; ++i) {
+        float sum = 0.0f;
+        for (int l = 0; l < L; ++l) sum += sums[i * L + l];
+        const float inv = 1.0f / sum;
+        for (int d = 0; d < t.D; ++d) t.out[i][d] = O[i * dpad + d] * inv;
     }
 }
 
 template <int L>
 void attend_tile(const AttnTile& t, float* scratch) {
     constexpr int R = 4, C = L == 16 ? 4 : 2;  // register tile: R query vectors × C vectors
-    const int D = t.D, nq = t.nq, rows = (nq + R - 1) / R * R;
+    const int D = t.D, rows = (t.nq + R - 1) / R * R;
     const int64_t dpad = attn_dpad(D), block = attn_block_floats(D);
-    float* S = scratch;                       // [kAttnQueries][kAttnKeys]: scores, then probabilities
-    float* O = S + kAttnQueries * kAttnKeys;  // [kAttnQueries][dpad]: unnormalised outputs
-    float* mx = O + kAttnQueries * dpad;      // per query: the largest score so far
-    float* sum = mx + kAttnQueries;           // and the sum of e^(score − mx)
+    float* S = scratch;                       // [R][kAttnKeys]: a row group's scores, then probabilities
+    float* O = S + R * kAttnKeys;             // [kAttnQueries][dpad]: unnormalised outputs
+    float* mx = O + kAttnQueries * dpad;      // [kAttnQueries]
+    float* sums = mx + kAttnQueries;          // [kAttnQueries][L]
     const float* q[kAttnQueries];
-    int64_t n_max = 0;
-    for (int i = 0; i < rows; ++i) q[i] = t.q[std::min(i, nq - 1)];  // rows past nq: computed, never used
-    for (int i = 0; i < nq; ++i) n_max = std::max(n_max, t.n_keys[i]), mx[i] = -INFINITY, sum[i] = 0.0f;
-    std::fill(O, O + rows * dpad, 0.0f);
+    int64_t n_keys[kAttnQueries];
+    const int64_t n_max = start_tile<L>(t, rows, dpad, q, n_keys, O, mx, sums);
     for (int64_t k0 = 0; k0 < n_max; k0 += kAttnKeys) {
         const float* kt = t.blocks + k0 / kAttnKeys * block;
         const float* vt = kt + int64_t(D) * kAttnKeys;
-        const int bk = int(std::min<int64_t>(kAttnKeys, n_max - k0));
-        for (int i0 = 0; i0 < rows; i0 += R)  // S = scale · q·Kᵀ
-            for (int j0 = 0; j0 < kAttnKeys; j0 += C * L) {
+        for (int i0 = 0; i0 < rows; i0 += R) {
+            const int64_t bk = rows_keys<R>(n_keys, k0, i0);
+            if (bk <= 0) continue;
+            for (int j0 = 0; j0 < kAttnKeys; j0 += C * L) {  // S = scale · q·Kᵀ
                 AttnVec<L> acc[R][C] = {};
                 for (int d = 0; d < D; ++d) {
                     AttnVec<L> k[C];
@@ -177,30 +234,28 @@ void attend_tile(const AttnTile& t, float* scratch) {
                     }
                 }
                 for (int r = 0; r < R; ++r)
-                    for (int c = 0; c < C; ++c) vstore<L>(S + (i0 + r) * kAttnKeys + j0 + c * L, acc[r][c] * t.scale);
+                    for (int c = 0; c < C; ++c) vstore<L>(S + r * kAttnKeys + j0 + c * L, acc[r][c] * t.scale);
             }
-        online_softmax<L>(t, k0, bk, rows, S, O, mx, sum);
-        for (int i0 = 0; i0 < rows; i0 += R)  // O += P·V
-            for (int64_t d0 = 0; d0 < dpad; d0 += C * L) {
+            float alpha[R];
+            softmax_rows<L, R>(n_keys, k0, i0, S, mx, sums, alpha);
+            for (int64_t d0 = 0; d0 < dpad; d0 += C * L) {  // O = alpha·O + P·V
                 AttnVec<L> acc[R][C];
                 for (int r = 0; r < R; ++r)
-                    for (int c = 0; c < C; ++c) acc[r][c] = vload<L>(O + (i0 + r) * dpad + d0 + c * L);
+                    for (int c = 0; c < C; ++c) acc[r][c] = vload<L>(O + (i0 + r) * dpad + d0 + c * L) * alpha[r];
                 for (int j = 0; j < bk; ++j) {
                     AttnVec<L> v[C];
                     for (int c = 0; c < C; ++c) v[c] = vload<L>(vt + j * dpad + d0 + c * L);
                     for (int r = 0; r < R; ++r) {
-                        const float p = S[(i0 + r) * kAttnKeys + j];
+                        const float p = S[r * kAttnKeys + j];
                         for (int c = 0; c < C; ++c) acc[r][c] += p * v[c];
                     }
                 }
                 for (int r = 0; r < R; ++r)
                     for (int c = 0; c < C; ++c) vstore<L>(O + (i0 + r) * dpad + d0 + c * L, acc[r][c]);
             }
+        }
     }
-    for (int i = 0; i < nq; ++i) {
-        const float inv = 1.0f / sum[i];
-        for (int d = 0; d < D; ++d) t.out[i][d] = O[i * dpad + d] * inv;
-    }
+    finish_tile<L>(t, dpad, O, sums);
 }
 
 }  // namespace
