@@ -43,14 +43,14 @@ void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch) {
     const int64_t n_max = start_tile<L>(t, rows, dpad, q, n_keys, O, mx, sums);
     for (int i = 0; i < rows; ++i)
         for (int64_t d = 0; d < dpad; d += 32) _mm512_storeu_si512(qp + i * qld + d / 2, pairs32(q[i] + d, D - d));
-    const __m512 scale = _mm512_set1_ps(t.scale);
+    const __m512 scale = _mm512_set1_ps(t.scale * kLog2e);
     for (int64_t k0 = 0; k0 < n_max; k0 += kAttnKeys) {
         const auto* kt = reinterpret_cast<const uint32_t*>(t.blocks + k0 / kAttnKeys * block);
         const uint32_t* vt = kt + dp * kAttnKeys;
         for (int i0 = 0; i0 < rows; i0 += R) {
             const int64_t bk = rows_keys<R>(n_keys, k0, i0);
             if (bk <= 0) continue;
-            __m512 acc[R][C];  // S = scale · q·Kᵀ
+            __m512 acc[R][C];  // S = scale · log2 e · q·Kᵀ
             for (int r = 0; r < R; ++r)
                 for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
             for (int64_t p = 0; p < dp; ++p) {
@@ -64,7 +64,7 @@ void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch) {
             for (int r = 0; r < R; ++r)
                 for (int c = 0; c < C; ++c) _mm512_storeu_ps(S + r * kAttnKeys + c * L, _mm512_mul_ps(acc[r][c], scale));
             float alpha[R];
-            softmax_rows<L, R>(n_keys, k0, i0, S, mx, sums, alpha);
+            softmax_rows<L, R, 4>(n_keys, k0, i0, S, mx, sums, alpha);
             // Each row's 64 probabilities become 32 pairs in place (slot j reads floats 2j and 2j + 1, j ≤ 2j).
             for (int r = 0; r < R; ++r)
                 for (int j0 = 0; j0 < kAttnKeys; j0 += 32)

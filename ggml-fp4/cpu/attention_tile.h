@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -17,6 +18,7 @@ namespace fp4::cpu {
 
 constexpr int kAttnKeys = 64;     // keys per packed block
 constexpr int kAttnQueries = 64;  // query vectors per tile
+constexpr float kLog2e = 1.44269504f;
 
 // A packed block of one head: its keys transposed, [D][kAttnKeys], then its values, [kAttnKeys][dpad];
 // zeros past the block's last key and past D.
@@ -86,24 +88,29 @@ inline void vstore(float* p, AttnVec<L> v) {
     std::memcpy(p, &v, sizeof v);
 }
 
-// e^x for x ≤ 0: 2^n·p(r) with r = x − n·ln 2 in [−ln2/2, ln2/2] and p Taylor's polynomial of degree 6
-// (relative error below 2e-7); 0 below −87, where e^x leaves the normal floats.
-template <int L>
-inline AttnVec<L> exp_nonpositive(AttnVec<L> x) {
-    const AttnVec<L> zero = {}, floor = zero - 87.0f;
-    const AttnIVec<L> tiny = x < floor;
-    x = tiny ? floor : x;
-    // n = round(x / ln 2): adding 1.5·2^23 leaves n in the low mantissa bits.
-    const AttnVec<L> shifted = x * 1.44269504f + 12582912.0f, n = shifted - 12582912.0f;
-    const AttnVec<L> r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln 2 in two parts
-    AttnVec<L> p = zero + 1.0f / 720;
-    for (float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = p * r + c;
+// 2^x for x ≤ 0: 2^n·e^(f·ln 2) with n = round(x), f = x − n in [−½, ½] and e^y Taylor's polynomial of
+// degree Deg (relative error below 1.2e-7 at 6; 4.2e-5 at 4, a fiftieth of BF16's rounding); below −126,
+// where 2^x leaves the normal floats, 2^−126 (a weight beside the row's largest, 1, that no sum can see).
+template <int L, int Deg>
+inline AttnVec<L> exp2_nonpositive(AttnVec<L> x) {
+    constexpr auto coef = [] {  // (ln 2)^k / k!
+        std::array<float, Deg + 1> c{};
+        double term = 1.0;
+        for (int k = 0; k <= Deg; ++k, term *= 0.6931471805599453 / k) c[size_t(k)] = float(term);
+        return c;
+    }();
+    const AttnVec<L> floor = AttnVec<L>{} - 126.0f;
+    x = x < floor ? floor : x;
+    // Adding 1.5·2^23 rounds x to an integer n and leaves it in the low mantissa bits.
+    const AttnVec<L> shifted = x + 12582912.0f, f = x - (shifted - 12582912.0f);
+    AttnVec<L> p = AttnVec<L>{} + coef[Deg];
+    for (int k = Deg - 1; k >= 0; --k) p = p * f + coef[size_t(k)];
     AttnIVec<L> bits;
     std::memcpy(&bits, &shifted, sizeof bits);
     bits = (bits - 0x4b400000 + 127) << 23;  // 2^n
     AttnVec<L> scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    return tiny ? zero : p * scale;
+    return p * scale;
 }
 
 // Lane l of v swapped with lane l xor W, for every l.
@@ -123,14 +130,15 @@ inline AttnVec<L> lanes_max(AttnVec<L> v) {
         return v;
 }
 
-// Query vector i of a tile: its row's scores of one block of keys take kAttnKeys floats, its softmax state
-// is the largest score so far, mx[i], and L partial sums of e^(score − mx), sums[i·L ..], added up at the end.
+// Query vector i of a tile: its row's scores of one block of keys take kAttnKeys floats, in units of log2
+// (scaled by log2 e, so that e^(s − max) is one exp2), its softmax state is the largest score so far, mx[i],
+// and L partial sums of 2^(score − mx), sums[i·L ..], added up at the end.
 //
 // The online softmax of R rows i0 .. i0+R−1 over the block of keys from k0, their scores in S (row r at
-// S + r·kAttnKeys; row i sees the keys below n_keys[i]): the scores become e^(s − max), zero past the keys
+// S + r·kAttnKeys; row i sees the keys below n_keys[i]): the scores become 2^(s − max), zero past the keys
 // a row sees, its mx and sums follow, and alpha[r] is the factor its unnormalised output is rescaled by.
-// The rows' rescale factors are one vector exp.
-template <int L, int R>
+// The rows' rescale factors are one vector exp2; Deg is its polynomial's degree (exp2_nonpositive).
+template <int L, int R, int Deg>
 void softmax_rows(const int64_t* n_keys, int64_t k0, int i0, float* S, float* mx, float* sums, float* alpha) {
     static_assert(R <= L, "the rows' rescale factors fit one vector");
     float lane_index[L];  // 0, 1, .., L−1: which keys of a vector lie below a limit
@@ -153,14 +161,14 @@ void softmax_rows(const int64_t* n_keys, int64_t k0, int i0, float* S, float* mx
         shift[r] = mx[i0 + r] - top[r][0];
         mx[i0 + r] = top[r][0];
     }
-    vstore<L>(shift, exp_nonpositive<L>(vload<L>(shift)));
+    vstore<L>(shift, exp2_nonpositive<L, Deg>(vload<L>(shift)));
     for (int r = 0; r < R; ++r) {
         float* s = S + r * kAttnKeys;
         const int64_t n = std::min<int64_t>(kAttnKeys, n_keys[i0 + r] - k0);
         alpha[r] = shift[r];
         AttnVec<L> total = vload<L>(sums + (i0 + r) * L) * alpha[r];
         for (int j0 = 0; j0 < kAttnKeys; j0 += L) {
-            AttnVec<L> p = exp_nonpositive<L>(vload<L>(s + j0) - top[r]);
+            AttnVec<L> p = exp2_nonpositive<L, Deg>(vload<L>(s + j0) - top[r]);
             if (n < kAttnKeys) p = lanes + float(j0) < float(n) ? p : AttnVec<L>{};
             vstore<L>(s + j0, p);
             total += p;
@@ -210,6 +218,7 @@ void attend_tile(const AttnTile& t, float* scratch) {
     constexpr int R = 4, C = L == 16 ? 4 : 2;  // register tile: R query vectors × C vectors
     const int D = t.D, rows = (t.nq + R - 1) / R * R;
     const int64_t dpad = attn_dpad(D), block = attn_block_floats(D);
+    const float scale = t.scale * kLog2e;
     float* S = scratch;                       // [R][kAttnKeys]: a row group's scores, then probabilities
     float* O = S + R * kAttnKeys;             // [kAttnQueries][dpad]: unnormalised outputs
     float* mx = O + kAttnQueries * dpad;      // [kAttnQueries]
@@ -223,7 +232,7 @@ void attend_tile(const AttnTile& t, float* scratch) {
         for (int i0 = 0; i0 < rows; i0 += R) {
             const int64_t bk = rows_keys<R>(n_keys, k0, i0);
             if (bk <= 0) continue;
-            for (int j0 = 0; j0 < kAttnKeys; j0 += C * L) {  // S = scale · q·Kᵀ
+            for (int j0 = 0; j0 < kAttnKeys; j0 += C * L) {  // S = scale · log2 e · q·Kᵀ
                 AttnVec<L> acc[R][C] = {};
                 for (int d = 0; d < D; ++d) {
                     AttnVec<L> k[C];
@@ -234,10 +243,10 @@ void attend_tile(const AttnTile& t, float* scratch) {
                     }
                 }
                 for (int r = 0; r < R; ++r)
-                    for (int c = 0; c < C; ++c) vstore<L>(S + r * kAttnKeys + j0 + c * L, acc[r][c] * t.scale);
+                    for (int c = 0; c < C; ++c) vstore<L>(S + r * kAttnKeys + j0 + c * L, acc[r][c] * scale);
             }
             float alpha[R];
-            softmax_rows<L, R>(n_keys, k0, i0, S, mx, sums, alpha);
+            softmax_rows<L, R, 6>(n_keys, k0, i0, S, mx, sums, alpha);
             for (int64_t d0 = 0; d0 < dpad; d0 += C * L) {  // O = alpha·O + P·V
                 AttnVec<L> acc[R][C];
                 for (int r = 0; r < R; ++r)
