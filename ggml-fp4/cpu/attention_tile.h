@@ -8,17 +8,16 @@
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <utility>
+
+#include "cpu/vec_math.h"
 
 namespace fp4::cpu {
 
 constexpr int kAttnKeys = 64;     // keys per packed block
 constexpr int kAttnQueries = 64;  // query vectors per tile
-constexpr float kLog2e = 1.44269504f;
 
 // A packed block of one head: its keys transposed, [D][kAttnKeys], then its values, [kAttnKeys][dpad];
 // zeros past the block's last key and past D.
@@ -53,83 +52,6 @@ void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch);
 
 namespace {
 
-// Vectors of L floats and of L ints (explicit specialisations: GCC drops vector_size from an alias
-// template whose size depends on its parameter).
-template <int L>
-struct AttnLanes;
-template <>
-struct AttnLanes<16> {
-    typedef float F __attribute__((vector_size(64)));
-    typedef int32_t I __attribute__((vector_size(64)));
-};
-template <>
-struct AttnLanes<8> {
-    typedef float F __attribute__((vector_size(32)));
-    typedef int32_t I __attribute__((vector_size(32)));
-};
-template <>
-struct AttnLanes<4> {
-    typedef float F __attribute__((vector_size(16)));
-    typedef int32_t I __attribute__((vector_size(16)));
-};
-template <int L>
-using AttnVec = typename AttnLanes<L>::F;
-template <int L>
-using AttnIVec = typename AttnLanes<L>::I;
-
-template <int L>
-inline AttnVec<L> vload(const float* p) {
-    AttnVec<L> v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-template <int L>
-inline void vstore(float* p, AttnVec<L> v) {
-    std::memcpy(p, &v, sizeof v);
-}
-
-// 2^x for x ≤ 0: 2^n·e^(f·ln 2) with n = round(x), f = x − n in [−½, ½] and e^y Taylor's polynomial of
-// degree Deg (relative error below 1.2e-7 at 6; 4.2e-5 at 4, a fiftieth of BF16's rounding); below −126,
-// where 2^x leaves the normal floats, 2^−126 (a weight beside the row's largest, 1, that no sum can see).
-template <int L, int Deg>
-inline AttnVec<L> exp2_nonpositive(AttnVec<L> x) {
-    constexpr auto coef = [] {  // (ln 2)^k / k!
-        std::array<float, Deg + 1> c{};
-        double term = 1.0;
-        for (int k = 0; k <= Deg; ++k, term *= 0.6931471805599453 / k) c[size_t(k)] = float(term);
-        return c;
-    }();
-    const AttnVec<L> floor = AttnVec<L>{} - 126.0f;
-    x = x < floor ? floor : x;
-    // Adding 1.5·2^23 rounds x to an integer n and leaves it in the low mantissa bits.
-    const AttnVec<L> shifted = x + 12582912.0f, f = x - (shifted - 12582912.0f);
-    AttnVec<L> p = AttnVec<L>{} + coef[Deg];
-    for (int k = Deg - 1; k >= 0; --k) p = p * f + coef[size_t(k)];
-    AttnIVec<L> bits;
-    std::memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits - 0x4b400000 + 127) << 23;  // 2^n
-    AttnVec<L> scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-// Lane l of v swapped with lane l xor W, for every l.
-template <int W, class V, int... I>
-inline V swap_lanes(V v, std::integer_sequence<int, I...>) {
-    return __builtin_shufflevector(v, v, (I ^ W)...);
-}
-
-// Every lane of the result holds the largest of v's lanes (a butterfly: log2 L swaps).
-template <int L, int W = L / 2>
-inline AttnVec<L> lanes_max(AttnVec<L> v) {
-    const AttnVec<L> u = swap_lanes<W>(v, std::make_integer_sequence<int, L>{});
-    v = u > v ? u : v;
-    if constexpr (W > 1)
-        return lanes_max<L, W / 2>(v);
-    else
-        return v;
-}
-
 // Query vector i of a tile: its row's scores of one block of keys take kAttnKeys floats, in units of log2
 // (scaled by log2 e, so that e^(s − max) is one exp2), its softmax state is the largest score so far, mx[i],
 // and L partial sums of 2^(score − mx), sums[i·L ..], added up at the end.
@@ -143,15 +65,15 @@ void softmax_rows(const int64_t* n_keys, int64_t k0, int i0, float* S, float* mx
     static_assert(R <= L, "the rows' rescale factors fit one vector");
     float lane_index[L];  // 0, 1, .., L−1: which keys of a vector lie below a limit
     for (int l = 0; l < L; ++l) lane_index[l] = float(l);
-    const AttnVec<L> lanes = vload<L>(lane_index);
+    const Vec<L> lanes = vload<L>(lane_index);
     float shift[L] = {};  // old max − new max per row
-    AttnVec<L> top[R];
+    Vec<L> top[R];
     for (int r = 0; r < R; ++r) {
         const float* s = S + r * kAttnKeys;
         const int64_t n = std::min<int64_t>(kAttnKeys, n_keys[i0 + r] - k0);
-        AttnVec<L> m = AttnVec<L>{} + mx[i0 + r];
+        Vec<L> m = Vec<L>{} + mx[i0 + r];
         for (int j0 = 0; j0 < n; j0 += L) {
-            const AttnVec<L> v = vload<L>(s + j0);
+            const Vec<L> v = vload<L>(s + j0);
             if (n == kAttnKeys)
                 m = v > m ? v : m;
             else
@@ -166,10 +88,10 @@ void softmax_rows(const int64_t* n_keys, int64_t k0, int i0, float* S, float* mx
         float* s = S + r * kAttnKeys;
         const int64_t n = std::min<int64_t>(kAttnKeys, n_keys[i0 + r] - k0);
         alpha[r] = shift[r];
-        AttnVec<L> total = vload<L>(sums + (i0 + r) * L) * alpha[r];
+        Vec<L> total = vload<L>(sums + (i0 + r) * L) * alpha[r];
         for (int j0 = 0; j0 < kAttnKeys; j0 += L) {
-            AttnVec<L> p = exp2_nonpositive<L, Deg>(vload<L>(s + j0) - top[r]);
-            if (n < kAttnKeys) p = lanes + float(j0) < float(n) ? p : AttnVec<L>{};
+            Vec<L> p = exp2_nonpositive<L, Deg>(vload<L>(s + j0) - top[r]);
+            if (n < kAttnKeys) p = lanes + float(j0) < float(n) ? p : Vec<L>{};
             vstore<L>(s + j0, p);
             total += p;
         }
@@ -233,9 +155,9 @@ void attend_tile(const AttnTile& t, float* scratch) {
             const int64_t bk = rows_keys<R>(n_keys, k0, i0);
             if (bk <= 0) continue;
             for (int j0 = 0; j0 < kAttnKeys; j0 += C * L) {  // S = scale · log2 e · q·Kᵀ
-                AttnVec<L> acc[R][C] = {};
+                Vec<L> acc[R][C] = {};
                 for (int d = 0; d < D; ++d) {
-                    AttnVec<L> k[C];
+                    Vec<L> k[C];
                     for (int c = 0; c < C; ++c) k[c] = vload<L>(kt + d * kAttnKeys + j0 + c * L);
                     for (int r = 0; r < R; ++r) {
                         const float qd = q[i0 + r][d];
@@ -248,11 +170,11 @@ void attend_tile(const AttnTile& t, float* scratch) {
             float alpha[R];
             softmax_rows<L, R, 6>(n_keys, k0, i0, S, mx, sums, alpha);
             for (int64_t d0 = 0; d0 < dpad; d0 += C * L) {  // O = alpha·O + P·V
-                AttnVec<L> acc[R][C];
+                Vec<L> acc[R][C];
                 for (int r = 0; r < R; ++r)
                     for (int c = 0; c < C; ++c) acc[r][c] = vload<L>(O + (i0 + r) * dpad + d0 + c * L) * alpha[r];
                 for (int j = 0; j < bk; ++j) {
-                    AttnVec<L> v[C];
+                    Vec<L> v[C];
                     for (int c = 0; c < C; ++c) v[c] = vload<L>(vt + j * dpad + d0 + c * L);
                     for (int r = 0; r < R; ++r) {
                         const float p = S[r * kAttnKeys + j];

@@ -95,6 +95,7 @@ struct Kernels {
     float (*dot)(const float* a, const float* b, int64_t n);
     void (*axpy)(float alpha, const float* x, float* y, int64_t n);
     void (*attend_tile)(const AttnTile& t, float* scratch);
+    void (*swiglu)(const float* g, const float* u, float* y, int64_t n);  // y = silu(g)·u (vec_math.h)
     // kFmaChains independent chains of `iters` vector FMAs each, gemm_lanes floats wide: the multiply-add
     // rate the panels can reach (fma_peak.h); returns a sum of the results, so that none is dropped.
     float (*fma_chains)(int64_t iters);

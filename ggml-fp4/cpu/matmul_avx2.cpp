@@ -271,7 +271,7 @@ const Kernels& kernels_avx2() {
     static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
-                           gemm_panel, 8, dot, axpy, attend_tile<8>, fma_chains,
+                           gemm_panel, 8, dot, axpy, attend_tile<8>, swiglu<8>, fma_chains,
                            // GEMV up to: Zen 4, 32768x5120, 4-row passes 14.4 ms (NVFP4) and 18.2 ms (BF16)
                            // against panels of 8 / 16 rows at 33 / 40 and 44 / 46 ms
                            8, 8};

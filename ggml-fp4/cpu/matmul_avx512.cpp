@@ -166,7 +166,7 @@ const Kernels& kernels_avx512() {
     static const Kernels k{128, pack_x_nibble_order, pack_x_nibble_order,
                            gemv_dense<F32>, gemv_dense<F16>, gemv_dense<BF16>, gemv_nvfp4,
                            decode_dense<F32>, decode_dense<F16>, decode_dense<BF16>, decode_nvfp4,
-                           gemm_panel<F32Step>, 16, dot, axpy, attend_tile<16>, fma_chains,
+                           gemm_panel<F32Step>, 16, dot, axpy, attend_tile<16>, swiglu<16>, fma_chains,
                            // GEMV up to: Zen 4, 32768x5120, 4-row passes 7.0 ms (NVFP4) and 19.3 ms (BF16)
                            // against panels of 16 / 32 rows at 31 / 55 and 43 / 69 ms
                            28, 8};

@@ -91,7 +91,7 @@ const Kernels& kernels_scalar() {
     static const Kernels k{16, pack_x_natural, pack_x_natural,
                            gemv<Type::F32>, gemv<Type::F16>, gemv<Type::BF16>, gemv<Type::NVFP4>,
                            decode<Type::F32>, decode<Type::F16>, decode<Type::BF16>, decode<Type::NVFP4>,
-                           gemm_panel, 1, dot, axpy, attend_tile<4>, fma_chains};
+                           gemm_panel, 1, dot, axpy, attend_tile<4>, swiglu<4>, fma_chains};
     return k;
 }
 

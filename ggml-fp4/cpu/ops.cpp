@@ -1,6 +1,7 @@
 // ops.cpp — the CPU ops other than attention and the matmul kernels: embedding lookup, RMS norm, the
 // rotary embeddings, activations, addition and the vision data-movement ops. Rows (or elements) are
-// split over the thread pool; arithmetic follows PyTorch's float32 formulas.
+// split over the thread pool; arithmetic follows PyTorch's float32 formulas (SWIGLU's through the kernel
+// set's vector exp, vec_math.h).
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -159,9 +160,11 @@ static void elementwise(OpContext& ctx, Tensor& dst, Fn fn) {
 void op_swiglu(OpContext& ctx, Tensor& dst) {
     require_f32(*dst.src[0], Op::SWIGLU);
     require_f32(*dst.src[1], Op::SWIGLU);
-    const float* g = f32(dst.src[0]);
-    const float* u = f32(dst.src[1]);
-    elementwise(ctx, dst, [&](int64_t i) { return g[i] / (1.0f + std::exp(-g[i])) * u[i]; });
+    const float *g = f32(dst.src[0]), *u = f32(dst.src[1]);
+    float* y = f32(&dst);
+    ctx.pool.parallel_for(dst.nelements(), [&](int64_t i0, int64_t i1) {
+        ctx.kern.swiglu(g + i0, u + i0, y + i0, i1 - i0);
+    });
 }
 
 void op_gelu(OpContext& ctx, Tensor& dst) {
