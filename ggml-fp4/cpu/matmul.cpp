@@ -35,16 +35,12 @@ void pack_x_natural(const float* x, int64_t K, int64_t kpad, float* out) {
     std::fill(out + K, out + kpad, 0.0f);
 }
 
-namespace {
-
-// Packed F32 columns (n a multiple of 32) as n / 2 pair slots (matmul.h) rounded to BF16, slot s at
-// out[s·stride] (a lane of interleaved x): columns d and 16 + d of every 32 for NVFP4, else 2s and 2s + 1.
-void pair_up(const float* in, int64_t n, bool nvfp4, uint32_t* out, int64_t stride) {
-    auto pair = [](float lo, float hi) { return uint32_t(f32_to_bf16(lo)) | uint32_t(f32_to_bf16(hi)) << 16; };
-    for (int64_t c = 0; c < n; c += 32)
-        for (int64_t d = 0; d < 16; ++d)
-            out[(c / 2 + d) * stride] = nvfp4 ? pair(in[c + d], in[c + 16 + d]) : pair(in[c + 2 * d], in[c + 2 * d + 1]);
+void store_sums_scalar(const float* sums, int64_t lds, int nc, int64_t rows, float f, float* out, int64_t ldo) {
+    for (int64_t m = 0; m < rows; ++m)
+        for (int r = 0; r < nc; ++r) out[m * ldo + r] = sums[r * lds + m] * f;
 }
+
+namespace {
 
 // BF16 weight rows as pair panels where they do not fill the last block (K not a multiple of 32): copied,
 // zero past K.
@@ -146,7 +142,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
             const int64_t m = g * L + i;
             if (m < M) pack(x + m * K, K, kpad, row);
             else std::fill(row, row + kpad, 0.0f);
-            if (pairs) pair_up(row, kpad, nvfp4, reinterpret_cast<uint32_t*>(dst) + i, L);
+            if (pairs) kern.pair_x(row, kpad, nvfp4, reinterpret_cast<uint32_t*>(dst) + i, L);
             else if (L > 1)
                 for (int64_t k = 0; k < kpad; ++k) dst[k * L + i] = row[k];
         }
@@ -183,10 +179,7 @@ void mul_mat(const Kernels& kern, ThreadPool& pool, AlignedBuffer& scratch, cons
             }
         }
         // y times 1 / the global scale: a divide per output cost ~10% of a vision product (K = 1024).
-        const float f = inv_gscale;
-        float* out = y + m0 * N + n0;
-        for (int64_t m = 0; m < m1 - m0; ++m)
-            for (int r = 0; r < nc; ++r) out[m * N + r] = sums[r * kRowBlock + m] * f;
+        kern.store_sums(sums, kRowBlock, nc, m1 - m0, inv_gscale, y + m0 * N + n0, N);
     });
 }
 

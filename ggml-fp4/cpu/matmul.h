@@ -82,6 +82,10 @@ using GemmPanelFn = void (*)(const float* panel, int64_t ldp, int nr, const floa
 // panels are the weight rows themselves. A pair panel has ldp slots per row and kb / 2 per block;
 // x(m, slot s) = x[(m / L)·ldg + s·L + m % L].
 
+// A thread's panel sums, sums[r·lds + m] for nc ≤ kChunkRows weight rows and `rows` x rows, times f into
+// y: out[m·ldo + r]. Scalar; the AVX-512 sets transpose 16 × 16 blocks in registers instead.
+void store_sums_scalar(const float* sums, int64_t lds, int nc, int64_t rows, float f, float* out, int64_t ldo);
+
 struct Kernels {
     int64_t nvfp4_block;                                   // kpad multiple for NVFP4 weights
     void (*pack_nvfp4_x)(const float* x, int64_t K, int64_t kpad, float* out);       // x row -> decode_nvfp4's order
@@ -103,11 +107,16 @@ struct Kernels {
     // each), instead of the panels, whose cost rises in steps of two vectors of x rows: where the GEMV's
     // passes cost less (microbench on this machine, per kernel set).
     int nvfp4_gemv_rows = kGemvRows, dense_gemv_rows = kGemvRows;
+    void (*store_sums)(const float* sums, int64_t lds, int nc, int64_t rows, float f, float* out,
+                       int64_t ldo) = store_sums_scalar;
     // BF16 activations on pairs of columns (null where the set has no BF16 dot product): the NVFP4 panel
     // decoded to pairs, a panel's product with x pairs (32-bit slots in float buffers, kb columns = kb / 2
     // slots), kFmaChains chains of BF16 dot products (2 multiply-adds per lane), the attention tile on
     // pairs (attention_tile.h), and the GEMV limits with these panels.
     GemvFn gemv_nvfp4_pairs = nullptr;  // gemv_nvfp4 for x already rounded to BF16
+    // A packed F32 x row (n columns, a multiple of 32) as n / 2 pair slots, slot s at out[s·stride] (a lane
+    // of interleaved x): columns d and 16 + d of every 32 in NVFP4's order, else 2s and 2s + 1.
+    void (*pair_x)(const float* in, int64_t n, bool nvfp4, uint32_t* out, int64_t stride) = nullptr;
     DecodeFn decode_nvfp4_pairs = nullptr;
     GemmPanelFn gemm_panel_pairs = nullptr;
     float (*pair_chains)(int64_t iters) = nullptr;

@@ -160,6 +160,39 @@ float fma_chains(int64_t iters) {
     return _mm512_reduce_add_ps(sum);
 }
 
+// ---- Panel sums into y ---------------------------------------------------------------------------
+
+// Kernels::store_sums: for 16 weight rows, each block of 16 x rows is 16 vectors (one per weight row)
+// transposed in registers — pairs of floats, of doubles, then 128-bit lanes twice — so that an x row's 16
+// outputs leave in one store.
+void store_sums(const float* sums, int64_t lds, int nc, int64_t rows, float f, float* out, int64_t ldo) {
+    int64_t m = 0;
+    const __m512 scale = _mm512_set1_ps(f);
+    for (; nc == 16 && m + 16 <= rows; m += 16) {
+        __m512 a[16], b[16];
+        for (int i = 0; i < 16; ++i) a[i] = _mm512_loadu_ps(sums + i * lds + m);
+        for (int i = 0; i < 16; i += 2) {  // b[i], b[i+1]: rows i, i+1 interleaved within each 128-bit lane
+            b[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+            b[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+        }
+        for (int g = 0; g < 16; g += 4)  // a[g + e], lane k: element 4k + e of rows g .. g+3
+            for (int h = 0; h < 2; ++h) {
+                const __m512d lo = _mm512_castps_pd(b[g + h]), hi = _mm512_castps_pd(b[g + 2 + h]);
+                a[g + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi));
+                a[g + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi));
+            }
+        for (int e = 0; e < 4; ++e) {  // lane k of the four groups' vectors e gathered: element 4k + e of all rows
+            const __m512 p0 = _mm512_shuffle_f32x4(a[e], a[4 + e], 0x44), p1 = _mm512_shuffle_f32x4(a[e], a[4 + e], 0xee);
+            const __m512 p2 = _mm512_shuffle_f32x4(a[8 + e], a[12 + e], 0x44);
+            const __m512 p3 = _mm512_shuffle_f32x4(a[8 + e], a[12 + e], 0xee);
+            const __m512 col[4] = {_mm512_shuffle_f32x4(p0, p2, 0x88), _mm512_shuffle_f32x4(p0, p2, 0xdd),
+                                   _mm512_shuffle_f32x4(p1, p3, 0x88), _mm512_shuffle_f32x4(p1, p3, 0xdd)};
+            for (int k = 0; k < 4; ++k) _mm512_storeu_ps(out + (m + 4 * k + e) * ldo, _mm512_mul_ps(col[k], scale));
+        }
+    }
+    if (m < rows) store_sums_scalar(sums + m, lds, nc, rows - m, f, out + m * ldo, ldo);
+}
+
 }  // namespace
 
 const Kernels& kernels_avx512() {
@@ -169,7 +202,7 @@ const Kernels& kernels_avx512() {
                            gemm_panel<F32Step>, 16, dot, axpy, attend_tile<16>, swiglu<16>, fma_chains,
                            // GEMV up to: Zen 4, 32768x5120, 4-row passes 7.0 ms (NVFP4) and 19.3 ms (BF16)
                            // against panels of 16 / 32 rows at 31 / 55 and 43 / 69 ms
-                           28, 8};
+                           28, 8, store_sums};
     return k;
 }
 

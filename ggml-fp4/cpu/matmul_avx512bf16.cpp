@@ -44,6 +44,23 @@ alignas(64) constexpr auto kPairOrder = [] {
     return idx;
 }();
 
+// Kernels::pair_x: 32 columns at a time rounded by vcvtne2ps2bf16 (pairs 2s, 2s + 1 as they come; NVFP4's
+// d, 16 + d interleaved by vpermw), then stored slot by slot.
+void pair_x(const float* in, int64_t n, bool nvfp4, uint32_t* out, int64_t stride) {
+    static const __m512i interleave = [] {  // word 2d from word d, word 2d + 1 from word 16 + d
+        alignas(64) uint16_t idx[32];
+        for (int d = 0; d < 16; ++d) idx[2 * d] = uint16_t(d), idx[2 * d + 1] = uint16_t(16 + d);
+        return _mm512_load_si512(idx);
+    }();
+    for (int64_t c = 0; c < n; c += 32) {
+        __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(in + c + 16), _mm512_loadu_ps(in + c));
+        if (nvfp4) v = _mm512_permutexvar_epi16(interleave, v);
+        alignas(64) uint32_t slots[16];
+        _mm512_store_si512(slots, v);
+        for (int d = 0; d < 16; ++d) out[(c / 2 + d) * stride] = slots[d];
+    }
+}
+
 void pack_x_bf16_pairs(const float* x, int64_t K, int64_t kpad, float* out) {
     auto* o = reinterpret_cast<uint16_t*>(out);
     for (int64_t b = 0; b < kpad; b += 128) {
@@ -174,6 +191,7 @@ const Kernels& kernels_avx512bf16() {
         k.pack_nvfp4_gemv_x = pack_x_bf16_pairs;
         k.gemv_nvfp4 = gemv_nvfp4<true>;
         k.gemv_nvfp4_pairs = gemv_nvfp4<false>;
+        k.pair_x = pair_x;
         // nvfp4_gemv_rows stays the F32 set's 28 (microbench, Zen 4, 32768x5120: this GEMV 10.2 / 30.4 /
         // 45.7 / 61.4 ms at 5 / 16 / 24 / 32 rows, the panels 30.8 / 31.0 / 55.3 / 55.6).
         k.decode_nvfp4_pairs = decode_nvfp4_pairs;
