@@ -108,24 +108,6 @@ void pack_block(const float* k, const float* v, int64_t ld, int64_t k0, int64_t 
     }
 }
 
-// The same as pair blocks (attention_tile.h), rounded to BF16.
-void pack_block_pairs(const float* k, const float* v, int64_t ld, int64_t k0, int64_t n, int D, float* out) {
-    const int64_t dpad = attn_dpad(D), dp = (D + 1) / 2;
-    auto* kt = reinterpret_cast<uint32_t*>(out);
-    uint32_t* vt = kt + dp * kAttnKeys;
-    std::fill(out, out + attn_pair_block_floats(D), 0.0f);
-    auto pair = [](float lo, float hi) { return uint32_t(f32_to_bf16(lo)) | uint32_t(f32_to_bf16(hi)) << 16; };
-    for (int64_t j = 0; j < n; ++j) {
-        const float* kr = k + (k0 + j) * ld;
-        for (int64_t p = 0; p < dp; ++p) kt[p * kAttnKeys + j] = pair(kr[2 * p], 2 * p + 1 < D ? kr[2 * p + 1] : 0.0f);
-    }
-    for (int64_t j = 0; j < n; j += 2) {
-        const float* v0 = v + (k0 + j) * ld;
-        const float* v1 = j + 1 < n ? v0 + ld : nullptr;
-        for (int d = 0; d < D; ++d) vt[j / 2 * dpad + d] = pair(v0[d], v1 ? v1[d] : 0.0f);
-    }
-}
-
 // How a pass packs keys and values and runs its tiles: on BF16 pairs with BF16 activations where the
 // kernel set has a pair tile, else in F32.
 struct TileKind {
@@ -136,7 +118,7 @@ struct TileKind {
 
 TileKind tile_kind(const OpContext& ctx, int D) {
     if (ctx.bf16_activations && ctx.kern.attend_tile_pairs)
-        return {attn_pair_block_floats(D), pack_block_pairs, ctx.kern.attend_tile_pairs};
+        return {attn_pair_block_floats(D), ctx.kern.pack_pair_block, ctx.kern.attend_tile_pairs};
     return {attn_block_floats(D), pack_block, ctx.kern.attend_tile};
 }
 

@@ -9,6 +9,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "cpu/attention_tile.h"
 
 namespace fp4::cpu {
@@ -27,6 +29,34 @@ inline __m512i pairs32(const float* p, int64_t n) {
 inline __m512bh broadcast_pair(const uint32_t* p) { return (__m512bh)_mm512_set1_epi32(int(*p)); }
 
 }  // namespace
+
+void pack_pair_block_avx512bf16(const float* k, const float* v, int64_t ld, int64_t k0, int64_t n, int D, float* out) {
+    const int64_t dpad = attn_dpad(D), dp = (D + 1) / 2;
+    auto* kt = reinterpret_cast<uint32_t*>(out);
+    uint32_t* vt = kt + dp * kAttnKeys;
+    std::fill(out, out + attn_pair_block_floats(D), 0.0f);
+    alignas(64) uint32_t slots[16];
+    for (int64_t j = 0; j < n; ++j)  // key j's dimensions as pairs, 16 at a time, down column j
+        for (int64_t p0 = 0; p0 < dp; p0 += 16) {
+            _mm512_store_si512(slots, pairs32(k + (k0 + j) * ld + 2 * p0, D - 2 * p0));
+            for (int64_t p = p0; p < std::min<int64_t>(dp, p0 + 16); ++p) kt[p * kAttnKeys + j] = slots[p - p0];
+        }
+    static const __m512i interleave = [] {  // word 2d from word d, word 2d + 1 from word 16 + d
+        alignas(64) uint16_t idx[32];
+        for (int d = 0; d < 16; ++d) idx[2 * d] = uint16_t(d), idx[2 * d + 1] = uint16_t(16 + d);
+        return _mm512_load_si512(idx);
+    }();
+    for (int64_t j = 0; j < n; j += 2) {  // keys j and j + 1 (zero past n) paired dimension by dimension
+        const float* v0 = v + (k0 + j) * ld;
+        for (int64_t d = 0; d < D; d += 16) {
+            const __mmask16 lanes = lanes_below(D - d);
+            const __m512 lo = _mm512_maskz_loadu_ps(lanes, v0 + d);
+            const __m512 hi = j + 1 < n ? _mm512_maskz_loadu_ps(lanes, v0 + ld + d) : _mm512_setzero_ps();
+            _mm512_storeu_si512(vt + j / 2 * dpad + d,
+                                _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+        }
+    }
+}
 
 void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch) {
     constexpr int R = 4, C = 4, L = 16;  // register tile: R queries × C vectors of 16 lanes (64 keys or dims)

@@ -49,6 +49,9 @@ inline int64_t attn_tile_scratch(int64_t D) { return 4 * kAttnKeys + kAttnQuerie
 // The tile on pair blocks, for kernel sets with AVX512-BF16 (attention_avx512bf16.cpp): queries and
 // probabilities rounded to BF16 as they enter vdpbf16ps, scores, softmax and sums in F32.
 void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch);
+// Keys and values [k0, k0 + n) of one head (row j at k + j·ld, D floats) as a pair block at `out`, n ≤
+// kAttnKeys, rounded to BF16 by vcvtne2ps2bf16.
+void pack_pair_block_avx512bf16(const float* k, const float* v, int64_t ld, int64_t k0, int64_t n, int D, float* out);
 
 namespace {
 

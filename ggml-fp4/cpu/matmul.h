@@ -121,6 +121,8 @@ struct Kernels {
     GemmPanelFn gemm_panel_pairs = nullptr;
     float (*pair_chains)(int64_t iters) = nullptr;
     void (*attend_tile_pairs)(const AttnTile& t, float* scratch) = nullptr;  // on attn_pair_block_floats blocks
+    void (*pack_pair_block)(const float* k, const float* v, int64_t ld, int64_t k0, int64_t n, int D,
+                            float* out) = nullptr;  // its blocks, packed (attention_tile.h)
     int nvfp4_pair_gemv_rows = kGemvRows, dense_pair_gemv_rows = kGemvRows;
 };
 

@@ -198,6 +198,7 @@ const Kernels& kernels_avx512bf16() {
         k.gemm_panel_pairs = gemm_panel<PairStep>;
         k.pair_chains = pair_chains;
         k.attend_tile_pairs = attend_tile_pairs_avx512bf16;
+        k.pack_pair_block = pack_pair_block_avx512bf16;
         // With BF16 activations (Zen 4, 32768x5120): the NVFP4 GEMV on hi halves 6.1 / 12.7 / 16.5 / 20.1 /
         // 23.2 / 32.4 ms at 4 / 8 / 12 / 16 / 20 / 24 rows, pair panels 20.7-21.0 up to 16 rows and 32.9 at 20;
         // BF16 GEMV 20.0 / 37.5 at 4 / 8, pair panels 27.2 at 5 to 12.
