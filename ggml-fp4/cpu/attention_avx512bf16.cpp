@@ -1,8 +1,9 @@
 // attention_avx512bf16.cpp — the flash-attention tile of attention_tile.h on BF16 pairs (built with
 // AVX512-BF16): with BF16 activations, q·Kᵀ and P·V are vdpbf16ps outer products, each broadcast pair of
 // a query (or of a row's probabilities) meeting 16 keys' (or 16 dimensions') pairs, twice the multiply-adds
-// of an F32 FMA. Queries and probabilities are rounded to BF16 here, keys and values when packed
-// (attention.cpp); the scores, the online softmax and the sums stay F32, as in a GPU's flash attention.
+// of an F32 FMA. Queries and probabilities are rounded to BF16 in the tile, keys and values as they are
+// packed (pack_pair_block_avx512bf16, called by attention.cpp); the scores, the online softmax and the
+// sums stay F32, as in a GPU's flash attention.
 
 // GCC 12 reports its own intrinsics' _mm*_undefined_*() placeholders as uninitialized (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -12,19 +13,11 @@
 #include <algorithm>
 
 #include "cpu/attention_tile.h"
+#include "cpu/bf16_pairs_avx512.h"
 
 namespace fp4::cpu {
 
 namespace {
-
-inline __mmask16 lanes_below(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n > 0 ? __mmask16((1u << n) - 1) : 0; }
-
-// 32 floats from p (zero past n) as 16 pairs: slot i = (p[2i], p[2i + 1]).
-inline __m512i pairs32(const float* p, int64_t n) {
-    const __m512 lo = _mm512_maskz_loadu_ps(lanes_below(n), p);
-    const __m512 hi = _mm512_maskz_loadu_ps(lanes_below(n - 16), p + 16);
-    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-}
 
 inline __m512bh broadcast_pair(const uint32_t* p) { return (__m512bh)_mm512_set1_epi32(int(*p)); }
 
@@ -41,19 +34,13 @@ void pack_pair_block_avx512bf16(const float* k, const float* v, int64_t ld, int6
             _mm512_store_si512(slots, pairs32(k + (k0 + j) * ld + 2 * p0, D - 2 * p0));
             for (int64_t p = p0; p < std::min<int64_t>(dp, p0 + 16); ++p) kt[p * kAttnKeys + j] = slots[p - p0];
         }
-    static const __m512i interleave = [] {  // word 2d from word d, word 2d + 1 from word 16 + d
-        alignas(64) uint16_t idx[32];
-        for (int d = 0; d < 16; ++d) idx[2 * d] = uint16_t(d), idx[2 * d + 1] = uint16_t(16 + d);
-        return _mm512_load_si512(idx);
-    }();
     for (int64_t j = 0; j < n; j += 2) {  // keys j and j + 1 (zero past n) paired dimension by dimension
         const float* v0 = v + (k0 + j) * ld;
         for (int64_t d = 0; d < D; d += 16) {
             const __mmask16 lanes = lanes_below(D - d);
             const __m512 lo = _mm512_maskz_loadu_ps(lanes, v0 + d);
             const __m512 hi = j + 1 < n ? _mm512_maskz_loadu_ps(lanes, v0 + ld + d) : _mm512_setzero_ps();
-            _mm512_storeu_si512(vt + j / 2 * dpad + d,
-                                _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+            _mm512_storeu_si512(vt + j / 2 * dpad + d, interleave_pairs(lo, hi));
         }
     }
 }

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "cpu/attention_tile.h"
+#include "cpu/bf16_pairs_avx512.h"
 #include "cpu/matmul.h"
 #include "cpu/nvfp4_avx512.h"
 #include "cpu/panel_avx512.h"
@@ -47,16 +48,10 @@ alignas(64) constexpr auto kPairOrder = [] {
 // Kernels::pair_x: 32 columns at a time rounded by vcvtne2ps2bf16 (pairs 2s, 2s + 1 as they come; NVFP4's
 // d, 16 + d interleaved by vpermw), then stored slot by slot.
 void pair_x(const float* in, int64_t n, bool nvfp4, uint32_t* out, int64_t stride) {
-    static const __m512i interleave = [] {  // word 2d from word d, word 2d + 1 from word 16 + d
-        alignas(64) uint16_t idx[32];
-        for (int d = 0; d < 16; ++d) idx[2 * d] = uint16_t(d), idx[2 * d + 1] = uint16_t(16 + d);
-        return _mm512_load_si512(idx);
-    }();
     for (int64_t c = 0; c < n; c += 32) {
-        __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(in + c + 16), _mm512_loadu_ps(in + c));
-        if (nvfp4) v = _mm512_permutexvar_epi16(interleave, v);
         alignas(64) uint32_t slots[16];
-        _mm512_store_si512(slots, v);
+        _mm512_store_si512(slots, nvfp4 ? interleave_pairs(_mm512_loadu_ps(in + c), _mm512_loadu_ps(in + c + 16))
+                                        : pairs32(in + c, 32));
         for (int d = 0; d < 16; ++d) out[(c / 2 + d) * stride] = slots[d];
     }
 }
