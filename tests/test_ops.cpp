@@ -532,11 +532,12 @@ TEST_CASE("ATTN_CACHED rejects positions outside the cache") {
 
 TEST_CASE("ATTN_FULL is bidirectional attention per head") {
     struct Shape { int H, Dh; int64_t M; };  // one tile; several key blocks and tiles at a vision head's size
-    // With BF16 activations on a set with a pair tile: as ATTN_CACHED's long prefills; an odd head size
-    // leaves half a pair.
+    // and at the language model's (128: outputs in two 64-wide passes); with BF16 activations on a set with
+    // a pair tile: as ATTN_CACHED's long prefills; an odd head size leaves half a pair.
     for (Isa isa : machine_isas())
         for (bool bf16_x : {false, true})
-        for (const Shape& sh : {Shape{3, 36, 11}, Shape{2, 64, 150}, Shape{1, 20, 65}, Shape{2, 19, 70}}) {
+        for (const Shape& sh : {Shape{3, 36, 11}, Shape{2, 64, 150}, Shape{1, 128, 130}, Shape{1, 20, 65},
+                                Shape{2, 19, 70}}) {
             const std::string isa_str = cpu::isa_name(isa);
             const bool pairs = bf16_x && cpu::kernels_for(isa).attend_tile_pairs;
             CAPTURE(isa_str);
