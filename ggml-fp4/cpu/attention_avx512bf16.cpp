@@ -46,26 +46,21 @@ void pack_pair_block_avx512bf16(const float* k, const float* v, int64_t ld, int6
 }
 
 void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch) {
-    constexpr int R = 4, C = 4, L = 16;  // register tile: R queries × C vectors of 16 lanes (64 keys or dims)
-    static_assert(kAttnKeys == C * L, "one register tile spans a block's keys");
-    const int D = t.D, rows = (t.nq + R - 1) / R * R;
-    const int64_t dpad = attn_dpad(D), block = attn_pair_block_floats(D), dp = (D + 1) / 2, qld = dpad / 2;
-    float* S = scratch;                   // [R][kAttnKeys]: a row group's scores, probabilities, their pairs
-    float* O = S + R * kAttnKeys;         // [kAttnQueries][dpad]: unnormalised outputs
-    float* mx = O + kAttnQueries * dpad;  // [kAttnQueries]
-    float* sums = mx + kAttnQueries;      // [kAttnQueries][L]
-    auto* qp = reinterpret_cast<uint32_t*>(sums + kAttnQueries * L);  // [kAttnQueries][dpad / 2]: queries as pairs
-    const float* q[kAttnQueries];
-    int64_t n_keys[kAttnQueries];
-    const int64_t n_max = start_tile<L>(t, rows, dpad, q, n_keys, O, mx, sums);
-    for (int i = 0; i < rows; ++i)
-        for (int64_t d = 0; d < dpad; d += 32) _mm512_storeu_si512(qp + i * qld + d / 2, pairs32(q[i] + d, D - d));
+    constexpr int R = kAttnRowGroup, C = 4, L = 16;  // register tile: R queries × C vectors of 16 lanes
+    static_assert(kAttnKeys == C * L, "one register tile spans a block's keys (and 64 dimensions)");
+    TileState<L> st(t, scratch);
+    const int D = t.D;
+    const int64_t dpad = st.dpad, block = attn_pair_block_floats(D), dp = (D + 1) / 2, qld = dpad / 2;
+    float *S = st.S, *O = st.O;  // S: a row group's scores, probabilities, then their pairs
+    uint32_t* qp = st.qp;
+    for (int i = 0; i < st.rows; ++i)
+        for (int64_t d = 0; d < dpad; d += 32) _mm512_storeu_si512(qp + i * qld + d / 2, pairs32(st.q[i] + d, D - d));
     const __m512 scale = _mm512_set1_ps(t.scale * kLog2e);
-    for (int64_t k0 = 0; k0 < n_max; k0 += kAttnKeys) {
+    for (int64_t k0 = 0; k0 < st.n_max; k0 += kAttnKeys) {
         const auto* kt = reinterpret_cast<const uint32_t*>(t.blocks + k0 / kAttnKeys * block);
         const uint32_t* vt = kt + dp * kAttnKeys;
-        for (int i0 = 0; i0 < rows; i0 += R) {
-            const int64_t bk = rows_keys<R>(n_keys, k0, i0);
+        for (int i0 = 0; i0 < st.rows; i0 += R) {
+            const int64_t bk = st.group_keys(k0, i0);
             if (bk <= 0) continue;
             __m512 acc[R][C];  // S = scale · log2 e · q·Kᵀ
             for (int r = 0; r < R; ++r)
@@ -79,9 +74,10 @@ void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch) {
                 }
             }
             for (int r = 0; r < R; ++r)
-                for (int c = 0; c < C; ++c) _mm512_storeu_ps(S + r * kAttnKeys + c * L, _mm512_mul_ps(acc[r][c], scale));
+                for (int c = 0; c < C; ++c)
+                    _mm512_storeu_ps(S + r * kAttnKeys + c * L, _mm512_mul_ps(acc[r][c], scale));
             float alpha[R];
-            softmax_rows<L, R, 4>(n_keys, k0, i0, S, mx, sums, alpha);
+            st.template softmax<4>(k0, i0, alpha);
             // Each row's 64 probabilities become 32 pairs in place (slot j reads floats 2j and 2j + 1, j ≤ 2j).
             for (int r = 0; r < R; ++r)
                 for (int j0 = 0; j0 < kAttnKeys; j0 += 32)
@@ -105,7 +101,7 @@ void attend_tile_pairs_avx512bf16(const AttnTile& t, float* scratch) {
             }
         }
     }
-    finish_tile<L>(t, dpad, O, sums);
+    st.finish(t);
 }
 
 }  // namespace fp4::cpu

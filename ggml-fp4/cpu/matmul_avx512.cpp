@@ -182,7 +182,8 @@ void store_sums(const float* sums, int64_t lds, int nc, int64_t rows, float f, f
                 a[g + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi));
             }
         for (int e = 0; e < 4; ++e) {  // lane k of the four groups' vectors e gathered: element 4k + e of all rows
-            const __m512 p0 = _mm512_shuffle_f32x4(a[e], a[4 + e], 0x44), p1 = _mm512_shuffle_f32x4(a[e], a[4 + e], 0xee);
+            const __m512 p0 = _mm512_shuffle_f32x4(a[e], a[4 + e], 0x44);
+            const __m512 p1 = _mm512_shuffle_f32x4(a[e], a[4 + e], 0xee);
             const __m512 p2 = _mm512_shuffle_f32x4(a[8 + e], a[12 + e], 0x44);
             const __m512 p3 = _mm512_shuffle_f32x4(a[8 + e], a[12 + e], 0xee);
             const __m512 col[4] = {_mm512_shuffle_f32x4(p0, p2, 0x88), _mm512_shuffle_f32x4(p0, p2, 0xdd),
