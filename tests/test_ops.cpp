@@ -581,7 +581,8 @@ TEST_CASE("SWIGLU on every kernel set: silu(g)·u through the vector exp, tails 
         CAPTURE(isa_str);
         auto be = cpu::make_backend(2, isa);
         Graph g;
-        Tensor* sw = g.mark_output(g.swiglu(g.input(Type::F32, {F, M}, a.data()), g.input(Type::F32, {F, M}, b.data())));
+        Tensor* sw =
+            g.mark_output(g.swiglu(g.input(Type::F32, {F, M}, a.data()), g.input(Type::F32, {F, M}, b.data())));
         be->compute(g);
         check_close(read_output(*be, sw), want, 1e-6, std::vector<double>(a.size(), 1e-3));
     }
