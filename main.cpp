@@ -289,19 +289,19 @@ int main(int argc, char** argv) {
     app.add_option("-n,--n-predict", o.n_predict, "tokens per answer, -1 = until </s> or a full context")
         ->capture_default_str();
     app.add_option("--ubatch-size", o.n_ubatch, "prompt tokens per forward pass (also -ub); logits only for the last")
-        ->check(CLI::PositiveNumber)
+        ->check(whole_number(1))
         ->capture_default_str();
     app.add_option("--draft,--draft-max", o.draft.n_draft,
                    "prompt-lookup speculation: tokens proposed per decode pass from an earlier occurrence of the last "
                    "few tokens, checked by the model in that pass (0 = off; greedy answers keep their tokens, sampled "
                    "ones their distribution)")
-        ->check(CLI::Range(0, 64))
+        ->check(whole_number(0, 64))
         ->capture_default_str();
     app.add_option("--draft-ngram-min", o.draft.ngram_min, "--draft: the fewest last tokens that make a match")
-        ->check(CLI::Range(1, 16))
+        ->check(whole_number(1, 16))
         ->capture_default_str();
     app.add_option("--draft-ngram-max", o.draft.ngram_max, "--draft: the most last tokens matched (tried first)")
-        ->check(CLI::Range(1, 16))
+        ->check(whole_number(1, 16))
         ->capture_default_str();
     app.add_option("--tools", o.tools_file, "JSON file with an OpenAI-style function list");
     app.add_option("--color", o.color, "colours: auto (on a terminal), on, off")

@@ -1,13 +1,32 @@
 // args.cpp — shared options, backend choice, model loading with progress, and the error convention.
 #include "args.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "checkpoint.h"
 #include "log.h"
 
 namespace common {
+
+CLI::Validator whole_number(int64_t lo, int64_t hi) {
+    const bool open = hi == INT64_MAX;
+    const std::string a = std::to_string(lo), b = std::to_string(hi);
+    const std::string want = open ? ">= " + a : "from " + a + " to " + b;
+    const std::string name = open && lo == 0 ? "NONNEGATIVE" : open && lo == 1 ? "POSITIVE" : "in [" + a + ", " + b + "]";
+    return CLI::Validator(
+        [lo, hi, want](std::string& s) -> std::string {
+            errno = 0;
+            char* end = nullptr;
+            const long long v = std::strtoll(s.c_str(), &end, 10);
+            if (s.empty() || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+                return s + " is not a whole number " + want;
+            return {};
+        },
+        name);
+}
 
 void add_common_options(CLI::App& app, CommonOptions& o, bool model_required) {
     CLI::Option* m = app.add_option("-m,--model", o.model, "model folder (Hugging Face layout: config.json, "
@@ -16,9 +35,9 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool model_required) {
     app.add_option("--device", o.device, "where to run: auto (CUDA when a GPU is present), cuda or cpu")
         ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
         ->capture_default_str();
-    app.add_option("-t,--threads", o.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
+    app.add_option("-t,--threads", o.threads, "CPU threads (0: all cores)")->check(whole_number(0));
     app.add_option("-c,--ctx-size", o.ctx, "context size in tokens (0: the tool's default)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(whole_number(0));
     app.add_option("--kv-type", o.kv_type,
                    "KV-cache type: auto (the backend's: f32 on the CPU, bf16 on CUDA), f32, bf16, fp8 (E4M3)")
         ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
@@ -37,7 +56,7 @@ void add_image_options(CLI::App& app, ImageArgs& a, const std::string& help) {
     app.add_option("--image", a.paths, help);
     app.add_option("--max-image-pixels", a.max_pixels,
                    "refuse images of more pixels than this, checked on the header before decoding")
-        ->check(CLI::PositiveNumber)
+        ->check(whole_number(1))
         ->capture_default_str();
 }
 

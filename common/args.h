@@ -28,6 +28,10 @@ struct CommonOptions {
     bool verbose = false;
 };
 
+// A whole number in [lo, hi], for ->check(): its help says NONNEGATIVE or POSITIVE where hi is unbounded, and a
+// bad value reads "--ctx-size: -5 is not a whole number >= 0" (CLI11 2.1's NonNegativeNumber prints DBL_MAX).
+CLI::Validator whole_number(int64_t lo, int64_t hi = INT64_MAX);
+
 // Adds -m/--model (required unless `model_required` is false), --device, -t, -c, --kv-type, --cpu-bf16,
 // --seed, -v.
 void add_common_options(CLI::App& app, CommonOptions& o, bool model_required = true);

@@ -309,6 +309,11 @@ TEST_CASE("one-shot errors: one clear line and exit code 1") {
     check_one_error(chat("-m " + kModel + " -p hi -f x"), "--prompt excludes --file");
     check_one_error(chat("-p hi"), "--model is required");
     check_one_error(chat("-m " + kModel + " -p hi -n many"), "many");
+    // Whole-number options name the value and the range they take (no DBL_MAX printed in full).
+    check_one_error(chat("-m " + kModel + " -p hi -c -5"), "--ctx-size: -5 is not a whole number >= 0 (see --help)");
+    check_one_error(chat("-m " + kModel + " -p hi -ub 0"), "--ubatch-size: 0 is not a whole number >= 1");
+    check_one_error(chat("-m " + kModel + " -p hi --draft 65"), "--draft: 65 is not a whole number from 0 to 64");
+    check_one_error(chat("-m " + kModel + " -p hi -t 2x"), "--threads: 2x is not a whole number >= 0");
 }
 
 // The decode passes of a one-shot answer, from its "eval time = ... / N runs" line.

@@ -166,3 +166,18 @@ TEST_CASE("bench: neither or both of -m and --synthetic is an error") {
     CHECK(r.rc == 1);
     CHECK(error_lines(r.err) == 1);
 }
+
+TEST_CASE("bench, quantize, kld: a bad whole number is one error line that names it and its range") {
+    const std::pair<const char*, const char*> cases[] = {
+        {"bench --synthetic x --parallel 4,16", "error: --parallel: 4,16 is not a whole number >= 1 (see --help)"},
+        {"quantize in out -t 0", "error: --threads: 0 is not a whole number >= 1 (see --help)"},
+        {"kld -m x -f y --top-k-only -2", "error: --top-k-only: -2 is not a whole number >= 0 (see --help)"},
+    };
+    for (const auto& [args, line] : cases) {
+        CAPTURE(args);
+        cli::Run r = cli::run(args);
+        CHECK(r.rc == 1);
+        CHECK(error_lines(r.err) == 1);
+        CHECK(r.err.find(line) != std::string::npos);
+    }
+}

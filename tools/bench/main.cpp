@@ -272,15 +272,15 @@ int main(int argc, char** argv) {
     app.add_option("-d,--n-depth", depth_list, "tokens already in the cache before each pp/tg test, comma-separated")
         ->capture_default_str();
     app.add_option("-r,--repetitions", reps, "measured repetitions after one warm-up")
-        ->check(CLI::PositiveNumber)
+        ->check(common::whole_number(1))
         ->capture_default_str();
     app.add_option("--parallel", n_par, "(-np) also run N sequences decoding together (batched decode)")
-        ->check(CLI::PositiveNumber);
+        ->check(common::whole_number(1));
     app.add_option("--prompt-len", prompt_len, "prompt tokens of each sequence with -np")
-        ->check(CLI::PositiveNumber)
+        ->check(common::whole_number(1))
         ->capture_default_str();
     app.add_option("--image-size", image_size, "also encode a random N x N image through the vision tower (0: no)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(common::whole_number(0));
     app.add_option("-o,--output", output, "md, csv, json or jsonl")
         ->check(CLI::IsMember({"md", "csv", "json", "jsonl"}))
         ->capture_default_str();

@@ -72,12 +72,12 @@ int main(int argc, char** argv) {
     o_save->excludes(o_base)->excludes(o_model);
     o_base->excludes(o_model);
     app.add_option("--top-k-only", top_k, "also report KLD over the base's top K entries, both renormalized")
-        ->check(CLI::NonNegativeNumber)
+        ->check(common::whole_number(0))
         ->excludes(o_save);
     app.add_option("--gen", n_gen,
                    "generation mode: greedy-decode N tokens after each chunk's first half and "
                    "compare with --base-model step by step")
-        ->check(CLI::PositiveNumber)
+        ->check(common::whole_number(1))
         ->needs(o_model);
     app.add_flag("--score-all", score_all, "score every position after the first (not with files or --gen)");
     app.add_option("--json", json_path, "also write the figures to this JSON file");

@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "args.h"
 #include "cpu/bandwidth.h"
 #include "cpu/buffer.h"
 #include "cpu/thread_pool.h"
@@ -93,27 +94,26 @@ int main(int argc, char** argv) {
     int threads = 0;
     int64_t N = 32768, K = 5120;
     std::vector<int64_t> rows = {1};
-    double buffer_mib = 1024, seconds = 2.0;
+    int64_t buffer_mib = 1024;
+    double seconds = 2.0;
     bool bf16_activations = false;
-    app.add_option("-t,--threads", threads, "threads (default: all cores)");
-    app.add_option("-N", N, "weight rows (outputs)")->check(CLI::PositiveNumber);
-    app.add_option("-K", K, "weight columns (inputs), a multiple of 16")->check(CLI::PositiveNumber);
+    app.add_option("-t,--threads", threads, "threads (default: all cores)")->check(common::whole_number(0));
+    app.add_option("-N", N, "weight rows (outputs)")->check(common::whole_number(1));
+    app.add_option("-K", K, "weight columns (inputs), a multiple of 16")->check(common::whole_number(1));
     app.add_option("--rows", rows, "activation rows M, one run each (e.g. --rows 1,16,64)")
         ->delimiter(',')
-        ->check(CLI::PositiveNumber);
+        ->check(common::whole_number(1));
     app.add_option("--buffer-mib", buffer_mib, "bandwidth buffer and minimum weight working set, MiB")
-        ->check(CLI::PositiveNumber);
+        ->check(common::whole_number(1));
     app.add_option("--seconds", seconds, "minimum time per measurement");
     app.add_flag("--cpu-bf16", bf16_activations, "activations rounded to BF16 (the chat binaries' --cpu-bf16)");
-    CLI11_PARSE(app, argc, argv);
-
-    try {
+    return common::run_main(app, argc, argv, [&] {
         auto be = fp4::make_cpu_backend(threads, bf16_activations);
         fp4::cpu::ThreadPool pool(threads);
         const size_t bytes = size_t(buffer_mib * 1024 * 1024);
         const fp4::cpu::MemoryBandwidth bw = fp4::cpu::measure_memory_bandwidth(pool, bytes, 10);
         std::printf("backend %s, %d threads\n", be->name(), pool.size());
-        std::printf("memory  %.0f MiB: read %.1f GB/s, copy %.1f GB/s (read + written bytes)\n", buffer_mib,
+        std::printf("memory  %lld MiB: read %.1f GB/s, copy %.1f GB/s (read + written bytes)\n", (long long)buffer_mib,
                     bw.read / 1e9, bw.copy / 1e9);
         const double peak = be->measure_compute_peak();
         std::printf("FMA peak %.1f GFLOP/s (the kernel set's vector %s on every thread)\n", peak / 1e9,
@@ -130,9 +130,6 @@ int main(int argc, char** argv) {
                             r.median_s * 1e3, weight_bytes / r.best_s / 1e9, 100.0 * weight_bytes / r.best_s / bw.read,
                             flops / r.best_s / 1e9, 100.0 * flops / r.best_s / peak);
             }
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "args.h"
 #include "log.h"
 #include "quantize.h"
 
@@ -64,22 +65,21 @@ int check(const std::string& bf16_dir, const std::string& nvfp4_dir, int threads
 }  // namespace
 
 int main(int argc, char** argv) {
-    try {
-        CLI::App app{"quantize: BF16 checkpoint -> NVFP4A16 (compressed-tensors nvfp4-pack-quantized)"};
-        std::string in_dir, out_dir;
-        std::vector<std::string> ignore;
-        int threads = int(std::max(1u, std::thread::hardware_concurrency()));
-        bool force = false, do_check = false;
-        app.add_option("BF16_DIR", in_dir, "BF16 Hugging Face checkpoint folder")->required();
-        app.add_option("OUT_DIR", out_dir, "folder to write (with --check: the NVFP4 folder to compare)")->required();
-        app.add_option("--ignore", ignore,
-                       "also leave this module in BF16: an exact module name or re:REGEX (repeatable); "
-                       "lm_head, the vision tower and the projector are always left");
-        app.add_option("-t,--threads", threads, "threads")->check(CLI::PositiveNumber);
-        app.add_flag("--force", force, "replace a non-empty OUT_DIR");
-        app.add_flag("--check", do_check,
-                     "do not quantize: print the relative error of every NVFP4 linear in OUT_DIR against BF16_DIR");
-        CLI11_PARSE(app, argc, argv);
+    CLI::App app{"quantize: BF16 checkpoint -> NVFP4A16 (compressed-tensors nvfp4-pack-quantized)"};
+    std::string in_dir, out_dir;
+    std::vector<std::string> ignore;
+    int threads = int(std::max(1u, std::thread::hardware_concurrency()));
+    bool force = false, do_check = false;
+    app.add_option("BF16_DIR", in_dir, "BF16 Hugging Face checkpoint folder")->required();
+    app.add_option("OUT_DIR", out_dir, "folder to write (with --check: the NVFP4 folder to compare)")->required();
+    app.add_option("--ignore", ignore,
+                   "also leave this module in BF16: an exact module name or re:REGEX (repeatable); "
+                   "lm_head, the vision tower and the projector are always left");
+    app.add_option("-t,--threads", threads, "threads")->check(common::whole_number(1));
+    app.add_flag("--force", force, "replace a non-empty OUT_DIR");
+    app.add_flag("--check", do_check,
+                 "do not quantize: print the relative error of every NVFP4 linear in OUT_DIR against BF16_DIR");
+    return common::run_main(app, argc, argv, [&] {
         std::signal(SIGINT, [](int) { g_interrupted = 1; });
         std::signal(SIGTERM, [](int) { g_interrupted = 1; });
 
@@ -101,8 +101,5 @@ int main(int argc, char** argv) {
                          out_dir.c_str(), s.quantized, s.copied, s.shards, double(s.in_bytes) / 1e6,
                          double(s.out_bytes) / 1e6, secs, double(s.in_bytes) / 1e6 / secs);
         return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
+    });
 }
