@@ -31,6 +31,7 @@ struct ChatOptions {
     bool no_system = false;
     int n_predict = -1;
     int n_ubatch = 512;
+    std::string context_full = "drop-oldest";
     DraftParams draft;
     SamplingParams sampling;
 };
@@ -111,9 +112,15 @@ std::string call_line(const ToolCall& c) {
     return py_json(j);
 }
 
-const char* stop_note(StopReason s) {
+// How an answer ended, where that is worth a line: in the REPL, which goes on (dropping the oldest turns
+// unless --context-full stop), or in a one-shot answer.
+const char* stop_note(StopReason s, bool repl, bool drops) {
     switch (s) {
-        case StopReason::ContextFull: return "the context is full; /clear starts a new conversation (or raise -c)";
+        case StopReason::ContextFull:
+            if (!repl) return "the answer stopped at the end of the context (raise -c)";
+            return drops ? "the context is full: the next message drops the oldest turns (/clear starts anew; -c "
+                           "raises the context)"
+                         : "the context is full; /clear starts a new conversation (or raise -c)";
         case StopReason::Interrupted: return "(interrupted)";
         default: return nullptr;
     }
@@ -140,7 +147,7 @@ int run_one_shot(ChatSession& s, const std::string& prompt, double load_ms) {
     for (const ToolCall& c : r.calls) std::printf("%s\n", call_line(c).c_str());
     std::fflush(stdout);
     if (r.malformed_calls) log_warn("the model's tool call could not be parsed; it was printed as text");
-    if (r.stop == StopReason::ContextFull) log_warn("%s", stop_note(r.stop));
+    if (r.stop == StopReason::ContextFull) log_warn("%s", stop_note(r.stop, false, false));
     char buf[64];
     std::snprintf(buf, sizeof buf, "%20s = %10.2f ms", "load time", load_ms);
     log_info("%s", buf);
@@ -151,7 +158,7 @@ int run_one_shot(ChatSession& s, const std::string& prompt, double load_ms) {
 // The REPL: one line per turn or command, answers streamed on stdout, everything else on stderr.
 class Repl {
 public:
-    Repl(ChatSession& s, Console& con) : s_(s), con_(con) {}
+    Repl(ChatSession& s, Console& con, bool drops) : s_(s), con_(con), drops_(drops) {}
 
     int run() {
         con_.info("chat: type a message, /help for commands; Ctrl-C stops an answer, Ctrl-D exits");
@@ -173,7 +180,7 @@ public:
                 }
             } catch (const ContextOverflow& e) {
                 con_.error(e.what());
-                con_.info("/clear starts a new conversation");
+                if (!drops_) con_.info("/clear starts a new conversation");
             } catch (const std::exception& e) {
                 con_.error(e.what());
             }
@@ -201,7 +208,7 @@ private:
         if (!r.calls.empty())
             con_.info("the model called " + std::to_string(r.calls.size()) +
                       " tool(s): give each result with /tool-result JSON");
-        if (const char* note = stop_note(r.stop)) con_.info(note);
+        if (const char* note = stop_note(r.stop, true, drops_)) con_.info(note);
         con_.info(format_speed(r.timings));
     }
 
@@ -259,6 +266,7 @@ private:
 
     ChatSession& s_;
     Console& con_;
+    bool drops_;  // --context-full drop-oldest
     bool printed_ = false;
 };
 
@@ -302,6 +310,12 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--draft-ngram-max", o.draft.ngram_max, "--draft: the most last tokens matched (tried first)")
         ->check(whole_number(1, 16))
+        ->capture_default_str();
+    app.add_option("--context-full", o.context_full,
+                   "chat: when a conversation leaves less than a quarter of the context (or -n) for the answer, "
+                   "drop-oldest drops its oldest turns (the system prompt stays) down to half the context; stop "
+                   "refuses the message (/clear starts anew)")
+        ->check(CLI::IsMember({"drop-oldest", "stop"}))
         ->capture_default_str();
     app.add_option("--tools", o.tools_file, "JSON file with an OpenAI-style function list");
     app.add_option("--color", o.color, "colours: auto (on a terminal), on, off")
@@ -375,6 +389,7 @@ int main(int argc, char** argv) {
             throw std::runtime_error("-n " + std::to_string(o.n_predict) + " exceeds the context of " +
                                      std::to_string(n_ctx) + " tokens (-c)");
         so.reserve_n_predict = one_shot;
+        so.drop_old_turns = o.context_full == "drop-oldest";
         mistral::Context ctx(*model, n_ctx, 1, kv_type);
         log_info("chat: %s layout, context %d tokens, sampling: %s", tok.version().c_str(), n_ctx,
                  check.describe().c_str());
@@ -384,6 +399,6 @@ int main(int argc, char** argv) {
         for (const std::string& p : o.images.paths) session.attach_image(p);
         if (one_shot) return run_one_shot(session, prompt, load_ms);
         Console con(parse_color_mode(o.color));
-        return Repl(session, con).run();
+        return Repl(session, con, so.drop_old_turns).run();
     });
 }

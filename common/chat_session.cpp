@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <utility>
@@ -355,9 +356,43 @@ std::vector<int32_t> ChatSession::next_draft(int32_t id, int64_t n_generated) {
     return d;
 }
 
+// The prompt of msgs_; with drop_old_turns, where it leaves too little room for an answer, that of msgs_
+// without its oldest turns (each from a user message to the next), which are then dropped from msgs_.
+Prompt ChatSession::render_fitting() {
+    Prompt p = tmpl_.render(msgs_, opt_.tools);
+    const int64_t n_ctx = ctx_.n_ctx();
+    const int64_t room = opt_.n_predict > 0 ? opt_.n_predict : n_ctx / 4;
+    if (!opt_.drop_old_turns || int64_t(p.ids.size()) + room <= n_ctx) return p;
+    const int64_t target = std::min(n_ctx - room, n_ctx / 2);
+    const size_t first = !msgs_.empty() && msgs_.front().role == Role::System ? 1 : 0;
+    size_t last_user = msgs_.size();
+    while (last_user > first && msgs_[last_user - 1].role != Role::User) --last_user;
+    if (last_user-- <= first) return p;  // no user message: nothing is a turn
+    size_t cut = first, turns = 0;  // msgs_[first, cut) go: that many turns
+    std::optional<Prompt> best;
+    while (cut < last_user && (!best || int64_t(best->ids.size()) > target)) {
+        ++turns;
+        do ++cut;
+        while (cut < last_user && msgs_[cut].role != Role::User);
+        std::vector<Message> kept(msgs_.begin(), msgs_.begin() + long(first));
+        kept.insert(kept.end(), msgs_.begin() + long(cut), msgs_.end());
+        best = tmpl_.render(kept, opt_.tools);
+    }
+    if (!best || int64_t(best->ids.size()) >= n_ctx) return p;  // it does not fit either way: say so below
+    size_t images = 0;
+    for (size_t i = first; i < cut; ++i) images += msgs_[i].images.size();
+    log_info("the conversation outgrew the context of %lld tokens: dropped its %zu oldest turn%s (%zu messages%s, "
+             "%zu tokens); its prompt is now %zu tokens",
+             (long long)n_ctx, turns, turns == 1 ? "" : "s", cut - first,
+             images ? (", " + std::to_string(images) + (images == 1 ? " image" : " images")).c_str() : "",
+             p.ids.size() - best->ids.size(), best->ids.size());
+    msgs_.erase(msgs_.begin() + long(first), msgs_.begin() + long(cut));
+    return std::move(*best);
+}
+
 Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
     const auto t0 = clock_type::now();
-    const Prompt p = tmpl_.render(msgs_, opt_.tools);
+    const Prompt p = render_fitting();
     if (int64_t(p.ids.size()) >= int64_t(ctx_.n_ctx()))
         throw ContextOverflow("the prompt needs " + std::to_string(p.ids.size()) +
                               " tokens but the context holds " + std::to_string(ctx_.n_ctx()) + " (raise -c)");

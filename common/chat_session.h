@@ -1,7 +1,7 @@
 // chat_session.h — one conversation with the model: its messages, the ids already in the KV cache (a turn
 // prefills only what the cache lacks: the longest common prefix of the new prompt and the cache stays),
-// streaming generation with the sampler, tool calls and results, /regen, timings, /save and /load, and the
-// prompt cache (a file with the KV cache of the first prompt, images included, reused by the next run).
+// streaming generation with the sampler, tool calls and results, /regen, timings, /save and /load, the oldest
+// turns dropped when the conversation outgrows the context, and the prompt cache (a file with the KV cache of the first prompt, images included, reused by the next run).
 #pragma once
 
 #include <cstdint>
@@ -65,6 +65,10 @@ struct SessionOptions {
     int n_predict = -1;              // tokens per answer, < 0: until </s> or a full context
     int n_batch = 512;               // prefill chunk
     bool reserve_n_predict = false;  // refuse a prompt that leaves fewer than n_predict tokens of context
+    // A conversation that leaves less than a quarter of the context (or -n) for the answer loses its oldest
+    // turns (a user message and what answered it; the system prompt and the last user message stay), down
+    // to half the context where it can, instead of stopping; what was dropped is said on stderr.
+    bool drop_old_turns = false;
     std::string tools;               // [AVAILABLE_TOOLS] JSON text, "" for none (see tools_json)
     std::string dump_ids;            // debug: append {"pos": p, "ids": [...]} per prefill to this file
     std::string prompt_cache;        // --prompt-cache: the first prefill reuses this file's KV, then saves its own
@@ -109,6 +113,7 @@ public:
 
 private:
     Reply generate(const OnText& on_text, const ShouldStop& stop);
+    Prompt render_fitting();
     std::vector<int32_t> next_draft(int32_t id, int64_t n_generated);
     bool prefill(const Prompt& p, Timings& t, const ShouldStop& stop, mistral::BatchResult& last);
     void restore_prompt_cache(const Prompt& p, const std::vector<CachedImage>& spans);

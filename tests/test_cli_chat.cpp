@@ -316,6 +316,13 @@ TEST_CASE("one-shot errors: one clear line and exit code 1") {
     check_one_error(chat("-m " + kModel + " -p hi -t 2x"), "--threads: 2x is not a whole number >= 0");
 }
 
+TEST_CASE("one-shot: an answer cut by the context says so, without the REPL's /clear") {
+    Run r = chat("-m " + kModel + " --temp 0 -c 24 -p \"Psalms 23\"");
+    CHECK(r.rc == 0);
+    CHECK(r.err.find("the answer stopped at the end of the context (raise -c)") != std::string::npos);
+    CHECK(r.err.find("/clear") == std::string::npos);
+}
+
 // The decode passes of a one-shot answer, from its "eval time = ... / N runs" line.
 int64_t decode_runs(const std::string& err) {
     const size_t at = err.find("           eval time =");
@@ -559,6 +566,39 @@ TEST_CASE("REPL through a pipe: turns, images, /clear, /regen, bad commands; onl
     // /regen runs the last prompt token again.
     CHECK(p[3].pos == 6);
     CHECK(p[3].ids == Ids{4});
+}
+
+TEST_CASE("REPL: a conversation that outgrows the context drops its oldest turns, or with --context-full stop, ends") {
+    // -c 128, -n 48: the third message would leave less than 48 tokens for its answer.
+    const std::string d = dump_path("full.jsonl");
+    const std::string turns = "Psalms 23\nGenesis 1\nExodus 3\n";
+    Run r = chat("-m " + kModel + " --temp 0 -c 128 -n 48 --dump-ids " + d, turns);
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(r.err.find("dropped its 1 oldest turn (2 messages, ") != std::string::npos);
+    CHECK(r.err.find("the context is full") == std::string::npos);
+    auto p = prefills(d);
+    REQUIRE(p.size() == 3);
+    // The first turn is gone: after <s>[INST] the second message comes, its answer, then the third.
+    CHECK(p[2].pos == 2);
+    const Ids second = cat({E("Genesis 1"), {4}}), third = cat({{2, 3}, E("Exodus 3"), {4}});
+    REQUIRE(p[2].ids.size() > second.size() + third.size());
+    CHECK(Ids(p[2].ids.begin(), p[2].ids.begin() + long(second.size())) == second);
+    CHECK(Ids(p[2].ids.end() - long(third.size()), p[2].ids.end()) == third);
+    // The third answer is that of the conversation without its first turn, as a new process loads it.
+    const std::string saved = dump_path("full.json");
+    Run kept = chat("-m " + kModel + " --temp 0 -c 128 -n 48", turns + "/save " + saved + "\n");
+    CHECK(kept.out == r.out);
+    const nlohmann::json conv = nlohmann::json::parse(read(saved));
+    REQUIRE(conv["messages"].size() == 4);
+    CHECK(conv["messages"][0]["content"] == "Genesis 1");
+    Run again = chat("-m " + kModel + " --temp 0 -c 128 -n 48", "/load " + saved + "\n/regen\n");
+    CHECK(again.out == r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1));
+
+    Run stopped = chat("-m " + kModel + " --temp 0 -c 128 -n 48 --context-full stop", turns);
+    CHECK(stopped.rc == 0);
+    CHECK(stopped.err.find("dropped") == std::string::npos);
+    CHECK(stopped.err.find("the context is full; /clear starts a new conversation") != std::string::npos);
 }
 
 TEST_CASE("REPL: --image goes with the first message") {
