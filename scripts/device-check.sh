@@ -148,9 +148,10 @@ if [ -x build/bin/bench ] && [ -z "${FP4_SKIP_BENCH:-}" ]; then
     # (decode attention's share), and the design's 32 sequences of ~1,024 tokens (target 3,000 t/s on an
     # H200; the last figure, 712, was with 512-token prompts), with the per-kernel breakdown of both decodes
     # and of img1024 (7.46 TFLOP: the 60 ms target is 124 TFLOP/s; its row gives it against cuBLAS's rate).
-    # pp2048 is one pass of 2048 tokens: each pass expands every NVFP4 weight to BF16 for cuBLAS (~100 GB of
-    # traffic, about a third of a 512-token pass by bytes), so it says what a larger chat -ub would gain.
-    step bench_24b 240 build/bin/bench --device cuda --synthetic "$CFG" -p 512,2048 -n 128 -d 0,8192 \
+    # pp2048 runs in passes of 512 tokens (chat's -ub, llama-bench's) and in one pass: each pass expands every
+    # NVFP4 weight to BF16 for cuBLAS (~100 GB of traffic, about a third of a 512-token pass by bytes), so the
+    # two say what a larger chat -ub would gain (pp512 with -ub 2048 is the same one pass, a repeat).
+    step bench_24b 240 build/bin/bench --device cuda --synthetic "$CFG" -p 512,2048 -ub 512,2048 -n 128 -d 0,8192 \
         -r ${FP4_BENCH_REPS:-2} -np 32 --prompt-len 1024 --image-size 1024 --profile --progress
     # What a decode pass of 1-8 rows of one sequence costs (TTFT column): chat --draft N sends N + 1 rows per
     # pass on a GPU, worth it while 8 rows cost about what one does.

@@ -110,6 +110,33 @@ TEST_CASE("bench -d: pp and tg after tokens already in the cache, with the cache
     CHECK(bad.err.find("-d: 'x' is not a non-negative number") != std::string::npos);
 }
 
+TEST_CASE("bench -ub: prefill in passes of -ub tokens, named in the table only where -ub is given") {
+    const std::string base = "bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 1024 -r 1";
+    cli::Run r = cli::run(base + " -n 4 -ub 64,2048 -o json");
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    nlohmann::json j = nlohmann::json::parse(r.out);
+    REQUIRE(j.size() == 3);
+    CHECK(j[0]["test"] == "pp1024");
+    CHECK(j[0]["n_ubatch"] == 64);
+    CHECK(j[1]["n_ubatch"] == 2048);
+    CHECK(j[2]["test"] == "tg4");
+    CHECK(j[2]["n_ubatch"] == 0);
+    // Passes of 64 tokens need a far smaller activation arena than one pass of 1024.
+    auto memory = [&](const std::string& ub) {
+        cli::Run one = cli::run(base + " -n 0 -ub " + ub + " -o json");
+        REQUIRE_MESSAGE(one.rc == 0, one.err);
+        return nlohmann::json::parse(one.out)[0]["device_mem_gb"].get<double>();
+    };
+    CHECK(memory("64") * 3 < memory("2048"));
+    cli::Run md = cli::run(base + " -n 0 -ub 128");
+    CHECK(md.out.find("| threads | n_ubatch | test |") != std::string::npos);
+    CHECK(md.out.find("| 128 | pp1024 |") != std::string::npos);
+    CHECK(cli::run(base + " -n 0").out.find("n_ubatch") == std::string::npos);
+    cli::Run zero = cli::run(base + " -n 0 -ub 0");
+    CHECK(zero.rc == 1);
+    CHECK(zero.err.find("error: -ub: 0 tokens per pass") != std::string::npos);
+}
+
 TEST_CASE("bench --profile: the per-kernel breakdown of decode steps, single and batched") {
     cli::Run r = cli::run("bench --device cpu -m tests/data/tiny-kjv/nvfp4 -p 0 -n 4 -r 1 -np 3 --prompt-len 5 --profile");
     REQUIRE_MESSAGE(r.rc == 0, r.err);

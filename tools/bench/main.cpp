@@ -1,5 +1,5 @@
-// bench — llama-bench-style speed tests (ppN prefill, tgN decode, each after -d tokens already in the
-// cache, -np N concurrent sequences, imgN vision encode) on a model folder or on synthetic weights with a
+// bench — llama-bench-style speed tests (ppN prefill in passes of -ub tokens, tgN decode, each after -d
+// tokens already in the cache, -np N concurrent sequences, imgN vision encode) on a model folder or on synthetic weights with a
 // config's shapes, with the bandwidth ceiling beside every decode figure and the backend's compute peak
 // beside every prefill and image (the CPU's multiply-adds: FMA, or BF16 dot products with --cpu-bf16; a
 // GPU's large cuBLAS BF16 GEMM).
@@ -26,7 +26,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Result {
     std::string test;
-    int n_prompt = 0, n_gen = 0, n_par = 1, n_depth = 0;
+    int n_prompt = 0, n_gen = 0, n_par = 1, n_depth = 0, n_ubatch = 0;
     std::vector<double> rates;  // tokens/s of each measured repetition
     double ttft_ms = 0;         // mean time to the first token (prefill + one decode step); imgN: per image
     double flops = 0;           // FLOPs per unit of the rate: per prompt token (pp), per [IMG] token (imgN)
@@ -104,13 +104,18 @@ public:
         return v;
     }
 
-    // Prefill of n random tokens after `depth` already in the cache: tokens/s.
-    double prefill(int n, int depth) {
+    // Prefill of n random tokens after `depth` already in the cache, `ub` per pass (the last pass's last
+    // token with logits, as chat's -ub): tokens/s.
+    double prefill(int n, int depth, int ub) {
         mistral::Context ctx(model_, depth + n, 1, kv_type_);
         fill(ctx, depth);
         auto ids = random_tokens(n);
         auto t0 = Clock::now();
-        ctx.eval(mistral::Batch::sequence(ids, depth));
+        for (int at = 0; at < n; at += ub) {
+            const int len = std::min(ub, n - at);
+            std::vector<int32_t> part(ids.begin() + at, ids.begin() + at + len);
+            ctx.eval(mistral::Batch::sequence(part, depth + at, 0, at + len == n ? 1 : 0));
+        }
         return n / seconds_since(t0);
     }
 
@@ -262,7 +267,7 @@ double peak_rss_gb() {
 int main(int argc, char** argv) {
     CLI::App app{"bench: llama-bench-style prefill/decode speed, on a model folder or synthetic weights"};
     common::CommonOptions opt;
-    std::string synthetic, pp_list = "512", tg_list = "128", depth_list = "0", output = "md";
+    std::string synthetic, pp_list = "512", tg_list = "128", depth_list = "0", ub_list = "512", output = "md";
     int reps = 5, n_par = 1, prompt_len = 128, image_size = 0;
     bool progress = false, profile = false;
     common::add_common_options(app, opt, false);
@@ -270,6 +275,9 @@ int main(int argc, char** argv) {
     app.add_option("-p,--n-prompt", pp_list, "prefill test sizes, comma-separated (0 skips)")->capture_default_str();
     app.add_option("-n,--n-gen", tg_list, "decode test sizes, comma-separated (0 skips)")->capture_default_str();
     app.add_option("-d,--n-depth", depth_list, "tokens already in the cache before each pp/tg test, comma-separated")
+        ->capture_default_str();
+    app.add_option("--ubatch-size", ub_list, "(-ub) prompt tokens per prefill pass, comma-separated (each pp test "
+                                             "runs with each)")
         ->capture_default_str();
     app.add_option("-r,--repetitions", reps, "measured repetitions after one warm-up")
         ->check(common::whole_number(1))
@@ -289,14 +297,21 @@ int main(int argc, char** argv) {
                                        "steps; with --image-size, of one image) and print the breakdown, products with "
                                        "their weight-read rate against the measured bandwidth (stderr unless -o md)");
 
-    // llama.cpp spells it -np, a two-letter short flag CLI11 cannot declare.
+    // llama.cpp spells them -np and -ub, two-letter short flags CLI11 cannot declare.
     std::vector<std::string> args(argv, argv + argc);
     std::vector<char*> argp;
-    for (std::string& a : args) argp.push_back(a == "-np" ? const_cast<char*>("--parallel") : a.data());
+    for (std::string& a : args) {
+        if (a == "-np") a = "--parallel";
+        if (a == "-ub") a = "--ubatch-size";
+        argp.push_back(a.data());
+    }
     return common::run_main(app, argc, argp.data(), [&] {
         if (opt.model.empty() == synthetic.empty()) throw std::runtime_error("give exactly one of -m DIR or --synthetic CONFIG");
         const std::vector<int> pps = parse_list(pp_list, "-p"), tgs = parse_list(tg_list, "-n"),
-                               depths = parse_list(depth_list, "-d");
+                               depths = parse_list(depth_list, "-d"), ubs = parse_list(ub_list, "-ub");
+        if (std::find(ubs.begin(), ubs.end(), 0) != ubs.end()) throw std::runtime_error("-ub: 0 tokens per pass");
+        // Like llama-bench, the table names -ub only where it was given.
+        const bool show_ub = ub_list != "512";
 
         std::unique_ptr<mistral::Model> model;
         std::string model_name;
@@ -346,27 +361,28 @@ int main(int argc, char** argv) {
         };
         for (int d : depths) {
             for (int n : pps)
-                if (n > 0)
-                    measure({name("pp", n, d), n, 0, 1, d, {}, 0, flops_per_prefill_token(*model, n, d)},
-                            [&](double* ttft) {
-                                const double r = run.prefill(n, d);
-                                *ttft = 1e3 * n / r;  // the prompt's pass (not the depth's)
-                                return r;
-                            });
+                for (int ub : ubs)
+                    if (n > 0)
+                        measure({name("pp", n, d), n, 0, 1, d, ub, {}, 0, flops_per_prefill_token(*model, n, d)},
+                                [&](double* ttft) {
+                                    const double r = run.prefill(n, d, ub);
+                                    *ttft = 1e3 * n / r;  // the prompt's passes (not the depth's)
+                                    return r;
+                                });
             for (int n : tgs)
                 if (n > 0)
-                    measure({name("tg", n, d), 0, n, 1, d, {}, 0}, [&](double* ttft) { return run.decode(n, d, ttft); });
+                    measure({name("tg", n, d), 0, n, 1, d, 0, {}, 0}, [&](double* ttft) { return run.decode(n, d, ttft); });
         }
         if (n_par > 1)
             for (int n : tgs)
                 if (n > 0)
                     measure({"np" + std::to_string(n_par) + " pp" + std::to_string(prompt_len) + "+tg" + std::to_string(n),
-                             prompt_len, n, n_par, 0, {}, 0},
+                             prompt_len, n, n_par, 0, 0, {}, 0},
                             [&](double* ttft) { return run.parallel(n_par, prompt_len, n, ttft); });
 
         if (image_size > 0) {
             if (!model->config().has_vision) throw std::runtime_error("--image-size: this model has no vision tower");
-            measure({"img" + std::to_string(image_size), 0, 0, 1, 0, {}, 0, flops_per_image_token(*model, image_size)},
+            measure({"img" + std::to_string(image_size), 0, 0, 1, 0, 0, {}, 0, flops_per_image_token(*model, image_size)},
                     [&](double* ms) { return run.vision(image_size, ms); });
         }
 
@@ -394,6 +410,7 @@ int main(int argc, char** argv) {
                             {"n_gen", r.n_gen},
                             {"n_parallel", r.n_par},
                             {"n_depth", r.n_depth},
+                            {"n_ubatch", r.n_ubatch},
                             {"avg_ts", r.mean()},
                             {"stddev_ts", r.stddev()},
                             {"samples_ts", r.rates},
@@ -413,23 +430,31 @@ int main(int argc, char** argv) {
         } else if (output == "jsonl") {
             for (const auto& r : rows) std::cout << r.dump() << "\n";
         } else if (output == "csv") {
-            std::cout << "model,size_gb,backend,threads,test,n_depth,avg_ts,stddev_ts,ttft_ms,weight_bytes_per_token,"
+            std::cout << "model,size_gb,backend,threads,test,n_depth,n_ubatch,avg_ts,stddev_ts,ttft_ms,weight_bytes_per_token,"
                          "kv_bytes_per_step,bandwidth_gbs,effective_gbs,ceiling_ratio,peak_host_mem_gb\n";
             for (const auto& r : rows)
-                std::printf("\"%s\",%.3f,%s,%d,%s,%d,%.3f,%.3f,%.2f,%.0f,%.0f,%.2f,%.2f,%.4f,%.2f\n",
+                std::printf("\"%s\",%.3f,%s,%d,%s,%d,%d,%.3f,%.3f,%.2f,%.0f,%.0f,%.2f,%.2f,%.4f,%.2f\n",
                             r["model"].get<std::string>().c_str(), size_gb, r["backend"].get<std::string>().c_str(),
                             threads, r["test"].get<std::string>().c_str(), r["n_depth"].get<int>(),
+                            r["n_ubatch"].get<int>(),
                             r["avg_ts"].get<double>(), r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(), bpt,
                             r["kv_bytes_per_step"].get<double>(), bw / 1e9, r["effective_gbs"].get<double>(),
                             r["ceiling_ratio"].get<double>(), mem_gb);
         } else {
             // GB/step: the weights, and for decode the caches each step reads too.
-            std::printf("| model | size | backend | threads | test | t/s | TTFT ms | GB/step | BW GB/s | eff GB/s | of ceiling |\n");
-            std::printf("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+            std::printf("| model | size | backend | threads |%s test | t/s | TTFT ms | GB/step | BW GB/s | eff GB/s | of "
+                        "ceiling |\n",
+                        show_ub ? " n_ubatch |" : "");
+            std::printf("| --- | ---: | --- | ---: |%s ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+                        show_ub ? " ---: |" : "");
             for (const auto& r : rows)
-                std::printf("| %s | %.2f GB | %s | %d | %s | %.2f ± %.2f | %.1f | %.3f | %.1f | %.1f | %s |\n",
+                std::printf("| %s | %.2f GB | %s | %d |%s %s | %.2f ± %.2f | %.1f | %.3f | %.1f | %.1f | %s |\n",
                             r["model"].get<std::string>().c_str(), size_gb, r["backend"].get<std::string>().c_str(),
-                            threads, r["test"].get<std::string>().c_str(), r["avg_ts"].get<double>(),
+                            threads,
+                            !show_ub ? ""
+                            : r["n_ubatch"].get<int>() > 0 ? (" " + std::to_string(r["n_ubatch"].get<int>()) + " |").c_str()
+                                                           : "  |",
+                            r["test"].get<std::string>().c_str(), r["avg_ts"].get<double>(),
                             r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(),
                             (bpt + r["kv_bytes_per_step"].get<double>()) / 1e9, bw / 1e9,
                             r["effective_gbs"].get<double>(),
