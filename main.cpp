@@ -313,9 +313,11 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--context-full", o.context_full,
                    "chat: when a conversation leaves less than a quarter of the context (or -n) for the answer, "
-                   "drop-oldest drops its oldest turns (the system prompt stays) down to half the context; stop "
-                   "refuses the message (/clear starts anew)")
-        ->check(CLI::IsMember({"drop-oldest", "stop"}))
+                   "drop-oldest drops its oldest turns (the system prompt stays) down to half the context and "
+                   "reads the rest again; shift drops them too but moves the cache down over them instead "
+                   "(llama.cpp's context shift: no re-read, answers close to but not those of the shorter "
+                   "conversation); stop refuses the message (/clear starts anew)")
+        ->check(CLI::IsMember({"drop-oldest", "shift", "stop"}))
         ->capture_default_str();
     app.add_option("--tools", o.tools_file, "JSON file with an OpenAI-style function list");
     app.add_option("--color", o.color, "colours: auto (on a terminal), on, off")
@@ -389,7 +391,9 @@ int main(int argc, char** argv) {
             throw std::runtime_error("-n " + std::to_string(o.n_predict) + " exceeds the context of " +
                                      std::to_string(n_ctx) + " tokens (-c)");
         so.reserve_n_predict = one_shot;
-        so.drop_old_turns = o.context_full == "drop-oldest";
+        so.context_full = o.context_full == "stop"    ? ContextFull::Stop
+                          : o.context_full == "shift" ? ContextFull::Shift
+                                                      : ContextFull::DropOldest;
         mistral::Context ctx(*model, n_ctx, 1, kv_type);
         log_info("chat: %s layout, context %d tokens, sampling: %s", tok.version().c_str(), n_ctx,
                  check.describe().c_str());
@@ -399,6 +403,6 @@ int main(int argc, char** argv) {
         for (const std::string& p : o.images.paths) session.attach_image(p);
         if (one_shot) return run_one_shot(session, prompt, load_ms);
         Console con(parse_color_mode(o.color));
-        return Repl(session, con, so.drop_old_turns).run();
+        return Repl(session, con, so.context_full != ContextFull::Stop).run();
     });
 }

@@ -356,13 +356,13 @@ std::vector<int32_t> ChatSession::next_draft(int32_t id, int64_t n_generated) {
     return d;
 }
 
-// The prompt of msgs_; with drop_old_turns, where it leaves too little room for an answer, that of msgs_
-// without its oldest turns (each from a user message to the next), which are then dropped from msgs_.
+// The prompt of msgs_; unless ContextFull::Stop, where it leaves too little room for an answer, that of
+// msgs_ without its oldest turns (each from a user message to the next), which are then dropped from msgs_.
 Prompt ChatSession::render_fitting() {
     Prompt p = tmpl_.render(msgs_, opt_.tools);
     const int64_t n_ctx = ctx_.n_ctx();
     const int64_t room = opt_.n_predict > 0 ? opt_.n_predict : n_ctx / 4;
-    if (!opt_.drop_old_turns || int64_t(p.ids.size()) + room <= n_ctx) return p;
+    if (opt_.context_full == ContextFull::Stop || int64_t(p.ids.size()) + room <= n_ctx) return p;
     const int64_t target = std::min(n_ctx - room, n_ctx / 2);
     const size_t first = !msgs_.empty() && msgs_.front().role == Role::System ? 1 : 0;
     size_t last_user = msgs_.size();
@@ -381,13 +381,57 @@ Prompt ChatSession::render_fitting() {
     if (!best || int64_t(best->ids.size()) >= n_ctx) return p;  // it does not fit either way: say so below
     size_t images = 0;
     for (size_t i = first; i < cut; ++i) images += msgs_[i].images.size();
+    const bool shifted = opt_.context_full == ContextFull::Shift && shift_cache(p, *best);
     log_info("the conversation outgrew the context of %lld tokens: dropped its %zu oldest turn%s (%zu messages%s, "
-             "%zu tokens); its prompt is now %zu tokens",
+             "%zu tokens); its prompt is now %zu tokens%s",
              (long long)n_ctx, turns, turns == 1 ? "" : "s", cut - first,
              images ? (", " + std::to_string(images) + (images == 1 ? " image" : " images")).c_str() : "",
-             p.ids.size() - best->ids.size(), best->ids.size());
+             p.ids.size() - best->ids.size(), best->ids.size(),
+             shifted ? (", " + std::to_string(cached_.size()) + " of them kept in the cache (context shift)").c_str()
+                     : "");
     msgs_.erase(msgs_.begin() + long(first), msgs_.begin() + long(cut));
     return std::move(*best);
+}
+
+// ContextFull::Shift: where `after` is `before` without one span of tokens (whole images included), the
+// cached positions past the span move down over it, so that only what the cache lacked is read. False
+// where nothing moved (no such span, or nothing cached past it): the prefill then reads what follows the
+// shared start again.
+bool ChatSession::shift_cache(const Prompt& before, const Prompt& after) {
+    const std::vector<int32_t>&o = before.ids, &n = after.ids;
+    size_t at = 0;  // the span starts at the first difference, or at an image that is not the same one
+    while (at < n.size() && o[at] == n[at]) ++at;
+    auto same_image = [](const Prompt::Image& x, const Prompt::Image& y, size_t shift) {
+        return x.first == y.first + shift && x.count == y.count && x.path == y.path;
+    };
+    for (const Prompt::Image& im : after.images) {
+        if (im.first >= at) break;
+        const bool same = std::any_of(before.images.begin(), before.images.end(),
+                                      [&](const Prompt::Image& b) { return same_image(b, im, 0); });
+        if (!same || im.first + im.count > at) {
+            at = im.first;
+            break;
+        }
+    }
+    const size_t span = o.size() - n.size();
+    if (!std::equal(n.begin() + long(at), n.end(), o.begin() + long(at + span))) return false;
+    for (const Prompt::Image& im : after.images)
+        if (im.first >= at && std::none_of(before.images.begin(), before.images.end(),
+                                           [&](const Prompt::Image& b) { return same_image(b, im, span); }))
+            return false;
+    size_t cached = 0;  // positions that hold the `before` prompt
+    while (cached < cached_.size() && cached < o.size() && cached_[cached] == o[cached]) ++cached;
+    if (cached <= at + span) return false;
+    ctx_.drop_positions(int(at), int(span), int(cached));
+    cached_.resize(cached);
+    cached_.erase(cached_.begin() + long(at), cached_.begin() + long(at + span));
+    std::vector<Prompt::Image> images;
+    for (Prompt::Image im : cached_images_) {
+        if (im.first + im.count <= at) images.push_back(im);
+        if (im.first >= at + span && im.first + im.count <= cached) im.first -= span, images.push_back(im);
+    }
+    cached_images_ = std::move(images);
+    return true;
 }
 
 Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {

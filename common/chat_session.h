@@ -61,14 +61,21 @@ struct Reply {
     Timings timings;
 };
 
+// What a conversation that outgrows the context does (--context-full).
+enum class ContextFull {
+    Stop,        // the next message is refused
+    DropOldest,  // its oldest turns go, and the prompt after them is read again: the shorter prompt, exactly
+    Shift,       // its oldest turns go, and the cache after them moves down (Context::drop_positions)
+};
+
 struct SessionOptions {
     int n_predict = -1;              // tokens per answer, < 0: until </s> or a full context
     int n_batch = 512;               // prefill chunk
     bool reserve_n_predict = false;  // refuse a prompt that leaves fewer than n_predict tokens of context
-    // A conversation that leaves less than a quarter of the context (or -n) for the answer loses its oldest
-    // turns (a user message and what answered it; the system prompt and the last user message stay), down
-    // to half the context where it can, instead of stopping; what was dropped is said on stderr.
-    bool drop_old_turns = false;
+    // Unless Stop, a conversation that leaves less than a quarter of the context (or -n) for the answer
+    // loses its oldest turns (a user message and what answered it; the system prompt and the last user
+    // message stay), down to half the context where it can; what was dropped is said on stderr.
+    ContextFull context_full = ContextFull::Stop;
     std::string tools;               // [AVAILABLE_TOOLS] JSON text, "" for none (see tools_json)
     std::string dump_ids;            // debug: append {"pos": p, "ids": [...]} per prefill to this file
     std::string prompt_cache;        // --prompt-cache: the first prefill reuses this file's KV, then saves its own
@@ -114,6 +121,7 @@ public:
 private:
     Reply generate(const OnText& on_text, const ShouldStop& stop);
     Prompt render_fitting();
+    bool shift_cache(const Prompt& before, const Prompt& after);
     std::vector<int32_t> next_draft(int32_t id, int64_t n_generated);
     bool prefill(const Prompt& p, Timings& t, const ShouldStop& stop, mistral::BatchResult& last);
     void restore_prompt_cache(const Prompt& p, const std::vector<CachedImage>& spans);

@@ -164,10 +164,11 @@ public:
     virtual void alloc_persistent(Tensor& t) = 0;
     // Run a graph: copy inputs in, allocate intermediates, execute every node.
     virtual void compute(Graph& g) = 0;
-    // Copy an output of the last computed graph, or any persistent tensor, to host memory.
-    virtual void read(const Tensor& t, void* dst, size_t nbytes) = 0;
-    // Copy host bytes into a persistent tensor (e.g. restoring a KV cache).
-    virtual void write(Tensor& t, const void* src, size_t nbytes) = 0;
+    // Copy an output of the last computed graph, or any persistent tensor, to host memory: nbytes from
+    // byte `offset` of the tensor on.
+    virtual void read(const Tensor& t, void* dst, size_t nbytes, size_t offset = 0) = 0;
+    // Copy host bytes into a persistent tensor (e.g. restoring a KV cache), from byte `offset` of it on.
+    virtual void write(Tensor& t, const void* src, size_t nbytes, size_t offset = 0) = 0;
     virtual void set_threads(int n) { (void)n; }
     // The streaming bandwidth memory-bound kernels are measured against, bytes per second: the read
     // bandwidth of host memory on the CPU, a device-to-device copy (bytes read + written) on a GPU.

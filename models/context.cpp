@@ -1,11 +1,13 @@
-// context.cpp — weight upload, KV cache allocation (after checking both fit the backend's free memory), and
-// running text and vision graphs on a backend.
+// context.cpp — weight upload, KV cache allocation (after checking both fit the backend's free memory),
+// running text and vision graphs on a backend, and reading, writing and shifting the cache.
 #include "context.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+
+#include "rope.h"
 
 namespace mistral {
 
@@ -253,6 +255,24 @@ void Context::write_cache(int n, const std::vector<uint8_t>& bytes, int stored) 
         for (fp4::Tensor* t : {cache_.k[l].get(), cache_.v[l].get()}) {
             model_.backend().write(*t, at, size_t(n) * row);
             at += size_t(stored) * row;
+        }
+}
+
+void Context::drop_positions(int at, int count, int n) {
+    if (at < 0 || count <= 0 || n > n_ctx() || at + count > n)
+        throw std::out_of_range("drop_positions: [" + std::to_string(at) + ", +" + std::to_string(count) + ") of " +
+                                std::to_string(n) + " positions");
+    const size_t row = cache_row_bytes(), moved = size_t(n - at - count);
+    if (moved == 0) return;
+    const TextConfig& c = model_.config().text;
+    std::vector<uint8_t> rows(moved * row);
+    for (size_t l = 0; l < cache_.k.size(); ++l)
+        for (fp4::Tensor* t : {cache_.k[l].get(), cache_.v[l].get()}) {
+            model_.backend().read(*t, rows.data(), rows.size(), size_t(at + count) * row);
+            if (t == cache_.k[l].get())
+                fp4::rope_shift_rows(t->type, rows.data(), int64_t(moved), c.n_kv_head, c.head_dim, c.rope_theta,
+                                     -int64_t(count));
+            model_.backend().write(*t, rows.data(), rows.size(), size_t(at) * row);
         }
 }
 

@@ -89,6 +89,12 @@ public:
     void write_cache(int n, const std::vector<uint8_t>& bytes, int stored);
     size_t cache_row_bytes() const;  // one position of one layer's K (or V)
 
+    // Positions [at, at + count) leave sequence 0's cache of n positions, and those after them move down
+    // by `count`, their keys turned back as many positions (llama.cpp's context shift): what stays is what
+    // the shorter prompt would have stored to rounding in layer 0, while deeper layers keep what the
+    // dropped tokens contributed through attention. One host round trip of the moved rows.
+    void drop_positions(int at, int count, int n);
+
 private:
     // The last text pass's graph with its own copy of the inputs: a batch of the same shape (the next
     // decode step) runs it again with new ids and positions instead of building it anew, and the backend

@@ -568,7 +568,7 @@ TEST_CASE("REPL through a pipe: turns, images, /clear, /regen, bad commands; onl
     CHECK(p[3].ids == Ids{4});
 }
 
-TEST_CASE("REPL: a conversation that outgrows the context drops its oldest turns, or with --context-full stop, ends") {
+TEST_CASE("REPL: a conversation that outgrows the context drops its oldest turns (read again or shifted), or ends") {
     // -c 128, -n 48: the third message would leave less than 48 tokens for its answer.
     const std::string d = dump_path("full.jsonl");
     const std::string turns = "Psalms 23\nGenesis 1\nExodus 3\n";
@@ -595,10 +595,50 @@ TEST_CASE("REPL: a conversation that outgrows the context drops its oldest turns
     Run again = chat("-m " + kModel + " --temp 0 -c 128 -n 48", "/load " + saved + "\n/regen\n");
     CHECK(again.out == r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1));
 
+    // --context-full shift: the cache moves down over the first turn, and only what it lacked is read (the
+    // second answer's last token, which no pass has taken yet, and the third message).
+    const std::string ds = dump_path("shift.jsonl");
+    Run shifted = chat("-m " + kModel + " --temp 0 -c 128 -n 48 --context-full shift --dump-ids " + ds, turns);
+    CHECK(shifted.rc == 0);
+    CHECK(shifted.err.find("dropped its 1 oldest turn (2 messages, ") != std::string::npos);
+    CHECK(shifted.err.find("of them kept in the cache (context shift)") != std::string::npos);
+    auto q = prefills(ds);
+    REQUIRE(q.size() == 3);
+    CHECK(q[2].pos == p[2].pos + int64_t(p[2].ids.size()) - int64_t(third.size()) - 1);
+    CHECK(q[2].ids.size() == third.size() + 1);
+    CHECK(Ids(q[2].ids.begin() + 1, q[2].ids.end()) == third);
+    CHECK(shifted.out.substr(0, shifted.out.rfind('\n', shifted.out.size() - 2)) ==
+          r.out.substr(0, r.out.rfind('\n', r.out.size() - 2)));  // the same first two answers
+
     Run stopped = chat("-m " + kModel + " --temp 0 -c 128 -n 48 --context-full stop", turns);
     CHECK(stopped.rc == 0);
     CHECK(stopped.err.find("dropped") == std::string::npos);
     CHECK(stopped.err.find("the context is full; /clear starts a new conversation") != std::string::npos);
+}
+
+TEST_CASE("REPL: a dropped turn with a picture; the next picture's cache is moved with --context-full shift") {
+    // Both pictures take the same [IMG] tokens: the shift must see that the kept one is another file.
+    const std::string turns = "/image " + kRedCircle + "\nWhat is in the image?\n/image " +
+                              "tests/data/tiny-kjv/images/blue_square.png\nAnd this one?\nWhat colour was it?\n";
+    for (const char* mode : {"shift", "drop-oldest"}) {
+        CAPTURE(mode);
+        const std::string d = dump_path(std::string("pictures-") + mode + ".jsonl");
+        Run r = chat("-m " + kModel + " --temp 0 -c 90 -n 16 --context-full " + mode + " --dump-ids " + d, turns);
+        INFO(r.err);
+        CHECK(r.rc == 0);
+        CHECK(r.err.find("dropped its 1 oldest turn (2 messages, 1 image, 36 tokens)") != std::string::npos);
+        auto p = prefills(d);
+        REQUIRE(p.size() == 3);
+        const Ids third = cat({{2, 3}, E("What colour was it?"), {4}});
+        if (std::string(mode) == "shift") {
+            // <s>[INST], the blue square's 20 tokens, its question and answer stay cached (32 positions).
+            CHECK(p[2].pos == 32);
+            CHECK(p[2].ids == third);
+        } else {
+            CHECK(p[2].pos == 2);  // read again from the blue square on (its pixels loaded again)
+            CHECK(Ids(p[2].ids.begin(), p[2].ids.begin() + 20) == image(4, 4));
+        }
+    }
 }
 
 TEST_CASE("REPL: --image goes with the first message") {

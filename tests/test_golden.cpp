@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "config.h"
 #include "context.h"
 #include "golden.h"
+#include "numeric.h"
 #include "tokenizer.h"
 
 using namespace mistral;
@@ -227,6 +229,69 @@ TEST_CASE("decode through the KV cache equals a full recompute") {
     Context full(*model, 256);
     BatchResult f = full.eval(Batch::sequence(all, 0, 0, 13));
     CHECK(rel_err(stepwise, f.logits) <= 1e-5);
+}
+
+// Drops positions [4, 4 + 9) of a 40-token prompt's cache. Layer 0's keys and values depend on their token
+// and position alone, so there the cache must hold what the 31-token prompt without them stores: values
+// moved as they are, keys turned back 9 positions (to the cache type's rounding). Deeper layers also keep
+// what the dropped tokens contributed through attention; they are checked to have moved (their first 4
+// positions untouched, the rest those of the long prompt 9 rows further on, values exactly).
+void check_drop_positions(const std::function<std::unique_ptr<fp4::Backend>()>& make, fp4::Type kv, double tol) {
+    auto model = open_model("tests/data/tiny-kjv/nvfp4", make());
+    Golden gold("tests/data/tiny-kjv/golden");
+    std::vector<int32_t> ids = gold.i32("psalm.ids");
+    while (ids.size() < 40) ids.push_back(ids[ids.size() % 7 + 1]);
+    ids.resize(40);
+    std::vector<int32_t> shorter(ids.begin(), ids.begin() + 4);
+    shorter.insert(shorter.end(), ids.begin() + 13, ids.end());
+
+    Context a(*model, 64, 1, kv), b(*model, 64, 1, kv);
+    a.eval(Batch::sequence(ids, 0));
+    const std::vector<uint8_t> before = a.read_cache(40);
+    a.drop_positions(4, 9, 40);
+    b.eval(Batch::sequence(shorter, 0));
+    const std::vector<uint8_t> shifted = a.read_cache(31), fresh = b.read_cache(31);
+    const size_t row = a.cache_row_bytes(), part = 31 * row, whole = 40 * row;
+    auto values = [&](const std::vector<uint8_t>& bytes, size_t at, size_t n) {
+        const size_t size = fp4::row_bytes(kv, 1);
+        std::vector<float> v(n * row / size);
+        for (size_t i = 0; i < v.size(); ++i) {
+            const uint8_t* p = bytes.data() + at + i * size;
+            if (kv == fp4::Type::F32) std::memcpy(&v[i], p, 4);
+            else if (kv == fp4::Type::BF16) v[i] = fp4::bf16_to_f32(uint16_t(p[0] | p[1] << 8));
+            else v[i] = fp4::e4m3_to_f32(*p);
+        }
+        return v;
+    };
+    // Layer 0: K within the rounding of one more turn, V equal.
+    CHECK(rel_err(values(shifted, 0, 31), values(fresh, 0, 31)) <= tol);
+    CHECK(std::equal(shifted.begin() + long(part), shifted.begin() + long(2 * part), fresh.begin() + long(part)));
+    // Every layer: positions below 4 as they were, V rows 13.. moved down by 9.
+    const int n_layer = model->config().text.n_layer;
+    for (int l = 0; l < n_layer; ++l) {
+        const size_t k_at = size_t(2 * l) * part, k_was = size_t(2 * l) * whole;
+        CHECK(std::equal(shifted.begin() + long(k_at), shifted.begin() + long(k_at + 4 * row),
+                         before.begin() + long(k_was)));
+        CHECK(std::equal(shifted.begin() + long(k_at + part + 4 * row), shifted.begin() + long(k_at + 2 * part),
+                         before.begin() + long(k_was + whole + 13 * row)));
+    }
+    CHECK_THROWS_AS(a.drop_positions(30, 5, 31), std::out_of_range);
+    CHECK_THROWS_AS(a.drop_positions(3, 0, 31), std::out_of_range);
+}
+
+TEST_CASE("dropped cache positions: what stays moves down, its keys turned back, on the CPU") {
+    check_drop_positions([] { return fp4::make_cpu_backend(2); }, fp4::Type::F32, 1e-6);
+    check_drop_positions([] { return fp4::make_cpu_backend(2); }, fp4::Type::BF16, 4e-3);
+    check_drop_positions([] { return fp4::make_cpu_backend(2); }, fp4::Type::F8_E4M3, 5e-2);
+}
+
+TEST_CASE("dropped cache positions on CUDA") {
+    std::string why;
+    if (!fp4::make_cuda_backend(&why)) {
+        MESSAGE("skipped: " << why);
+        return;
+    }
+    check_drop_positions([] { return fp4::make_cuda_backend(nullptr); }, fp4::Type::BF16, 4e-3);
 }
 
 TEST_CASE("a pass over drafted tokens: each row as a one-row pass gives it, keys of rejected ones unseen") {

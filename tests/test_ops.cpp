@@ -21,6 +21,7 @@
 #include "cpu/graph_plan.h"
 #include "fp4.h"
 #include "numeric.h"
+#include "rope.h"
 
 using namespace fp4;
 using cpu::Isa;
@@ -291,6 +292,55 @@ TEST_CASE("ROPE rotates half-split lanes by pos / theta^(2j/Dh)") {
     std::vector<float> got = read_output(*be, y);
     check_close(got, rotate_ref(x, M, H, Dh, angle), 1e-5, std::vector<double>(x.size(), 1.0));
     for (int i = 0; i < H * Dh; ++i) CHECK(got[size_t(i)] == x[size_t(i)]);  // pos 0 is the identity
+}
+
+TEST_CASE("rope_shift_rows turns keys stored with ROPE at p into those at p - d, in every cache type") {
+    auto be = make_cpu_backend(2);
+    Rng rng;
+    const int H = 2, Dh = 128;
+    const float theta = 1e9f;  // the 24B model's
+    const std::vector<int32_t> at = {5, 700, 4100, 131000}, back = {1, 300, 4000, 100000};
+    const int64_t M = int64_t(at.size());
+    std::vector<int32_t> moved(at.size());
+    for (size_t m = 0; m < at.size(); ++m) moved[m] = at[m] - back[m];
+    std::vector<float> x = rng.floats(size_t(M * H * Dh));
+    auto roped = [&](const std::vector<int32_t>& pos) {
+        Graph g;
+        Tensor* y = g.mark_output(
+            g.rope(g.input(Type::F32, {H * Dh, M}, x.data()), g.input(Type::I32, {M}, pos.data()), H, Dh, theta));
+        be->compute(g);
+        return read_output(*be, y);
+    };
+    const std::vector<float> stored = roped(at), want = roped(moved);
+    // Relative rms errors: F32 ~4e-8 near position 0, growing as p·3e-9 (the ROPE op's angles are float
+    // products, p·inv_freq rounded, ~4e-4 at position 131000); BF16 ~2e-3 and FP8 ~3e-2, the rounding of
+    // the stored and of the turned values.
+    for (auto [type, tol] : {std::pair{Type::F32, 1e-6}, {Type::BF16, 4e-3}, {Type::F8_E4M3, 5e-2}}) {
+        CAPTURE(std::string(type_name(type)));
+        auto t = make_tensor(type, {H * Dh, M}, "k");
+        std::vector<uint8_t> bytes(t->nbytes());
+        for (size_t i = 0; i < stored.size(); ++i) {
+            if (type == Type::F32) std::memcpy(&bytes[i * 4], &stored[i], 4);
+            if (type == Type::BF16) reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_bf16(stored[i]);
+            if (type == Type::F8_E4M3) bytes[i] = f32_to_e4m3(stored[i]);
+        }
+        for (int64_t m = 0; m < M; ++m)  // each row by its own distance
+            rope_shift_rows(type, bytes.data() + size_t(m) * t->nbytes() / size_t(M), 1, H, Dh, theta,
+                            -int64_t(back[size_t(m)]));
+        for (int64_t m = 0; m < M; ++m) {
+            CAPTURE(at[size_t(m)]);
+            double err = 0, norm = 0;
+            for (int64_t i = m * H * Dh; i < (m + 1) * H * Dh; ++i) {
+                const float got = type == Type::F32    ? reinterpret_cast<const float*>(bytes.data())[i]
+                                  : type == Type::BF16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(bytes.data())[i])
+                                                       : e4m3_to_f32(bytes[size_t(i)]);
+                err += (got - want[size_t(i)]) * double(got - want[size_t(i)]);
+                norm += double(want[size_t(i)]) * want[size_t(i)];
+            }
+            CHECK(std::sqrt(err / norm) <= tol + 1e-8 * at[size_t(m)]);
+        }
+    }
+    CHECK_THROWS(rope_shift_rows(Type::F16, x.data(), 1, H, Dh, theta, 1));
 }
 
 TEST_CASE("ROPE_2D uses even frequencies for rows and odd ones for columns") {
@@ -728,6 +778,16 @@ TEST_CASE("persistent tensors are zeroed, aligned, writable and readable") {
     be->read(*cache, got.data(), got.size() * 4);
     CHECK(got == src);
     CHECK_THROWS(be->write(*cache, src.data(), src.size() * 8));
+    // Byte offsets: rows 3..5 read, then written back at row 1 (a cache shift's move).
+    std::vector<float> part(72);
+    be->read(*cache, part.data(), part.size() * 4, 3 * 24 * 4);
+    CHECK(part == std::vector<float>(src.begin() + 72, src.begin() + 144));
+    be->write(*cache, part.data(), part.size() * 4, 24 * 4);
+    be->read(*cache, got.data(), got.size() * 4);
+    CHECK(std::equal(got.begin() + 24, got.begin() + 96, src.begin() + 72));
+    CHECK(std::equal(got.begin() + 96, got.end(), src.begin() + 96));
+    CHECK_THROWS(be->read(*cache, part.data(), part.size() * 4, 8 * 24 * 4));  // past the end
+    CHECK_THROWS(be->write(*cache, part.data(), 4, 241 * 4));
     CHECK(be->memory_used() >= 240 * 4);
     be->free_persistent(*cache);
     CHECK(cache->data == nullptr);

@@ -103,17 +103,19 @@ public:
                 else t->data = nullptr;
     }
 
-    void read(const Tensor& t, void* dst, size_t nbytes) override {
+    void read(const Tensor& t, void* dst, size_t nbytes, size_t offset) override {
         if (!outputs_.count(&t) && !persistent_.count(t.data))
             throw std::invalid_argument("read: '" + t.name + "' is neither an output of the last graph nor persistent");
-        if (nbytes > t.nbytes()) throw std::invalid_argument("read: asked for more bytes than '" + t.name + "' holds");
-        std::memcpy(dst, t.data, nbytes);
+        if (offset > t.nbytes() || nbytes > t.nbytes() - offset)
+            throw std::invalid_argument("read: asked for more bytes than '" + t.name + "' holds");
+        std::memcpy(dst, static_cast<const uint8_t*>(t.data) + offset, nbytes);
     }
 
-    void write(Tensor& t, const void* src, size_t nbytes) override {
+    void write(Tensor& t, const void* src, size_t nbytes, size_t offset) override {
         if (!persistent_.count(t.data)) throw std::invalid_argument("write: '" + t.name + "' is not persistent");
-        if (nbytes > t.nbytes()) throw std::invalid_argument("write: more bytes than '" + t.name + "' holds");
-        std::memcpy(t.data, src, nbytes);
+        if (offset > t.nbytes() || nbytes > t.nbytes() - offset)
+            throw std::invalid_argument("write: more bytes than '" + t.name + "' holds");
+        std::memcpy(static_cast<uint8_t*>(t.data) + offset, src, nbytes);
     }
 
     void set_threads(int n) override { pool_.resize(n); }

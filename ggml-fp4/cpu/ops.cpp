@@ -10,6 +10,7 @@
 
 #include "cpu/ops.h"
 #include "numeric.h"
+#include "rope.h"
 
 namespace fp4::cpu {
 
@@ -86,13 +87,6 @@ void op_rms_norm(OpContext& ctx, Tensor& dst) {
             for (int64_t i = 0; i < D; ++i) yr[i] = (xr[i] * inv) * w[size_t(i)];
         }
     });
-}
-
-// inv_freq[j] = 1 / theta^(2j/Dh) for j < Dh/2, in float as torch computes it.
-static std::vector<float> rope_inv_freq(float theta, int head_dim) {
-    std::vector<float> f(size_t(head_dim / 2));
-    for (int j = 0; j < head_dim / 2; ++j) f[size_t(j)] = 1.0f / std::pow(theta, float(2 * j) / float(head_dim));
-    return f;
 }
 
 // Rotates lanes (i, i + Dh/2) of every head of row x by the angle whose cos/sin are c[i], s[i].

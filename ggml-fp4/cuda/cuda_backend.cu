@@ -194,15 +194,19 @@ public:
     }
     std::vector<OpProfile> profile() const override { return profiler_.report(); }
 
-    void read(const Tensor& t, void* dst, size_t nbytes) override {
-        if (!t.data || nbytes > t.nbytes()) fail("read of '" + t.name + "': no storage or too many bytes");
-        FP4_CHECK(cudaMemcpyAsync(dst, t.data, nbytes, cudaMemcpyDeviceToHost, ctx_.stream));
+    void read(const Tensor& t, void* dst, size_t nbytes, size_t offset) override {
+        if (!t.data || offset > t.nbytes() || nbytes > t.nbytes() - offset)
+            fail("read of '" + t.name + "': no storage or too many bytes");
+        FP4_CHECK(cudaMemcpyAsync(dst, static_cast<const uint8_t*>(t.data) + offset, nbytes, cudaMemcpyDeviceToHost,
+                                  ctx_.stream));
         FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
     }
 
-    void write(Tensor& t, const void* src, size_t nbytes) override {
-        if (!t.data || nbytes > t.nbytes()) fail("write of '" + t.name + "': no storage or too many bytes");
-        FP4_CHECK(cudaMemcpyAsync(t.data, src, nbytes, cudaMemcpyHostToDevice, ctx_.stream));
+    void write(Tensor& t, const void* src, size_t nbytes, size_t offset) override {
+        if (!t.data || offset > t.nbytes() || nbytes > t.nbytes() - offset)
+            fail("write of '" + t.name + "': no storage or too many bytes");
+        FP4_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(t.data) + offset, src, nbytes, cudaMemcpyHostToDevice,
+                                  ctx_.stream));
         FP4_CHECK(cudaStreamSynchronize(ctx_.stream));
     }
 
