@@ -399,6 +399,7 @@ Prompt ChatSession::render_fitting() {
 // shared start again.
 bool ChatSession::shift_cache(const Prompt& before, const Prompt& after) {
     const std::vector<int32_t>&o = before.ids, &n = after.ids;
+    if (o.size() <= n.size()) return false;
     size_t at = 0;  // the span starts at the first difference, or at an image that is not the same one
     while (at < n.size() && o[at] == n[at]) ++at;
     auto same_image = [](const Prompt::Image& x, const Prompt::Image& y, size_t shift) {
