@@ -292,7 +292,13 @@ int main(int argc, char** argv) {
     app.add_option("--top-p", o.sampling.top_p, "top-p, 1 = off")->capture_default_str();
     app.add_option("--min-p", o.sampling.min_p, "min-p, 0 = off")->capture_default_str();
     app.add_option("--repeat-penalty", o.sampling.repeat_penalty, "repeat penalty, 1 = off")->capture_default_str();
-    app.add_option("--repeat-last-n", o.sampling.repeat_last_n, "tokens the repeat penalty looks back")
+    app.add_option("--frequency-penalty", o.sampling.frequency_penalty,
+                   "subtracted from a recent token's logit per occurrence, 0 = off")
+        ->capture_default_str();
+    app.add_option("--presence-penalty", o.sampling.presence_penalty,
+                   "subtracted from the logit of every recent token, 0 = off")
+        ->capture_default_str();
+    app.add_option("--repeat-last-n", o.sampling.repeat_last_n, "tokens the penalties look back")
         ->capture_default_str();
     app.add_option("-n,--n-predict", o.n_predict, "tokens per answer, -1 = until </s> or a full context")
         ->capture_default_str();

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
-#include <unordered_set>
+#include <unordered_map>
 
 namespace common {
 
@@ -15,14 +15,18 @@ Sampler::Sampler(const SamplingParams& p) : p_(p), state_(p.seed) {
     if (!(p.min_p >= 0 && p.min_p <= 1)) throw std::runtime_error("--min-p must be in [0, 1]");
     if (!(p.repeat_penalty > 0)) throw std::runtime_error("--repeat-penalty must be > 0");
     if (p.repeat_last_n < 0) throw std::runtime_error("--repeat-last-n must be >= 0");
+    if (!std::isfinite(p.frequency_penalty)) throw std::runtime_error("--frequency-penalty must be a finite number");
+    if (!std::isfinite(p.presence_penalty)) throw std::runtime_error("--presence-penalty must be a finite number");
 }
 
 std::string Sampler::describe() const {
-    char buf[200];
+    char buf[256];
     std::snprintf(buf, sizeof buf,
-                  "temp = %.3f, top_k = %d, top_p = %.3f, min_p = %.3f, repeat_penalty = %.3f (last %d), seed = %llu",
+                  "temp = %.3f, top_k = %d, top_p = %.3f, min_p = %.3f, repeat_penalty = %.3f, frequency_penalty = "
+                  "%.3f, presence_penalty = %.3f (last %d), seed = %llu",
                   double(p_.temp), p_.top_k, double(p_.top_p), double(p_.min_p), double(p_.repeat_penalty),
-                  p_.repeat_last_n, (unsigned long long)p_.seed);
+                  double(p_.frequency_penalty), double(p_.presence_penalty), p_.repeat_last_n,
+                  (unsigned long long)p_.seed);
     return buf;
 }
 
@@ -39,10 +43,13 @@ const float* Sampler::penalized(const float* logits, int64_t n_vocab, const std:
     if (!penalizes() || recent.empty()) return logits;
     work_.assign(logits, logits + n_vocab);
     const size_t n = std::min(recent.size(), size_t(p_.repeat_last_n));
-    for (int32_t id : std::unordered_set<int32_t>(recent.end() - long(n), recent.end())) {
+    std::unordered_map<int32_t, int> count;
+    for (auto it = recent.end() - long(n); it != recent.end(); ++it) ++count[*it];
+    for (const auto& [id, times] : count) {
         if (id < 0 || id >= n_vocab) continue;
         float& l = work_[size_t(id)];
         l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
+        l -= float(times) * p_.frequency_penalty + p_.presence_penalty;
     }
     return work_.data();
 }

@@ -1,5 +1,6 @@
-// sampling.h — the token sampler: repeat penalty, top-k, top-p, min-p and temperature (llama.cpp's order
-// and defaults), seeded and reproducible; temperature 0 is a deterministic argmax.
+// sampling.h — the token sampler: repeat, frequency and presence penalties, top-k, top-p, min-p and
+// temperature (llama.cpp's order and defaults), seeded and reproducible; temperature 0 is a deterministic
+// argmax.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,9 @@ struct SamplingParams {
     float top_p = 0.95f;          // keep the smallest set with this much probability (1: off)
     float min_p = 0.05f;          // drop tokens below min_p × the top probability (0: off)
     float repeat_penalty = 1.0f;  // divide positive / multiply negative logits of recent tokens (1: off)
-    int repeat_last_n = 64;       // how many recent tokens the penalty looks at
+    float frequency_penalty = 0;  // subtracted from a recent token's logit once per occurrence (0: off)
+    float presence_penalty = 0;   // subtracted from the logit of every token that occurs recently (0: off)
+    int repeat_last_n = 64;       // how many recent tokens the penalties look at
     uint64_t seed = 0;
 };
 
@@ -22,7 +25,7 @@ class Sampler {
 public:
     explicit Sampler(const SamplingParams& p);
 
-    // Picks the next token from `logits` [n_vocab]; `recent` are the tokens so far (the penalty reads the
+    // Picks the next token from `logits` [n_vocab]; `recent` are the tokens so far (the penalties read the
     // last repeat_last_n of them). Penalties, then top-k, top-p, min-p on the untempered distribution,
     // then temperature, then a draw.
     int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent);
@@ -44,8 +47,11 @@ public:
 
 private:
     double uniform();  // [0, 1), 53 bits of splitmix64: same draws on every platform
-    bool penalizes() const { return p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0; }
-    // `logits`, or a copy in work_ with the repeat penalty applied to the recent tokens.
+    bool penalizes() const {
+        return (p_.repeat_penalty != 1.0f || p_.frequency_penalty != 0 || p_.presence_penalty != 0) &&
+               p_.repeat_last_n != 0;
+    }
+    // `logits`, or a copy in work_ with the penalties applied to the recent tokens.
     const float* penalized(const float* logits, int64_t n_vocab, const std::vector<int32_t>& recent);
     // Top-k, top-p, min-p and temperature: the tokens a draw may pick (kept_) with their weights; returns
     // the weights' sum.

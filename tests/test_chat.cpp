@@ -381,6 +381,25 @@ TEST_CASE("sampler: the repeat penalty pushes recent tokens down") {
     CHECK(last1.sample(logits.data(), 4, {1, 3}) == 1);  // token 1 is out of the window
 }
 
+TEST_CASE("sampler: frequency and presence penalties subtract per occurrence and per token, in the window") {
+    std::vector<float> logits = {2.0f, 1.9f, 1.0f};
+    SamplingParams p;
+    p.temp = 0;
+    p.frequency_penalty = 0.04f;
+    CHECK(Sampler(p).sample(logits.data(), 3, {0, 0}) == 0);     // 2.0 - 2·0.04 = 1.92 > 1.9
+    CHECK(Sampler(p).sample(logits.data(), 3, {0, 0, 0}) == 1);  // 2.0 - 3·0.04 = 1.88
+    CHECK_FALSE(Sampler(p).greedy());                             // the backend's argmax would not see them
+    p.frequency_penalty = 0;
+    p.presence_penalty = 0.15f;
+    CHECK(Sampler(p).sample(logits.data(), 3, {0}) == 1);        // 1.85
+    CHECK(Sampler(p).sample(logits.data(), 3, {0, 1}) == 0);     // both down by 0.15
+    p.repeat_last_n = 1;
+    CHECK(Sampler(p).sample(logits.data(), 3, {0, 2}) == 0);     // token 0 is out of the window
+    p.presence_penalty = -1.5f;                                   // negative: recent tokens favoured
+    CHECK(Sampler(p).sample(logits.data(), 3, {2}) == 2);
+    CHECK(Sampler(p).describe().find("presence_penalty = -1.500") != std::string::npos);
+}
+
 TEST_CASE("sampler: draws follow the tempered distribution and are reproducible") {
     std::vector<float> logits = {std::log(0.75f), std::log(0.25f), -30.0f};
     SamplingParams p = untruncated(42);
@@ -520,6 +539,12 @@ TEST_CASE("sampler: invalid settings are refused") {
     CHECK_THROWS_AS(Sampler{p}, std::runtime_error);
     p = {};
     p.repeat_penalty = 0;
+    CHECK_THROWS_AS(Sampler{p}, std::runtime_error);
+    p = {};
+    p.presence_penalty = INFINITY;
+    CHECK_THROWS_AS(Sampler{p}, std::runtime_error);
+    p = {};
+    p.frequency_penalty = NAN;
     CHECK_THROWS_AS(Sampler{p}, std::runtime_error);
 }
 
