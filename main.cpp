@@ -386,7 +386,7 @@ int main(int argc, char** argv) {
         const fp4::Type kv_type = cache_type_of(o.common).value_or(model->backend().cache_type());
         if (o.common.ctx == 0) {  // a default context shrinks to what the card holds (-c is taken as asked)
             const size_t free = model->backend().memory_free();
-            const int fit = mistral::fitting_context(cfg.text, n_ctx, 1, kv_type, free);
+            const int fit = mistral::fitting_context(cfg.text, n_ctx, 1, kv_type, free, o.n_ubatch);
             if (fit > 0 && fit < n_ctx) {
                 log_info("chat: a context of %d tokens does not fit the %.2f GiB of free %s memory; using %d (-c sets it)",
                          n_ctx, double(free) / double(1ull << 30), model->backend().name(), fit);
@@ -400,7 +400,7 @@ int main(int argc, char** argv) {
         so.context_full = o.context_full == "stop"    ? ContextFull::Stop
                           : o.context_full == "shift" ? ContextFull::Shift
                                                       : ContextFull::DropOldest;
-        mistral::Context ctx(*model, n_ctx, 1, kv_type);
+        mistral::Context ctx(*model, n_ctx, 1, kv_type, o.n_ubatch);
         log_info("chat: %s layout, context %d tokens, sampling: %s", tok.version().c_str(), n_ctx,
                  check.describe().c_str());
 

@@ -63,9 +63,9 @@ ContextMemory context_memory(const TextConfig& c, int n_ctx, int n_seq, fp4::Typ
     return m;
 }
 
-int fitting_context(const TextConfig& c, int wanted, int n_seq, fp4::Type kv_type, size_t free) {
+int fitting_context(const TextConfig& c, int wanted, int n_seq, fp4::Type kv_type, size_t free, int64_t batch) {
     auto fits = [&](int n) {
-        const ContextMemory m = context_memory(c, n, n_seq, kv_type);
+        const ContextMemory m = context_memory(c, n, n_seq, kv_type, batch);
         return m.kv + m.activations <= free;
     };
     if (fits(wanted)) return wanted;
@@ -91,7 +91,8 @@ struct Context::TextPass {
     }
 };
 
-Context::Context(Model& model, int n_ctx, int n_seq, std::optional<fp4::Type> kv_type) : model_(model) {
+Context::Context(Model& model, int n_ctx, int n_seq, std::optional<fp4::Type> kv_type, int64_t batch)
+    : model_(model) {
     const TextConfig& c = model.config().text;
     if (n_ctx <= 0 || n_seq <= 0) throw std::runtime_error("context size and sequence count must be positive");
     if (n_ctx > c.max_pos)
@@ -101,15 +102,17 @@ Context::Context(Model& model, int n_ctx, int n_seq, std::optional<fp4::Type> kv
     if (type != fp4::Type::F32 && type != fp4::Type::BF16 && type != fp4::Type::F8_E4M3)
         throw std::runtime_error(std::string("a KV cache of type ") + fp4::type_name(type) +
                                  " is not supported (F32, BF16 or F8_E4M3)");
-    const ContextMemory need = context_memory(c, n_ctx, n_seq, type);
+    const ContextMemory need = context_memory(c, n_ctx, n_seq, type, batch);
+    const int64_t pass = std::min<int64_t>(batch, int64_t(n_ctx) * n_seq);
     const size_t free = model.backend().memory_free();
     if (need.kv + need.activations > free)
         throw std::runtime_error(
             "the " + std::string(fp4::type_name(type)) + " KV cache for " + std::to_string(n_ctx) + " tokens x " +
             std::to_string(n_seq) + " sequence(s) needs " + gib(need.kv) + " (" +
             std::to_string(need.kv / (size_t(n_ctx) * size_t(n_seq)) / 1024) + " KiB per token) and activations " +
-            "about " + gib(need.activations) + ", but only " + gib(free) + " of " + model.backend().name() +
-            " memory is free (lower -c or the sequence count, or pick a smaller --kv-type)");
+            "about " + gib(need.activations) + " for passes of " + std::to_string(pass) + " tokens, but only " +
+            gib(free) + " of " + model.backend().name() +
+            " memory is free (lower -c, -ub or the sequence count, or pick a smaller --kv-type)");
     cache_.n_ctx = n_ctx;
     cache_.n_seq = n_seq;
     const int64_t width = int64_t(c.n_kv_head) * c.head_dim, rows = int64_t(n_ctx) * n_seq;

@@ -61,13 +61,15 @@ ContextMemory context_memory(const TextConfig& c, int n_ctx, int n_seq, fp4::Typ
 // The largest context of at most `wanted` tokens (below it, a multiple of 256) whose cache and
 // activations fit in `free` bytes, or 0 when not even 256 tokens do: what a default context shrinks to
 // on a card too small for it.
-int fitting_context(const TextConfig& c, int wanted, int n_seq, fp4::Type kv_type, size_t free);
+int fitting_context(const TextConfig& c, int wanted, int n_seq, fp4::Type kv_type, size_t free, int64_t batch = 512);
 
 class Context {
 public:
-    // A KV cache of `kv_type` (default: the backend's) for n_seq sequences of n_ctx positions. Refuses,
-    // naming the sizes, a context that does not fit the backend's free memory.
-    Context(Model& model, int n_ctx, int n_seq = 1, std::optional<fp4::Type> kv_type = std::nullopt);
+    // A KV cache of `kv_type` (default: the backend's) for n_seq sequences of n_ctx positions, for passes of
+    // up to `batch` tokens. Refuses, naming the sizes, a context whose cache and activations do not fit the
+    // backend's free memory.
+    Context(Model& model, int n_ctx, int n_seq = 1, std::optional<fp4::Type> kv_type = std::nullopt,
+            int64_t batch = 512);
     ~Context();
     Context(const Context&) = delete;
     Context& operator=(const Context&) = delete;

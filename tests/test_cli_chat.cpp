@@ -160,10 +160,23 @@ TEST_CASE("a default context shrinks to what the device holds; an asked-for one 
     CHECK(r.rc == 0);
     CHECK(r.err.find("a context of 32768 tokens does not fit") != std::string::npos);
     CHECK(r.err.find("context 7680 tokens") != std::string::npos);
+    // Passes of 2048 prompt tokens (-ub) need more activation memory: less room for the cache.
+    Run big = cli::run(args + " -ub 2048");
+    INFO(big.err);
+    CHECK(big.rc == 0);
+    const size_t at = big.err.find("layout, context ");
+    REQUIRE(at != std::string::npos);
+    const int n_ctx = std::atoi(big.err.c_str() + at + 16);
+    CHECK(n_ctx < 7680);
+    CHECK(n_ctx % 256 == 0);
+    CHECK(big.out == r.out);
     r = cli::run(args + " -c 32768");
-    unsetenv("FP4_CUDA_EMU_GIB");
     CHECK(r.rc == 1);
     CHECK(r.err.find("error: the BF16 KV cache for 32768 tokens x 1 sequence(s) needs 0.12 GiB") != std::string::npos);
+    r = cli::run(args + " -c 4096 -ub 4096");  // the cache alone would fit
+    unsetenv("FP4_CUDA_EMU_GIB");
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("for passes of 4096 tokens") != std::string::npos);
 }
 
 TEST_CASE("--prompt-cache: a BF16 cache written on the CPU serves the CUDA backend") {

@@ -158,6 +158,19 @@ TEST_CASE("a context that does not fit the backend's memory is refused, naming t
                          std::runtime_error);
     CHECK_THROWS_WITH_AS(Context(*model, 64, 1, fp4::Type::F16), doctest::Contains("not supported"),
                          std::runtime_error);
+    // Activations grow with the tokens a pass takes (-ub), up to all the context's positions.
+    const TextConfig& c = model->config().text;
+    const size_t logits = 4 * size_t(c.vocab);
+    CHECK(context_memory(c, 8192, 1, fp4::Type::F32, 2048).activations - logits ==
+          4 * (context_memory(c, 8192, 1, fp4::Type::F32).activations - logits));
+    CHECK(context_memory(c, 100, 1, fp4::Type::F32, 2048).activations ==
+          context_memory(c, 100, 1, fp4::Type::F32, 100).activations);
+    const ContextMemory at512 = context_memory(c, 4096, 1, fp4::Type::F32);
+    const size_t free = at512.kv + at512.activations;
+    CHECK(fitting_context(c, 4096, 1, fp4::Type::F32, free) == 4096);
+    CHECK(fitting_context(c, 4096, 1, fp4::Type::F32, free, 4096) < 4096);
+    CHECK_THROWS_WITH_AS(Context(*model, 131072, 1000, std::nullopt, 4096),
+                         doctest::Contains("for passes of 4096 tokens"), std::runtime_error);
 }
 
 TEST_CASE("the 24B model's full 131072-token context: 20 GiB of BF16 cache, 10 GiB of FP8") {

@@ -107,7 +107,7 @@ public:
     // Prefill of n random tokens after `depth` already in the cache, `ub` per pass (the last pass's last
     // token with logits, as chat's -ub): tokens/s.
     double prefill(int n, int depth, int ub) {
-        mistral::Context ctx(model_, depth + n, 1, kv_type_);
+        mistral::Context ctx(model_, depth + n, 1, kv_type_, std::max(ub, 512));
         fill(ctx, depth);
         auto ids = random_tokens(n);
         auto t0 = Clock::now();

@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
                              double(h.file_size()) / (1 << 30));
             common::KldWriter w(
                 save_base, h, std::vector<int32_t>(tokens.begin(), tokens.begin() + size_t(plan.n_chunk) * plan.n_ctx));
-            mistral::Context ctx(*m.model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt));
+            mistral::Context ctx(*m.model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt), n_batch);
             j = common::run_perplexity(ctx, tokens, plan, m.tok.bos(), [&](int, int n, const std::vector<float>& l) {
                 w.write_rows(l.data(), int64_t(n) * plan.rows());
             });
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
                                              "tokens stored in " +
                                              base_file + " (first difference at token " + std::to_string(at) + ")");
             }
-            mistral::Context ctx(*m.model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt));
+            mistral::Context ctx(*m.model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt), n_batch);
             CompareSetup s;
             s.ctx = &ctx;
             s.base_file = &reader;
@@ -148,12 +148,12 @@ int main(int argc, char** argv) {
             if (m.tok.bos() != b.tok.bos()) throw std::runtime_error("the two tokenizers have different BOS ids");
             const common::ChunkPlan plan = common::plan_chunks(tokens.size(), n_ctx, n_batch, max_chunks, score_all);
             if (n_gen > 0) {
-                mistral::Context ctx(*m.model, plan.first + n_gen, plan.n_seq, common::cache_type_of(opt));
-                mistral::Context bctx(*b.model, plan.first + n_gen, plan.n_seq, common::cache_type_of(opt));
+                mistral::Context ctx(*m.model, plan.first + n_gen, plan.n_seq, common::cache_type_of(opt), n_batch);
+                mistral::Context bctx(*b.model, plan.first + n_gen, plan.n_seq, common::cache_type_of(opt), n_batch);
                 j = run_generation_kld(ctx, bctx, tokens, plan, m.tok.bos(), n_gen, top_k);
             } else {
-                mistral::Context ctx(*m.model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt));
-                mistral::Context bctx(*b.model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt));
+                mistral::Context ctx(*m.model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt), n_batch);
+                mistral::Context bctx(*b.model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt), n_batch);
                 CompareSetup s;
                 s.ctx = &ctx;
                 s.base_ctx = &bctx;

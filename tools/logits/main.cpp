@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
             throw std::runtime_error("the prompt has " + std::to_string(T) + " tokens, more than the context of " +
                                      std::to_string(n_ctx) + " (-c)");
 
-        mistral::Context ctx(*model, n_ctx, 1, common::cache_type_of(opt));
+        mistral::Context ctx(*model, n_ctx, 1, common::cache_type_of(opt), T);
         mistral::Batch b = mistral::Batch::sequence(ids, 0, 0, T);
         b.image_rows = ctx.encode_images(images);
         b.want_hidden = hidden;

@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
             throw std::runtime_error("tekken.json has " + std::to_string(tok.vocab_size()) +
                                      " tokens but the model's vocabulary has " +
                                      std::to_string(model->config().text.vocab));
-        mistral::Context ctx(*model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt));
+        mistral::Context ctx(*model, plan.n_ctx, plan.n_seq, common::cache_type_of(opt), n_batch);
         nlohmann::json j = common::run_perplexity(ctx, tokens, plan, tok.bos());
 
         if (!json_path.empty()) {
