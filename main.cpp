@@ -30,7 +30,7 @@ struct ChatOptions {
     ImageArgs images;
     bool no_system = false;
     int n_predict = -1;
-    int n_ubatch = 512;
+    int n_ubatch = 0;  // 0: the backend's (see --ubatch-size)
     std::string context_full = "drop-oldest";
     DraftParams draft;
     SamplingParams sampling;
@@ -302,8 +302,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("-n,--n-predict", o.n_predict, "tokens per answer, -1 = until </s> or a full context")
         ->capture_default_str();
-    app.add_option("--ubatch-size", o.n_ubatch, "prompt tokens per forward pass (also -ub); logits only for the last")
-        ->check(whole_number(1))
+    app.add_option("--ubatch-size", o.n_ubatch,
+                   "prompt tokens per forward pass (also -ub); logits only for the last. 0: 2048 on a GPU (each pass "
+                   "expands every NVFP4 weight to BF16 once for its products), 512 on the CPU")
+        ->check(whole_number(0))
         ->capture_default_str();
     app.add_option("--draft,--draft-max", o.draft.n_draft,
                    "prompt-lookup speculation: tokens proposed per decode pass from an earlier occurrence of the last "
@@ -352,7 +354,6 @@ int main(int argc, char** argv) {
         const ChatTemplate tmpl(tok);
         SessionOptions so;
         so.n_predict = o.n_predict;
-        so.n_batch = o.n_ubatch;
         if (o.draft.ngram_max < o.draft.ngram_min)
             throw std::runtime_error("--draft-ngram-max " + std::to_string(o.draft.ngram_max) +
                                      " is below --draft-ngram-min " + std::to_string(o.draft.ngram_min));
@@ -381,6 +382,8 @@ int main(int argc, char** argv) {
         so.image = image_options(o.images, cfg, tok);
 
         const bool cpu = std::string(model->backend().name()).rfind("cpu", 0) == 0;
+        if (o.n_ubatch == 0) o.n_ubatch = cpu ? 512 : 2048;
+        so.n_batch = o.n_ubatch;
         int n_ctx = o.common.ctx > 0 ? o.common.ctx : (cpu ? 4096 : 32768);
         if (o.common.ctx == 0 && n_ctx > cfg.text.max_pos) n_ctx = int(cfg.text.max_pos);
         const fp4::Type kv_type = cache_type_of(o.common).value_or(model->backend().cache_type());

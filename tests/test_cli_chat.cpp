@@ -155,13 +155,14 @@ TEST_CASE("one-shot: the golden psalm continuation, only the answer on stdout, t
 TEST_CASE("a default context shrinks to what the device holds; an asked-for one that does not fit is refused") {
     setenv("FP4_CUDA_EMU_GIB", "0.05", 1);  // 51 MiB: 7680 tokens of BF16 cache (4 KiB each) and the rest
     const std::string args = "chat -m " + kModel + " --device cuda --temp 0 -n 8 -p \"Psalms 23\"";
-    Run r = cli::run(args);
+    Run r = cli::run(args + " -ub 512");
     INFO(r.err);
     CHECK(r.rc == 0);
     CHECK(r.err.find("a context of 32768 tokens does not fit") != std::string::npos);
     CHECK(r.err.find("context 7680 tokens") != std::string::npos);
-    // Passes of 2048 prompt tokens (-ub) need more activation memory: less room for the cache.
-    Run big = cli::run(args + " -ub 2048");
+    // Passes of 2048 prompt tokens (the default -ub on a GPU) need more activation memory: less room for the
+    // cache.
+    Run big = cli::run(args);
     INFO(big.err);
     CHECK(big.rc == 0);
     const size_t at = big.err.find("layout, context ");
@@ -324,7 +325,7 @@ TEST_CASE("one-shot errors: one clear line and exit code 1") {
     check_one_error(chat("-m " + kModel + " -p hi -n many"), "many");
     // Whole-number options name the value and the range they take (no DBL_MAX printed in full).
     check_one_error(chat("-m " + kModel + " -p hi -c -5"), "--ctx-size: -5 is not a whole number >= 0 (see --help)");
-    check_one_error(chat("-m " + kModel + " -p hi -ub 0"), "--ubatch-size: 0 is not a whole number >= 1");
+    check_one_error(chat("-m " + kModel + " -p hi -ub -1"), "--ubatch-size: -1 is not a whole number >= 0");
     check_one_error(chat("-m " + kModel + " -p hi --draft 65"), "--draft: 65 is not a whole number from 0 to 64");
     check_one_error(chat("-m " + kModel + " -p hi -t 2x"), "--threads: 2x is not a whole number >= 0");
 }
