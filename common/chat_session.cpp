@@ -378,7 +378,8 @@ Prompt ChatSession::render_fitting() {
         kept.insert(kept.end(), msgs_.begin() + long(cut), msgs_.end());
         best = tmpl_.render(kept, opt_.tools);
     }
-    if (!best || int64_t(best->ids.size()) >= n_ctx) return p;  // it does not fit either way: say so below
+    // Not even the newest message fits: the shortest prompt, for the error that names its size.
+    if (!best || int64_t(best->ids.size()) >= n_ctx) return best ? std::move(*best) : p;
     size_t images = 0;
     for (size_t i = first; i < cut; ++i) images += msgs_[i].images.size();
     const bool shifted = opt_.context_full == ContextFull::Shift && shift_cache(p, *best);

@@ -624,6 +624,15 @@ TEST_CASE("REPL: a conversation that outgrows the context drops its oldest turns
     CHECK(shifted.out.substr(0, shifted.out.rfind('\n', shifted.out.size() - 2)) ==
           r.out.substr(0, r.out.rfind('\n', r.out.size() - 2)));  // the same first two answers
 
+    // A message that does not fit even alone: the error names its own size, and the chat goes on.
+    std::string words;
+    for (int i = 0; i < 150; ++i) words += " amen";
+    Run alone = chat("-m " + kModel + " --temp 0 -c 128 -n 48", turns + words + "\nJohn 3\n");
+    const Ids lone = cat({{1, 3}, E(words), {4}});
+    CHECK(alone.err.find("error: the prompt needs " + std::to_string(lone.size()) + " tokens but the context holds 128") !=
+          std::string::npos);
+    CHECK(std::count(alone.out.begin(), alone.out.end(), '\n') == 4);  // three answers, then John's
+
     Run stopped = chat("-m " + kModel + " --temp 0 -c 128 -n 48 --context-full stop", turns);
     CHECK(stopped.rc == 0);
     CHECK(stopped.err.find("dropped") == std::string::npos);
