@@ -399,29 +399,11 @@ Prompt ChatSession::render_fitting() {
 // where nothing moved (no such span, or nothing cached past it): the prefill then reads what follows the
 // shared start again.
 bool ChatSession::shift_cache(const Prompt& before, const Prompt& after) {
-    const std::vector<int32_t>&o = before.ids, &n = after.ids;
-    if (o.size() <= n.size()) return false;
-    size_t at = 0;  // the span starts at the first difference, or at an image that is not the same one
-    while (at < n.size() && o[at] == n[at]) ++at;
-    auto same_image = [](const Prompt::Image& x, const Prompt::Image& y, size_t shift) {
-        return x.first == y.first + shift && x.count == y.count && x.path == y.path;
-    };
-    for (const Prompt::Image& im : after.images) {
-        if (im.first >= at) break;
-        const bool same = std::any_of(before.images.begin(), before.images.end(),
-                                      [&](const Prompt::Image& b) { return same_image(b, im, 0); });
-        if (!same || im.first + im.count > at) {
-            at = im.first;
-            break;
-        }
-    }
-    const size_t span = o.size() - n.size();
-    if (!std::equal(n.begin() + long(at), n.end(), o.begin() + long(at + span))) return false;
-    for (const Prompt::Image& im : after.images)
-        if (im.first >= at && std::none_of(before.images.begin(), before.images.end(),
-                                           [&](const Prompt::Image& b) { return same_image(b, im, span); }))
-            return false;
+    const std::optional<TokenSpan> dropped = dropped_span(before, after);
+    if (!dropped) return false;
+    const size_t at = dropped->at, span = dropped->count;
     size_t cached = 0;  // positions that hold the `before` prompt
+    const std::vector<int32_t>& o = before.ids;
     while (cached < cached_.size() && cached < o.size() && cached_[cached] == o[cached]) ++cached;
     if (cached <= at + span) return false;
     ctx_.drop_positions(int(at), int(span), int(cached));

@@ -184,6 +184,28 @@ std::vector<Message> reorder_tool_results(std::vector<Message> msgs) {
 
 }  // namespace
 
+std::optional<TokenSpan> dropped_span(const Prompt& before, const Prompt& after) {
+    const std::vector<int32_t>&o = before.ids, &n = after.ids;
+    if (o.size() <= n.size()) return std::nullopt;
+    size_t at = 0;
+    while (at < n.size() && o[at] == n[at]) ++at;
+    auto in_before = [&](const Prompt::Image& im, size_t shift) {
+        return std::any_of(before.images.begin(), before.images.end(), [&](const Prompt::Image& b) {
+            return b.first == im.first + shift && b.count == im.count && b.path == im.path;
+        });
+    };
+    for (const Prompt::Image& im : after.images)
+        if (im.first < at && (!in_before(im, 0) || im.first + im.count > at)) {
+            at = im.first;
+            break;
+        }
+    const size_t count = o.size() - n.size();
+    if (!std::equal(n.begin() + long(at), n.end(), o.begin() + long(at + count))) return std::nullopt;
+    for (const Prompt::Image& im : after.images)
+        if (im.first >= at && !in_before(im, count)) return std::nullopt;
+    return TokenSpan{at, count};
+}
+
 Prompt ChatTemplate::render(const std::vector<Message>& in, const std::string& tools) const {
     const std::vector<Message> msgs = version_ == TemplateVersion::V7 ? in : reorder_tool_results(in);
     // Groups of consecutive user (or assistant) messages count as one message.

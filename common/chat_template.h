@@ -8,6 +8,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -55,6 +56,15 @@ struct Prompt {
     std::vector<int32_t> ids;
     std::vector<Image> images;
 };
+
+// Where `after` is `before` without one span of tokens, that span [at, at + count): it starts at their
+// first difference, or earlier at an image of `after` that is not the same file at the same place in
+// `before` ([IMG] tokens alike do not make pictures alike), and the rest of `after` must be the rest of
+// `before`, its images the same files `count` tokens earlier. nullopt where no such span exists.
+struct TokenSpan {
+    size_t at = 0, count = 0;
+};
+std::optional<TokenSpan> dropped_span(const Prompt& before, const Prompt& after);
 
 class ChatTemplate {
 public:

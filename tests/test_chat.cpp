@@ -279,6 +279,33 @@ TEST_CASE("unknown tokenizer versions and missing tool tokens are clear errors")
     CHECK_THROWS_AS(tmpl.render({user("Q"), bot("", {{"aaaaaaaaa", "f", "{}"}}), tool("", "x")}), std::runtime_error);
 }
 
+TEST_CASE("dropped_span: one span of tokens, pictures told apart by their files") {
+    // <s>[INST] a1 a2 [/INST] x </s>[INST] b1 [/INST] minus its first turn: [a1 .. [INST]] after <s>[INST].
+    const Prompt before{{1, 3, 50, 51, 4, 60, 2, 3, 52, 4}, {}}, after{{1, 3, 52, 4}, {}};
+    auto s = dropped_span(before, after);
+    REQUIRE(s);
+    CHECK(s->at == 2);
+    CHECK(s->count == 6);
+    CHECK_FALSE(dropped_span(after, before));                          // not shorter
+    CHECK_FALSE(dropped_span(before, Prompt{{1, 3, 53, 4}, {}}));      // not the rest of `before`
+    // Two pictures of the same size: the same [IMG] tokens. The kept one is another file, so the span starts
+    // where it does, not after the [IMG] run the two share.
+    const Prompt with{{1, 3, 10, 10, 13, 50, 4, 60, 2, 3, 10, 10, 13, 52, 4}, {{2, 3, "red.png"}, {10, 3, "blue.png"}}};
+    const Prompt kept{{1, 3, 10, 10, 13, 52, 4}, {{2, 3, "blue.png"}}};
+    s = dropped_span(with, kept);
+    REQUIRE(s);
+    CHECK(s->at == 2);
+    CHECK(s->count == 8);
+    // The same file twice: the first copy may stay, the span then begins after it.
+    const Prompt same{{1, 3, 10, 10, 13, 50, 4, 60, 2, 3, 10, 10, 13, 52, 4}, {{2, 3, "red.png"}, {10, 3, "red.png"}}};
+    const Prompt same_kept{{1, 3, 10, 10, 13, 52, 4}, {{2, 3, "red.png"}}};
+    s = dropped_span(same, same_kept);
+    REQUIRE(s);
+    CHECK(s->at == 5);
+    // A kept picture that is not the file `before` has there: no span.
+    CHECK_FALSE(dropped_span(with, Prompt{{1, 3, 10, 10, 13, 52, 4}, {{2, 3, "green.png"}}}));
+}
+
 TEST_CASE("tool calls are parsed from generated ids") {
     for (const char* v : {"v11", "v13"}) {
         const auto& t = tok(v);
