@@ -153,6 +153,45 @@ std::vector<uint8_t> make_bmp(int w, int h, const std::vector<uint8_t>& rgb) {
     return b;
 }
 
+// A greyscale PNG of 16-bit samples (big-endian, filter 0), its zlib stream one stored block; chunk CRCs
+// are computed, as a strict reader checks them.
+std::vector<uint8_t> make_png_grey16(int w, int h, const std::vector<uint16_t>& v) {
+    std::vector<uint8_t> raw;
+    for (int y = 0; y < h; ++y) {
+        raw.push_back(0);
+        for (int x = 0; x < w; ++x) {
+            const uint16_t s = v[size_t(y) * w + x];
+            raw.push_back(uint8_t(s >> 8));
+            raw.push_back(uint8_t(s));
+        }
+    }
+    uint32_t a = 1, b = 0;
+    for (uint8_t c : raw) a = (a + c) % 65521, b = (b + a) % 65521;
+    const uint16_t n = uint16_t(raw.size());
+    std::vector<uint8_t> z = {0x78, 0x01, 1, uint8_t(n), uint8_t(n >> 8), uint8_t(~n), uint8_t(~n >> 8)};
+    z.insert(z.end(), raw.begin(), raw.end());
+    const uint32_t adler = b << 16 | a;
+    for (int i = 3; i >= 0; --i) z.push_back(uint8_t(adler >> (8 * i)));
+    std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    auto chunk = [&](const char* type, const std::vector<uint8_t>& data) {
+        for (int i = 3; i >= 0; --i) png.push_back(uint8_t(data.size() >> (8 * i)));
+        const size_t start = png.size();
+        png.insert(png.end(), type, type + 4);
+        png.insert(png.end(), data.begin(), data.end());
+        uint32_t crc = 0xffffffffu;
+        for (size_t i = start; i < png.size(); ++i) {
+            crc ^= png[i];
+            for (int k = 0; k < 8; ++k) crc = crc >> 1 ^ (0xedb88320u & (0u - (crc & 1)));
+        }
+        crc = ~crc;
+        for (int i = 3; i >= 0; --i) png.push_back(uint8_t(crc >> (8 * i)));
+    };
+    chunk("IHDR", {0, 0, 0, uint8_t(w), 0, 0, 0, uint8_t(h), 16, 0, 0, 0, 0});
+    chunk("IDAT", z);
+    chunk("IEND", {});
+    return png;
+}
+
 // A 1x1 GIF89a whose single pixel is palette colour 0 = (200, 30, 60), transparent or not.
 std::vector<uint8_t> make_gif(bool transparent) {
     return {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0,          // screen, 2-colour global table
@@ -515,6 +554,19 @@ TEST_CASE("other formats and PNG colour keys") {
         // One whose CRC the end of the file cuts off (fuzz_image): an error, and stb_image never sees it.
         std::vector<uint8_t> cut(png.begin(), png.begin() + 33 + 8);
         CHECK_THROWS_AS(load_image_memory(cut.data(), cut.size(), o, "cut.png"), std::runtime_error);
+    }
+    SUBCASE("16-bit grey PNG: each sample's high byte, as stb_image and llama.cpp read it") {
+        // Pillow opens it in mode I and its convert("RGB") clips every sample above 255 to white
+        // (python-pillow #3011, "hasn't worked in 20 years"): transformers and vLLM would see a white
+        // page. The picture as drawn is what is sent here.
+        const std::vector<uint16_t> v = {0x0000, 0x0100, 0x1234, 0x80ff, 0xffff, 0x7f80};
+        const std::vector<uint8_t> png = make_png_grey16(3, 2, v);
+        const Image got = load_image_memory(png.data(), png.size(), o, "grey16.png");
+        std::vector<uint8_t> rgb;
+        for (uint16_t s : v) rgb.insert(rgb.end(), 3, uint8_t(s >> 8));
+        const Image want = preprocess(rgb.data(), 3, 2, 3, o);
+        CHECK(got.width == want.width);
+        CHECK(got.pixels == want.pixels);
     }
     SUBCASE("an RGB PNG's tRNS colour key is ignored, as Pillow keeps mode RGB") {
         std::vector<uint8_t> png = read_bytes("tests/data/tiny-a/images/small.png");
