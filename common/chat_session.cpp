@@ -1,6 +1,7 @@
-// chat_session.cpp — turns of a conversation: render, reuse the cached prefix, prefill the rest (images
-// encoded on the way), sample and stream the answer, record it; timings; JSON save and load; the prompt
-// cache's restore (checked against this model) and save.
+// chat_session.cpp — turns of a conversation: render (dropping the oldest turns where the context is
+// full), reuse the cached prefix, prefill the rest (images encoded on the way), sample and stream the
+// answer, record it; /save and /load through conversation_file.h; the prompt cache's restore (checked
+// against this model) and save.
 #include "chat_session.h"
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "conversation_file.h"
 #include "log.h"
 #include "ngram_draft.h"
 #include "prompt_cache.h"
@@ -22,65 +24,6 @@ using clock_type = std::chrono::steady_clock;
 
 static double ms_since(clock_type::time_point t0) {
     return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
-}
-
-Timings& Timings::operator+=(const Timings& o) {
-    turns += o.turns;
-    images += o.images;
-    image_ms += o.image_ms;
-    prompt_tokens += o.prompt_tokens;
-    prompt_ms += o.prompt_ms;
-    gen_runs += o.gen_runs;
-    gen_ms += o.gen_ms;
-    drafted += o.drafted;
-    accepted += o.accepted;
-    sampled += o.sampled;
-    sample_ms += o.sample_ms;
-    ttft_ms += o.ttft_ms;
-    total_ms += o.total_ms;
-    return *this;
-}
-
-std::vector<std::string> format_timings(const Timings& t) {
-    auto line = [](const char* label, double ms, int64_t n, const char* unit, bool rates) {
-        char buf[200];
-        const double per = ms / double(std::max<int64_t>(n, 1));
-        if (rates)
-            std::snprintf(buf, sizeof buf, "%20s = %10.2f ms / %5lld %-6s (%8.2f ms per token, %8.2f tokens per second)",
-                          label, ms, (long long)n, unit, per, ms > 0 ? 1e3 * double(n) / ms : 0.0);
-        else
-            std::snprintf(buf, sizeof buf, "%20s = %10.2f ms / %5lld %s", label, ms, (long long)n, unit);
-        return std::string(buf);
-    };
-    std::vector<std::string> out;
-    if (t.images > 0) out.push_back(line("image encode time", t.image_ms, t.images, "images", false));
-    out.push_back(line("prompt eval time", t.prompt_ms, t.prompt_tokens, "tokens", true));
-    out.push_back(line("eval time", t.gen_ms, t.gen_runs, "runs", true));
-    if (t.drafted > 0) {
-        char buf[160];
-        std::snprintf(buf, sizeof buf, "%20s = %5lld of %5lld tokens (%.1f%%), %.2f tokens per run", "draft accepted",
-                      (long long)t.accepted, (long long)t.drafted, 100.0 * double(t.accepted) / double(t.drafted),
-                      double(t.gen_runs + t.accepted) / double(std::max<int64_t>(t.gen_runs, 1)));
-        out.push_back(buf);
-    }
-    out.push_back(line("sampling time", t.sample_ms, t.sampled, "tokens", false));
-    char buf[120];
-    if (t.turns > 1)
-        std::snprintf(buf, sizeof buf, "%20s = %10.2f ms (mean of %lld turns)", "time to first token",
-                      t.ttft_ms / double(t.turns), (long long)t.turns);
-    else
-        std::snprintf(buf, sizeof buf, "%20s = %10.2f ms", "time to first token", t.ttft_ms);
-    out.push_back(buf);
-    out.push_back(line("total time", t.total_ms, t.prompt_tokens + t.sampled, "tokens", false));
-    return out;
-}
-
-std::string format_speed(const Timings& t) {
-    char buf[120];
-    std::snprintf(buf, sizeof buf, "[ Prompt: %.1f t/s | Generation: %.1f t/s ]",
-                  t.prompt_ms > 0 ? 1e3 * double(t.prompt_tokens) / t.prompt_ms : 0.0,
-                  t.gen_ms > 0 ? 1e3 * double(t.gen_runs + t.accepted) / t.gen_ms : 0.0);
-    return buf;
 }
 
 ChatSession::ChatSession(mistral::Context& ctx, const mistral::Tokenizer& tok, const ChatTemplate& tmpl,
@@ -525,69 +468,16 @@ Reply ChatSession::generate(const OnText& on_text, const ShouldStop& stop) {
     return r;
 }
 
-void ChatSession::save(const std::string& path) const {
-    nlohmann::ordered_json list = nlohmann::ordered_json::array();
-    for (const Message& m : msgs_) {
-        nlohmann::ordered_json j;
-        j["role"] = role_name(m.role);
-        j["content"] = m.text;
-        if (!m.images.empty()) {
-            j["images"] = nlohmann::ordered_json::array();
-            for (const ImageRef& im : m.images) j["images"].push_back(im.path);
-        }
-        if (!m.tool_calls.empty()) {
-            j["tool_calls"] = nlohmann::ordered_json::array();
-            for (const ToolCall& c : m.tool_calls)
-                j["tool_calls"].push_back({{"id", c.id},
-                                           {"type", "function"},
-                                           {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
-        }
-        if (m.role == Role::Tool) j["tool_call_id"] = m.tool_call_id;
-        list.push_back(j);
-    }
-    std::ofstream f(path);
-    if (!f) throw std::runtime_error("cannot write " + path);
-    f << nlohmann::ordered_json{{"messages", list}}.dump(2) << '\n';
-    if (!f) throw std::runtime_error("cannot write " + path);
-}
+void ChatSession::save(const std::string& path) const { save_conversation(path, msgs_); }
 
 void ChatSession::load(const std::string& path) {
-    std::ifstream f(path);
-    if (!f) throw std::runtime_error("cannot open " + path);
-    nlohmann::ordered_json j;
-    try {
-        j = parse_json(f);
-    } catch (const std::exception& e) {
-        throw std::runtime_error(path + ": not valid JSON (" + e.what() + ")");
-    }
-    if (!j.is_object() || !j.contains("messages") || !j["messages"].is_array())
-        throw std::runtime_error(path + ": expected {\"messages\": [...]}");
-    std::vector<Message> msgs;
     std::map<std::string, mistral::Image> images;
-    try {
-        for (const auto& jm : j["messages"]) {
-            Message m;
-            m.role = parse_role(jm.at("role").get<std::string>());
-            m.text = jm.value("content", "");
-            for (const auto& jp : jm.value("images", nlohmann::json::array())) {
-                const std::string p = jp.get<std::string>();
-                if (!ctx_.model().config().has_vision) throw std::runtime_error("this model has no vision tower");
-                auto it = images.find(p);
-                if (it == images.end()) it = images.emplace(p, load_noting_orientation(p, opt_.image)).first;
-                m.images.push_back({p, it->second.rows(), it->second.cols()});
-            }
-            for (const auto& jc : jm.value("tool_calls", nlohmann::json::array())) {
-                const auto& fn = jc.at("function");
-                const auto& args = fn.value("arguments", nlohmann::json(""));
-                m.tool_calls.push_back({jc.value("id", ""), fn.at("name").get<std::string>(),
-                                        args.is_string() ? args.get<std::string>() : args.dump()});
-            }
-            m.tool_call_id = jm.value("tool_call_id", "");
-            msgs.push_back(m);
-        }
-    } catch (const nlohmann::json::exception& e) {
-        throw std::runtime_error(path + ": malformed message (" + e.what() + ")");
-    }
+    std::vector<Message> msgs = load_conversation(path, [&](const std::string& p) {
+        if (!ctx_.model().config().has_vision) throw std::runtime_error("this model has no vision tower");
+        auto it = images.find(p);
+        if (it == images.end()) it = images.emplace(p, load_noting_orientation(p, opt_.image)).first;
+        return ImageRef{p, it->second.rows(), it->second.cols()};
+    });
     msgs_ = std::move(msgs);
     loaded_ = std::move(images);
 }

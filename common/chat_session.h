@@ -1,7 +1,8 @@
 // chat_session.h — one conversation with the model: its messages, the ids already in the KV cache (a turn
 // prefills only what the cache lacks: the longest common prefix of the new prompt and the cache stays),
-// streaming generation with the sampler, tool calls and results, /regen, timings, /save and /load, the oldest
-// turns dropped when the conversation outgrows the context, and the prompt cache (a file with the KV cache of the first prompt, images included, reused by the next run).
+// streaming generation with the sampler, tool calls and results, /regen, timings, /save and /load, the
+// oldest turns dropped when the conversation outgrows the context, and the prompt cache (a file with the
+// KV cache of the first prompt, images included, reused by the next run).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "chat_template.h"
+#include "chat_timings.h"
 #include "context.h"
 #include "image.h"
 #include "ngram_draft.h"
@@ -21,29 +23,6 @@
 #include "tokenizer.h"
 
 namespace common {
-
-// Time spent by one turn, or summed over a session.
-struct Timings {
-    int64_t turns = 0;
-    int64_t images = 0;
-    double image_ms = 0;         // vision tower + projector
-    int64_t prompt_tokens = 0;   // prefilled (tokens reused from the cache are not counted)
-    double prompt_ms = 0;
-    int64_t gen_runs = 0;        // decode passes: one token each, and with --draft the tokens proposed after it
-    double gen_ms = 0;
-    int64_t drafted = 0;         // draft tokens sent (--draft)
-    int64_t accepted = 0;        // of those, the ones the model agreed with: tokens a pass gained
-    int64_t sampled = 0;
-    double sample_ms = 0;
-    double ttft_ms = 0;          // start of the turn to its first sampled token (summed over turns)
-    double total_ms = 0;
-    Timings& operator+=(const Timings& o);
-};
-
-// llama.cpp-style footer lines: image encode, prompt eval, eval, sampling, time to first token, total.
-std::vector<std::string> format_timings(const Timings& t);
-// "[ Prompt: 251.1 t/s | Generation: 23.4 t/s ]"
-std::string format_speed(const Timings& t);
 
 // The conversation does not fit the context.
 struct ContextOverflow : std::runtime_error {
