@@ -15,7 +15,9 @@ CLI::Validator whole_number(int64_t lo, int64_t hi) {
     const bool open = hi == INT64_MAX;
     const std::string a = std::to_string(lo), b = std::to_string(hi);
     const std::string want = open ? ">= " + a : "from " + a + " to " + b;
-    const std::string name = open && lo == 0 ? "NONNEGATIVE" : open && lo == 1 ? "POSITIVE" : "in [" + a + ", " + b + "]";
+    const std::string name = open && lo == 0   ? "NONNEGATIVE"
+                             : open && lo == 1 ? "POSITIVE"
+                                               : "in [" + a + ", " + b + "]";
     return CLI::Validator(
         [lo, hi, want](std::string& s) -> std::string {
             errno = 0;

@@ -629,8 +629,8 @@ TEST_CASE("REPL: a conversation that outgrows the context drops its oldest turns
     for (int i = 0; i < 150; ++i) words += " amen";
     Run alone = chat("-m " + kModel + " --temp 0 -c 128 -n 48", turns + words + "\nJohn 3\n");
     const Ids lone = cat({{1, 3}, E(words), {4}});
-    CHECK(alone.err.find("error: the prompt needs " + std::to_string(lone.size()) + " tokens but the context holds 128") !=
-          std::string::npos);
+    const std::string needs = "error: the prompt needs " + std::to_string(lone.size()) + " tokens";
+    CHECK(alone.err.find(needs + " but the context holds 128") != std::string::npos);
     CHECK(std::count(alone.out.begin(), alone.out.end(), '\n') == 4);  // three answers, then John's
 
     Run stopped = chat("-m " + kModel + " --temp 0 -c 128 -n 48 --context-full stop", turns);

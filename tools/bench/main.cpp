@@ -1,8 +1,8 @@
 // bench — llama-bench-style speed tests (ppN prefill in passes of -ub tokens, tgN decode, each after -d
-// tokens already in the cache, -np N concurrent sequences, imgN vision encode) on a model folder or on synthetic weights with a
-// config's shapes, with the bandwidth ceiling beside every decode figure and the backend's compute peak
-// beside every prefill and image (the CPU's multiply-adds: FMA, or BF16 dot products with --cpu-bf16; a
-// GPU's large cuBLAS BF16 GEMM).
+// tokens already in the cache, -np N concurrent sequences, imgN vision encode) on a model folder or on
+// synthetic weights with a config's shapes, with the bandwidth ceiling beside every decode figure and the
+// backend's compute peak beside every prefill and image (the CPU's multiply-adds: FMA, or BF16 dot
+// products with --cpu-bf16; a GPU's large cuBLAS BF16 GEMM).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -310,8 +310,9 @@ int main(int argc, char** argv) {
         const std::vector<int> pps = parse_list(pp_list, "-p"), tgs = parse_list(tg_list, "-n"),
                                depths = parse_list(depth_list, "-d"), ubs = parse_list(ub_list, "-ub");
         if (std::find(ubs.begin(), ubs.end(), 0) != ubs.end()) throw std::runtime_error("-ub: 0 tokens per pass");
-        // Like llama-bench, the table names -ub only where it was given.
+        // Like llama-bench, the table names -ub only where it was given (blank for tests without a prefill).
         const bool show_ub = ub_list != "512";
+        auto ub_cell = [](int ub) { return ub > 0 ? std::to_string(ub) : std::string(); };
 
         std::unique_ptr<mistral::Model> model;
         std::string model_name;
@@ -371,7 +372,8 @@ int main(int argc, char** argv) {
                                 });
             for (int n : tgs)
                 if (n > 0)
-                    measure({name("tg", n, d), 0, n, 1, d, 0, {}, 0}, [&](double* ttft) { return run.decode(n, d, ttft); });
+                    measure({name("tg", n, d), 0, n, 1, d, 0, {}, 0},
+                            [&](double* ttft) { return run.decode(n, d, ttft); });
         }
         if (n_par > 1)
             for (int n : tgs)
@@ -382,7 +384,8 @@ int main(int argc, char** argv) {
 
         if (image_size > 0) {
             if (!model->config().has_vision) throw std::runtime_error("--image-size: this model has no vision tower");
-            measure({"img" + std::to_string(image_size), 0, 0, 1, 0, 0, {}, 0, flops_per_image_token(*model, image_size)},
+            const double flops = flops_per_image_token(*model, image_size);
+            measure({"img" + std::to_string(image_size), 0, 0, 1, 0, 0, {}, 0, flops},
                     [&](double* ms) { return run.vision(image_size, ms); });
         }
 
@@ -430,7 +433,8 @@ int main(int argc, char** argv) {
         } else if (output == "jsonl") {
             for (const auto& r : rows) std::cout << r.dump() << "\n";
         } else if (output == "csv") {
-            std::cout << "model,size_gb,backend,threads,test,n_depth,n_ubatch,avg_ts,stddev_ts,ttft_ms,weight_bytes_per_token,"
+            std::cout << "model,size_gb,backend,threads,test,n_depth,n_ubatch,avg_ts,stddev_ts,ttft_ms,"
+                         "weight_bytes_per_token,"
                          "kv_bytes_per_step,bandwidth_gbs,effective_gbs,ceiling_ratio,peak_host_mem_gb\n";
             for (const auto& r : rows)
                 std::printf("\"%s\",%.3f,%s,%d,%s,%d,%d,%.3f,%.3f,%.2f,%.0f,%.0f,%.2f,%.2f,%.4f,%.2f\n",
@@ -442,8 +446,8 @@ int main(int argc, char** argv) {
                             r["ceiling_ratio"].get<double>(), mem_gb);
         } else {
             // GB/step: the weights, and for decode the caches each step reads too.
-            std::printf("| model | size | backend | threads |%s test | t/s | TTFT ms | GB/step | BW GB/s | eff GB/s | of "
-                        "ceiling |\n",
+            std::printf("| model | size | backend | threads |%s test | t/s | TTFT ms | GB/step | BW GB/s | eff GB/s "
+                        "| of ceiling |\n",
                         show_ub ? " n_ubatch |" : "");
             std::printf("| --- | ---: | --- | ---: |%s ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
                         show_ub ? " ---: |" : "");
@@ -451,9 +455,7 @@ int main(int argc, char** argv) {
                 std::printf("| %s | %.2f GB | %s | %d |%s %s | %.2f ± %.2f | %.1f | %.3f | %.1f | %.1f | %s |\n",
                             r["model"].get<std::string>().c_str(), size_gb, r["backend"].get<std::string>().c_str(),
                             threads,
-                            !show_ub ? ""
-                            : r["n_ubatch"].get<int>() > 0 ? (" " + std::to_string(r["n_ubatch"].get<int>()) + " |").c_str()
-                                                           : "  |",
+                            !show_ub ? "" : (" " + ub_cell(r["n_ubatch"].get<int>()) + " |").c_str(),
                             r["test"].get<std::string>().c_str(), r["avg_ts"].get<double>(),
                             r["stddev_ts"].get<double>(), r["ttft_ms"].get<double>(),
                             (bpt + r["kv_bytes_per_step"].get<double>()) / 1e9, bw / 1e9,
