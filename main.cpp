@@ -266,7 +266,7 @@ private:
 
     ChatSession& s_;
     Console& con_;
-    bool drops_;  // --context-full drop-oldest
+    bool drops_;  // --context-full is not stop: a full context loses its oldest turns
     bool printed_ = false;
 };
 
