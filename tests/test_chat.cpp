@@ -1,7 +1,10 @@
 // test_chat.cpp — the chat template (v7, v11, v13: system prompt, turns, images, tools, tool calls and
 // results) against hand-written id lists, tool-call parsing, JSON formatting, the SYSTEM_PROMPT.txt filler,
-// the sampler, and the prompt-lookup drafts with the sampler's check of them.
+// the sampler, the prompt-lookup drafts with the sampler's check of them, the span a shorter prompt drops,
+// and the /save-/load conversation file.
 #include <doctest/doctest.h>
+
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -13,6 +16,7 @@
 #include <sstream>
 
 #include "chat_template.h"
+#include "conversation_file.h"
 #include "ngram_draft.h"
 #include "sampling.h"
 #include "tokenizer.h"
@@ -629,4 +633,57 @@ TEST_CASE("sampler: a draft is checked so that every token keeps sample()'s prob
     p.repeat_penalty = 4;
     Sampler penalised(p);
     CHECK(penalised.verify(logits.data(), 3, {0}, 1).id == 1);
+}
+
+TEST_CASE("conversation file: /save's JSON loads back whole, and a bad file is one clear error") {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("fp4-test-conversation-" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    const std::string path = (dir / "chat.json").string();
+    std::vector<Message> msgs(4);
+    msgs[0].role = Role::System, msgs[0].text = "Be brief.";
+    msgs[1].role = Role::User, msgs[1].text = "Which colour?", msgs[1].images = {{"a.png", 4, 4}, {"b.png", 2, 3}};
+    msgs[2].role = Role::Assistant, msgs[2].tool_calls = {{"abcDEF123", "paint", "{\"colour\": \"red\"}"}};
+    msgs[3].role = Role::Tool, msgs[3].text = "{\"ok\": true}", msgs[3].tool_call_id = "abcDEF123";
+    save_conversation(path, msgs);
+    std::vector<std::string> asked;
+    const std::vector<Message> back = load_conversation(path, [&](const std::string& p) {
+        asked.push_back(p);
+        return ImageRef{p, 4, 4};
+    });
+    REQUIRE(back.size() == 4);
+    CHECK(asked == std::vector<std::string>{"a.png", "b.png"});
+    for (size_t i = 0; i < 4; ++i) {
+        CHECK(back[i].role == msgs[i].role);
+        CHECK(back[i].text == msgs[i].text);
+        CHECK(back[i].tool_call_id == msgs[i].tool_call_id);
+    }
+    REQUIRE(back[2].tool_calls.size() == 1);
+    CHECK(back[2].tool_calls[0].id == "abcDEF123");
+    CHECK(back[2].tool_calls[0].name == "paint");
+    CHECK(back[2].tool_calls[0].arguments == "{\"colour\": \"red\"}");
+
+    auto error_of = [&](const std::string& text) {
+        std::ofstream(path) << text;
+        try {
+            load_conversation(path,
+                              [](const std::string& p) -> ImageRef { throw std::runtime_error("cannot read " + p); });
+        } catch (const std::runtime_error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    CHECK(error_of("{\"messages\": [").find("not valid JSON") != std::string::npos);
+    CHECK(error_of("[1, 2]").find("expected {\"messages\": [...]}") != std::string::npos);
+    CHECK(error_of("{\"messages\": [{\"content\": \"no role\"}]}").find("malformed message") != std::string::npos);
+    CHECK(error_of("{\"messages\": [{\"role\": \"wizard\"}]}").find("wizard") != std::string::npos);
+    CHECK(error_of("{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"id\": \"x\"}]}]}")
+              .find("malformed message") != std::string::npos);
+    CHECK(error_of("{\"messages\": [{\"role\": \"user\", \"images\": [\"gone.png\"]}]}") == "cannot read gone.png");
+    CHECK(error_of("{\"messages\": [{\"role\": \"user\", \"images\": [3]}]}").find("malformed message") !=
+          std::string::npos);
+    CHECK_THROWS_WITH_AS(load_conversation((dir / "missing.json").string(), {}), doctest::Contains("cannot open"),
+                         std::runtime_error);
+    CHECK_THROWS_AS(save_conversation((dir / "no" / "such" / "dir.json").string(), msgs), std::runtime_error);
+    fs::remove_all(dir);
 }
