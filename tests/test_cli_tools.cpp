@@ -166,18 +166,22 @@ TEST_CASE("bench --synthetic: what the device check runs, vision tower included"
     devices.push_back("cuda");
 #endif
     for (const std::string& device : devices) {
-        cli::Run r = cli::run("bench --device " + device + " --synthetic tests/data/tiny-kjv/nvfp4/config.json "
-                              "-p 16 -n 4 -d 0,32 -r 1 -np 2 --prompt-len 8 --image-size 56 --profile -o json");
+        cli::Run r = cli::run("bench --device " + device + " --synthetic tests/data/tiny-kjv/nvfp4/config.json -p 16 "
+                              "-ub 8,16 -n 4 -d 0,32 -r 1 -np 2 --prompt-len 8 --image-size 56 --profile -o json");
         INFO(device << ": " << r.err);
         REQUIRE(r.rc == 0);
         nlohmann::json j = nlohmann::json::parse(r.out);
         std::vector<std::string> tests;
+        std::vector<int> ubs;
         for (const auto& row : j) {
             tests.push_back(row["test"]);
+            ubs.push_back(row["n_ubatch"]);
             CHECK(row["avg_ts"].get<double>() > 0);
             if (device == "cuda") CHECK(row["backend"] == "CUDA (CPU emulator)");  // the card's name
         }
-        CHECK(tests == std::vector<std::string>{"pp16", "tg4", "pp16 @ d32", "tg4 @ d32", "np2 pp8+tg4", "img56"});
+        CHECK(tests == std::vector<std::string>{"pp16", "pp16", "tg4", "pp16 @ d32", "pp16 @ d32", "tg4 @ d32",
+                                                "np2 pp8+tg4", "img56"});
+        CHECK(ubs == std::vector<int>{8, 16, 0, 8, 16, 0, 0, 0});  // pp16 in two passes of 8, and in one
         CHECK(r.err.find("| MUL_MAT NVFP4 ") != std::string::npos);  // the tables: on stderr with -o json
         CHECK(r.err.find("decode steps of 2 sequences,") != std::string::npos);
         // And the image's: the tower's products, its attention, once each.
