@@ -15,7 +15,6 @@
 #include <stdexcept>
 
 #include "image.h"
-#include "numeric.h"
 
 namespace common {
 
@@ -196,23 +195,16 @@ PromptCacheFile read_prompt_cache(const std::string& path, bool writing) {
 double first_position_difference(const PromptCache& c, const std::vector<uint8_t>& first) {
     const size_t row = c.row_bytes, stored = c.ids.size(), n = row / fp4::row_bytes(c.kv_type, 1);
     if (first.size() != 2 * size_t(c.n_layer) * row) throw std::invalid_argument("first_position_difference: size");
-    auto value = [&](const uint8_t* b, size_t i) {
-        switch (c.kv_type) {
-            case fp4::Type::BF16: return fp4::bf16_to_f32(uint16_t(b[2 * i] | b[2 * i + 1] << 8));
-            case fp4::Type::F8_E4M3: return fp4::e4m3_to_f32(b[i]);
-            default: {
-                float f;
-                std::memcpy(&f, b + 4 * i, 4);
-                return f;
-            }
-        }
-    };
+    std::vector<float> now(n), saved(n);
     double diff = 0, norm = 0;
-    for (size_t r = 0; r < 2 * size_t(c.n_layer); ++r)  // K then V of each layer
+    for (size_t r = 0; r < 2 * size_t(c.n_layer); ++r) {  // K then V of each layer
+        fp4::load_cache_values(c.kv_type, first.data() + r * row, int64_t(n), now.data());
+        fp4::load_cache_values(c.kv_type, c.kv.data() + r * stored * row, int64_t(n), saved.data());
         for (size_t i = 0; i < n; ++i) {
-            const double a = value(first.data() + r * row, i), b = value(c.kv.data() + r * stored * row, i);
+            const double a = now[i], b = saved[i];
             diff += (a - b) * (a - b), norm += b * b;
         }
+    }
     return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
 }
 

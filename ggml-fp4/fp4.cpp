@@ -3,7 +3,11 @@
 #include "fp4.h"
 
 #include <atomic>
+#include <cstring>
 #include <stdexcept>
+#include <string>
+
+#include "numeric.h"
 
 namespace fp4 {
 
@@ -28,6 +32,39 @@ size_t row_bytes(Type t, int64_t n) {
         case Type::NVFP4: return size_t(n) / 2;
     }
     return 0;
+}
+
+static void require_cache_type(Type t) {
+    if (t != Type::F32 && t != Type::BF16 && t != Type::F8_E4M3)
+        throw std::invalid_argument(std::string("a KV cache of type ") + type_name(t) +
+                                    " is not supported (F32, BF16 or F8_E4M3)");
+}
+
+void store_cache_values(Type t, const float* src, int64_t n, void* dst) {
+    require_cache_type(t);
+    auto* out = static_cast<uint8_t*>(dst);
+    if (t == Type::F32) std::memcpy(out, src, size_t(n) * 4);
+    if (t == Type::BF16)
+        for (int64_t i = 0; i < n; ++i) {
+            const uint16_t h = f32_to_bf16(src[i]);
+            std::memcpy(out + 2 * i, &h, 2);
+        }
+    if (t == Type::F8_E4M3)
+        for (int64_t i = 0; i < n; ++i) out[i] = f32_to_e4m3(src[i]);
+}
+
+void load_cache_values(Type t, const void* src, int64_t n, float* dst) {
+    require_cache_type(t);
+    const auto* in = static_cast<const uint8_t*>(src);
+    if (t == Type::F32) std::memcpy(dst, in, size_t(n) * 4);
+    if (t == Type::BF16)
+        for (int64_t i = 0; i < n; ++i) {
+            uint16_t h;
+            std::memcpy(&h, in + 2 * i, 2);
+            dst[i] = bf16_to_f32(h);
+        }
+    if (t == Type::F8_E4M3)
+        for (int64_t i = 0; i < n; ++i) dst[i] = e4m3_to_f32(in[i]);
 }
 
 const char* op_name(Op op) {

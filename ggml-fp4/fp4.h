@@ -28,6 +28,11 @@ const char* type_name(Type t);
 // Bytes of `n` elements of type t in one row (NVFP4: n/2 code bytes; scales are separate).
 size_t row_bytes(Type t, int64_t n);
 
+// `n` F32 values stored as a KV cache's type t (F32, BF16 or F8_E4M3: round to nearest even, FP8
+// saturating at ±448), and n stored values widened to F32. Other types throw std::invalid_argument.
+void store_cache_values(Type t, const float* src, int64_t n, void* dst);
+void load_cache_values(Type t, const void* src, int64_t n, float* dst);
+
 enum class Op : uint8_t {
     NONE,          // leaf: a weight, an input or a persistent buffer (KV cache)
     GET_ROWS,      // src0 table [V, D] (F32/BF16/F16/NVFP4), src1 I32 ids [T]            -> F32 [T, D]

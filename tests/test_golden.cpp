@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstring>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -14,7 +13,6 @@
 #include "config.h"
 #include "context.h"
 #include "golden.h"
-#include "numeric.h"
 #include "tokenizer.h"
 
 using namespace mistral;
@@ -266,14 +264,8 @@ void check_drop_positions(const std::function<std::unique_ptr<fp4::Backend>()>& 
     const std::vector<uint8_t> shifted = a.read_cache(31), fresh = b.read_cache(31);
     const size_t row = a.cache_row_bytes(), part = 31 * row, whole = 40 * row;
     auto values = [&](const std::vector<uint8_t>& bytes, size_t at, size_t n) {
-        const size_t size = fp4::row_bytes(kv, 1);
-        std::vector<float> v(n * row / size);
-        for (size_t i = 0; i < v.size(); ++i) {
-            const uint8_t* p = bytes.data() + at + i * size;
-            if (kv == fp4::Type::F32) std::memcpy(&v[i], p, 4);
-            else if (kv == fp4::Type::BF16) v[i] = fp4::bf16_to_f32(uint16_t(p[0] | p[1] << 8));
-            else v[i] = fp4::e4m3_to_f32(*p);
-        }
+        std::vector<float> v(n * row / fp4::row_bytes(kv, 1));
+        fp4::load_cache_values(kv, bytes.data() + at, int64_t(v.size()), v.data());
         return v;
     };
     // Layer 0: K within the rounding of one more turn, V equal.

@@ -319,21 +319,17 @@ TEST_CASE("rope_shift_rows turns keys stored with ROPE at p into those at p - d,
         CAPTURE(std::string(type_name(type)));
         auto t = make_tensor(type, {H * Dh, M}, "k");
         std::vector<uint8_t> bytes(t->nbytes());
-        for (size_t i = 0; i < stored.size(); ++i) {
-            if (type == Type::F32) std::memcpy(&bytes[i * 4], &stored[i], 4);
-            if (type == Type::BF16) reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_bf16(stored[i]);
-            if (type == Type::F8_E4M3) bytes[i] = f32_to_e4m3(stored[i]);
-        }
+        store_cache_values(type, stored.data(), int64_t(stored.size()), bytes.data());
         for (int64_t m = 0; m < M; ++m)  // each row by its own distance
             rope_shift_rows(type, bytes.data() + size_t(m) * t->nbytes() / size_t(M), 1, H, Dh, theta,
                             -int64_t(back[size_t(m)]));
+        std::vector<float> turned(stored.size());
+        load_cache_values(type, bytes.data(), int64_t(turned.size()), turned.data());
         for (int64_t m = 0; m < M; ++m) {
             CAPTURE(at[size_t(m)]);
             double err = 0, norm = 0;
             for (int64_t i = m * H * Dh; i < (m + 1) * H * Dh; ++i) {
-                const float got = type == Type::F32    ? reinterpret_cast<const float*>(bytes.data())[i]
-                                  : type == Type::BF16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(bytes.data())[i])
-                                                       : e4m3_to_f32(bytes[size_t(i)]);
+                const float got = turned[size_t(i)];
                 err += (got - want[size_t(i)]) * double(got - want[size_t(i)]);
                 norm += double(want[size_t(i)]) * want[size_t(i)];
             }

@@ -52,20 +52,6 @@ void attend(const Kernels& kern, const float* q, int group, const float* k, cons
     }
 }
 
-// Stores `n` F32 values as the cache's type (round to nearest even; FP8 saturates at ±448).
-void store_row(Type t, const float* src, int64_t n, void* dst) {
-    switch (t) {
-        case Type::F32: std::memcpy(dst, src, size_t(n) * 4); return;
-        case Type::BF16:
-            for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = f32_to_bf16(src[i]);
-            return;
-        case Type::F8_E4M3:
-            for (int64_t i = 0; i < n; ++i) static_cast<uint8_t*>(dst)[i] = f32_to_e4m3(src[i]);
-            return;
-        default: throw std::invalid_argument(std::string("ATTN_CACHED: a cache of type ") + type_name(t));
-    }
-}
-
 // Widens n cache elements to F32; dst has room for n rounded up to 16 (the SIMD BF16 decoder's step).
 void load_rows(const Kernels& kern, Type t, const void* src, int64_t n, float* dst) {
     if (t == Type::BF16) {
@@ -230,8 +216,8 @@ void op_attn_cached(OpContext& ctx, Tensor& dst) {
     const CacheView cache{kc, vc, fp4::row_bytes(ct, ld), n_ctx, ld};
     for (int64_t m = 0; m < M; ++m) {
         const int64_t row = seq[m] * n_ctx + pos[m];
-        store_row(ct, static_cast<const float*>(k->data) + m * ld, ld, cache.row(kc, row));
-        store_row(ct, static_cast<const float*>(v->data) + m * ld, ld, cache.row(vc, row));
+        store_cache_values(ct, static_cast<const float*>(k->data) + m * ld, ld, cache.row(kc, row));
+        store_cache_values(ct, static_cast<const float*>(v->data) + m * ld, ld, cache.row(vc, row));
     }
 
     // The rows [0, last position] of each sequence this pass reads.
