@@ -311,7 +311,7 @@ int main(int argc, char** argv) {
                                depths = parse_list(depth_list, "-d"), ubs = parse_list(ub_list, "-ub");
         if (std::find(ubs.begin(), ubs.end(), 0) != ubs.end()) throw std::runtime_error("-ub: 0 tokens per pass");
         // Like llama-bench, the table names -ub only where it was given (blank for tests without a prefill).
-        const bool show_ub = ub_list != "512";
+        const bool show_ub = ubs != std::vector<int>{512};
         auto ub_cell = [](int ub) { return ub > 0 ? std::to_string(ub) : std::string(); };
 
         std::unique_ptr<mistral::Model> model;
